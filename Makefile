@@ -1,0 +1,28 @@
+# quantgrid: `make demo` and `make test` work on a fresh machine; both install what is missing.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+export QUANTGRID_CACHE ?= $(HOME)/.cache/quantgrid
+
+.PHONY: setup demo test lock bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(VENV)/bin/quantgrid run sweep=demo
+
+test: setup
+	$(PY) -m pytest tests --durations=15
+
+bench: setup
+	$(PY) -m bench.run
+
+# Re-resolve the CPU lock (needs network). Commit requirements/cpu.lock afterwards.
+lock:
+	uv pip compile requirements/cpu.in --overrides requirements/cpu-overrides.txt \
+	  --find-links /opt/wheels --index-strategy unsafe-best-match --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_28 -o requirements/cpu.lock
+
+clean:
+	rm -rf $(VENV) runs
