@@ -1,0 +1,277 @@
+"""Compose the Hydra tree into typed specs and reject bad input in one line.
+
+`quantgrid run sweep=demo sweep.formats=[fp8,w4a16]` -> Hydra composes conf/config.yaml with the
+overrides; this module turns the sweep's list-valued axes into ModelSpec / FormatSpec / TaskSpec
+objects (one YAML file each under conf/model, conf/format, conf/task) and validates them before
+any actor starts. No torch or vLLM here: the driver stays light.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata as md
+import importlib.util
+import math
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from quantgrid.runtime import CONF_DIR, TASKS_DIR
+from quantgrid.types import EngineSettings, FormatSpec, ModelSpec, TaskSpec
+
+# Calibration corpora by name: (package, file inside it). Read as files, never imported.
+CALIBRATION_SOURCES = {"lee_background": ("gensim", "test/test_data/lee_background.cor")}
+
+# Package versions that change results; they enter every cell key.
+RESULT_PACKAGES = ("vllm", "lm-eval", "llmcompressor", "compressed-tensors", "transformers", "torch")
+
+
+class ConfigError(ValueError):
+    """Bad input. The message is one line; the CLI prints it and exits 2."""
+
+
+@dataclass
+class Sweep:
+    name: str
+    models: list[ModelSpec]
+    formats: dict[str, dict[str, FormatSpec]]  # model name -> format name -> spec (per-model recipes)
+    format_names: list[str]
+    tasks: list[TaskSpec]
+    seeds: list[int]
+    baseline: str
+    engine: EngineSettings
+    run_dir: Path
+    tracking_uri: str
+    ray_address: str
+    resources: dict[str, Any]
+    versions: tuple[tuple[str, str], ...] = ()
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+def compose(overrides: list[str], conf_dir: Path = CONF_DIR) -> DictConfig:
+    """Hydra compose (not @hydra.main: the driver expands the grid itself, one process)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+
+    try:
+        with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base=None):
+            return hydra_compose("config", overrides=list(overrides))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"malformed YAML: {_one_line(e)}") from None
+    except (HydraException, OmegaConfBaseException) as e:
+        missing = re.search(r"Could not find '(\w+)/([^']+)'.*?Available options in '\w+':\s*(.*?)\s*Config search path", " ".join(str(e).split()))
+        if missing:
+            group, name, known = missing.groups()
+            raise ConfigError(f"unknown {group} '{name}' (known: {', '.join(known.split())})") from None
+        raise ConfigError(_one_line(e)) from None
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) < 400 else text[:397] + "..."
+
+
+def _load_yaml(kind: str, name: str, conf_dir: Path) -> DictConfig:
+    path = Path(conf_dir) / kind / f"{name}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in (Path(conf_dir) / kind).glob("*.yaml"))
+        raise ConfigError(f"unknown {kind} '{name}' (known: {', '.join(known)})")
+    try:
+        return OmegaConf.create(yaml.safe_load(path.read_text()))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"malformed YAML in {path}: {_one_line(e)}") from None
+
+
+def _build(cls, data: dict[str, Any], where: str):
+    allowed = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
+    try:
+        return cls(**data)
+    except TypeError as e:
+        raise ConfigError(f"{where}: {_one_line(e)}") from None
+
+
+def load_model(name: str, conf_dir: Path = CONF_DIR) -> ModelSpec:
+    data = OmegaConf.to_container(_load_yaml("model", name, conf_dir), resolve=True)
+    return _build(ModelSpec, data, f"conf/model/{name}.yaml")
+
+
+def load_format(name: str, model: ModelSpec, calibration: dict | None, conf_dir: Path = CONF_DIR) -> FormatSpec:
+    """The format's recipe for one model: model overrides merged in, then interpolations resolved."""
+    node = _load_yaml("format", name, conf_dir)
+    overrides = model.format_overrides.get(name, {})
+    node = OmegaConf.merge(node, overrides)
+    if calibration and node.get("calibration") is not None:
+        node.calibration = OmegaConf.merge(node.calibration, calibration)
+    try:
+        data = OmegaConf.to_container(node, resolve=True)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"conf/format/{name}.yaml: {_one_line(e)}") from None
+    # Top-level scalars (group_size, dampening_frac) only feed the recipe's interpolations.
+    spec = {k: data.get(k) for k in ("name", "label", "recipe", "calibration", "dtype") if k in data}
+    return _build(FormatSpec, spec, f"conf/format/{name}.yaml")
+
+
+def task_version_hash(name: str, tasks_dir: Path = TASKS_DIR) -> str:
+    """Hash of the lm-eval task folder (YAML + utils): a changed prompt is a new result."""
+    folder = Path(tasks_dir) / name
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.suffix in (".yaml", ".py", ".jinja", ".json"):
+            h.update(p.name.encode() + p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def load_task(name: str, settings: dict | None, conf_dir: Path = CONF_DIR) -> TaskSpec:
+    node = _load_yaml("task", name, conf_dir)
+    if settings:
+        node = OmegaConf.merge(node, settings)
+    data = OmegaConf.to_container(node, resolve=True)
+    if not (TASKS_DIR / name).is_dir():
+        raise ConfigError(f"task '{name}' has no lm-eval task folder {TASKS_DIR / name}")
+    data["version_hash"] = task_version_hash(name)
+    return _build(TaskSpec, data, f"conf/task/{name}.yaml")
+
+
+def locate_package_file(package: str, relative: str) -> Path | None:
+    """Path of a data file inside an installed package, without importing the package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / relative
+
+
+def calibration_file(calibration: dict[str, Any]) -> Path:
+    if calibration.get("path"):
+        path = Path(calibration["path"]).expanduser()
+    else:
+        name = calibration.get("dataset")
+        if name not in CALIBRATION_SOURCES:
+            raise ConfigError(
+                f"unknown calibration dataset '{name}' (known: {', '.join(CALIBRATION_SOURCES)}; or set calibration.path)"
+            )
+        path = locate_package_file(*CALIBRATION_SOURCES[name]) or Path(f"<package {CALIBRATION_SOURCES[name][0]} not installed>")
+    if not path.is_file():
+        raise ConfigError(f"missing calibration data: {path} does not exist")
+    return path
+
+
+def package_versions() -> tuple[tuple[str, str], ...]:
+    out = []
+    for pkg in RESULT_PACKAGES:
+        try:
+            out.append((pkg, md.version(pkg)))
+        except md.PackageNotFoundError:
+            out.append((pkg, "absent"))
+    return tuple(out)
+
+
+def _as_list(value: Any, what: str) -> list:
+    if value is None:
+        raise ConfigError(f"sweep.{what} is missing")
+    if isinstance(value, (str, int)):
+        return [value]
+    value = list(value)
+    if not value:
+        raise ConfigError(f"sweep.{what} is empty")
+    return value
+
+
+def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
+    """Typed, validated sweep. Every check that needs no model weights happens here."""
+    try:
+        raw = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as e:
+        raise ConfigError(_one_line(e)) from None
+    s = raw.get("sweep") or {}
+    model_names = _as_list(s.get("models"), "models")
+    format_names = _as_list(s.get("formats"), "formats")
+    task_names = _as_list(s.get("tasks"), "tasks")
+    seeds = [int(x) for x in _as_list(s.get("seeds", [1234]), "seeds")]
+    baseline = s.get("baseline", "bf16")
+    settings = s.get("task_settings") or {}
+    for extra in sorted(set(settings) - set(task_names)):
+        if not (Path(conf_dir) / "task" / f"{extra}.yaml").exists():
+            raise ConfigError(f"sweep.task_settings names unknown task '{extra}'")
+
+    models = [load_model(m, conf_dir) for m in model_names]
+    formats = {m.name: {f: load_format(f, m, s.get("calibration"), conf_dir) for f in format_names} for m in models}
+    tasks = [load_task(t, settings.get(t), conf_dir) for t in task_names]
+    engine = _build(EngineSettings, raw.get("engine") or {}, "conf/engine")
+    for fmts in formats.values():
+        for f in fmts.values():
+            if f.calibration is not None:
+                calibration_file(f.calibration)
+                for k in ("num_samples", "max_seq_length"):
+                    if int(f.calibration.get(k, 0)) <= 0:
+                        raise ConfigError(f"format {f.name}: calibration.{k} must be > 0")
+    for t in tasks:
+        _check_subset(t)
+    return Sweep(
+        name=str(s.get("name", "sweep")),
+        models=models,
+        formats=formats,
+        format_names=format_names,
+        tasks=tasks,
+        seeds=seeds,
+        baseline=baseline,
+        engine=engine,
+        run_dir=Path(raw.get("run_dir") or "runs"),
+        tracking_uri=raw.get("tracking_uri") or "",
+        ray_address=raw.get("ray_address") or "",
+        resources=raw.get("resources") or {},
+        versions=package_versions(),
+        raw=raw,
+    )
+
+
+def _check_subset(task: TaskSpec) -> None:
+    sub = task.subset
+    if sub is None:
+        return
+    allowed = {"size", "seed", "per_group", "group_field", "max_groups"}
+    if set(sub) - allowed:
+        raise ConfigError(f"task {task.name}: unknown subset key(s) {sorted(set(sub) - allowed)} (allowed: {sorted(allowed)})")
+    for k in ("size", "per_group", "max_groups"):
+        if k in sub and int(sub[k]) <= 0:
+            raise ConfigError(f"task {task.name}: subset.{k} must be > 0")
+    if "per_group" in sub and not sub.get("group_field"):
+        raise ConfigError(f"task {task.name}: subset.per_group needs subset.group_field")
+
+
+def group_sizes(recipe: Any) -> list[int]:
+    """Every group_size in a (nested) llmcompressor recipe."""
+    found: list[int] = []
+    if isinstance(recipe, dict):
+        for k, v in recipe.items():
+            if k == "group_size" and v is not None:
+                found.append(int(v))
+            else:
+                found += group_sizes(v)
+    elif isinstance(recipe, list):
+        for v in recipe:
+            found += group_sizes(v)
+    return found
+
+
+def check_group_size(fmt: FormatSpec, model: str, dims: dict[str, int]) -> None:
+    """Group-wise quantization needs every Linear input dim divisible by the group size."""
+    for g in group_sizes(fmt.recipe):
+        bad = {k: v for k, v in dims.items() if v % g}
+        if bad:
+            common = math.gcd(*dims.values())
+            valid = [2**i for i in range(4, 11) if common % 2**i == 0]
+            what = ", ".join(f"{k} {v}" for k, v in bad.items())
+            raise ConfigError(
+                f"format {fmt.name}: group_size {g} does not divide {model}'s {what}; "
+                f"valid group sizes: {', '.join(map(str, valid)) or 'none (use channel-wise)'} "
+                f"(set conf/model/{model}.yaml format_overrides.{fmt.name}.group_size)"
+            )

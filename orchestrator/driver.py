@@ -1,0 +1,232 @@
+"""The Ray driver: prepare models (build + quantize), then serve each engine group once.
+
+Minimal scheduler for the foundation: stages run in dependency order with concurrency bounded
+by the resources Ray reports (one actor at a time on a 2-core machine, where one engine already
+uses every core). Each task result is handed to the sinks the moment it arrives. The grid
+engine (ledger, leases, placement groups, retries) replaces `_run_stages`, not the workers.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator.config import ConfigError, calibration_file, check_group_size
+from orchestrator.plan import Plan
+from orchestrator.results import ResultSink
+from quantgrid.checkpoint import CheckpointError, model_dims, verify_checkpoint
+from quantgrid.runtime import PROJECT_ROOT, worker_env
+from quantgrid.types import Artifact, Stage, StageKind
+
+
+@dataclass
+class RunSummary:
+    done: int = 0
+    failed: list[tuple[str, str, str]] = field(default_factory=list)  # (stage, class, message)
+    engine_loads: dict[str, int] = field(default_factory=dict)
+    artifacts: dict[str, Artifact] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def classify(exc: BaseException) -> tuple[str, str]:
+    """(failure class, one-line message) for a stage error, as the ledger will record it."""
+    import ray.exceptions as rex
+
+    cause = exc
+    if isinstance(exc, rex.RayTaskError):
+        cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+    if isinstance(exc, (rex.ActorDiedError, rex.WorkerCrashedError, rex.NodeDiedError)):
+        return "actor_died", _first_line(exc)
+    if isinstance(exc, rex.OutOfMemoryError) or isinstance(cause, MemoryError) or "out of memory" in str(cause).lower():
+        return "oom", _first_line(cause)
+    if isinstance(exc, rex.GetTimeoutError):
+        return "timeout", _first_line(exc)
+    if isinstance(cause, (CheckpointError, ConfigError)):
+        return "bad_input", _first_line(cause)
+    return "error", f"{type(cause).__name__}: {_first_line(cause)}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    # RayTaskError text starts with the remote traceback; the last line is the exception itself.
+    line = lines[-1] if lines else type(exc).__name__
+    return line[:500]
+
+
+class Driver:
+    def __init__(self, plan: Plan, sink: ResultSink, progress=None, verbose: bool = False):
+        self.plan = plan
+        self.sink = sink
+        self.progress = progress  # callable(event: str, **info) for the CLI's rich progress
+        self.verbose = verbose
+        self.summary = RunSummary()
+        self.commit = git_commit()
+
+    def _emit(self, event: str, **info: Any) -> None:
+        if self.progress:
+            self.progress(event, **info)
+
+    # -- Ray -----------------------------------------------------------------------------------
+    def _init_ray(self) -> None:
+        import ray
+
+        sweep = self.plan.sweep
+        if ray.is_initialized():
+            return
+        kwargs: dict[str, Any] = dict(log_to_driver=self.verbose, include_dashboard=False,
+                                      configure_logging=True, logging_level="ERROR")
+        if sweep.ray_address:
+            ray.init(address=sweep.ray_address, **kwargs)
+        else:
+            # Workers import quantgrid from the same venv (editable install); no working_dir upload.
+            ray.init(num_cpus=os.cpu_count(), **kwargs)
+
+    def _actor_options(self, stage: Stage) -> dict[str, Any]:
+        import ray
+
+        res = ray.cluster_resources()
+        cpus = self.plan.sweep.resources.get("cpus_per_actor") or max(1, int(res.get("CPU", 1)))
+        opts: dict[str, Any] = {"num_cpus": cpus, "max_restarts": 0, "max_concurrency": 1}
+        gpus = self.plan.sweep.resources.get("gpus_per_actor")
+        if gpus is None and res.get("GPU", 0) > 0:
+            gpus = stage.model.tensor_parallel_size * stage.model.pipeline_parallel_size
+        if gpus:
+            opts["num_gpus"] = gpus
+        tmp = Path(self.plan.sweep.run_dir).resolve() / "tmp" / stage.key
+        tmp.mkdir(parents=True, exist_ok=True)
+        env = worker_env(cpu_threads=int(cpus), kv_cache_gb=self.plan.sweep.engine.kv_cache_gb)
+        env["TMPDIR"] = str(tmp)  # vLLM leaves /tmp/vllm_dist_* files: keep them per stage
+        opts["runtime_env"] = {"env_vars": env}
+        return opts
+
+    def _actor(self, stage: Stage):
+        import ray
+
+        from workers.actor import StageWorker
+
+        return ray.remote(StageWorker).options(name=None, **self._actor_options(stage)).remote(self.commit)
+
+    # -- stages -------------------------------------------------------------------------------
+    def run(self) -> RunSummary:
+        t0 = time.perf_counter()
+        self._init_ray()
+        try:
+            bases = self._build_models()
+            # Every recipe is checked against its model's dims before any quantization starts.
+            for stage in self.plan.stages:
+                if stage.kind is StageKind.QUANTIZE and stage.model.name in bases:
+                    check_group_size(stage.format, stage.model.name, model_dims(Path(bases[stage.model.name].path)))
+            for model in self.plan.sweep.models:
+                if model.name in bases:
+                    self._quantize_model(model, bases[model.name])
+            for stage in self.plan.evaluate_stages:
+                self._evaluate(stage)
+        finally:
+            self.summary.seconds = time.perf_counter() - t0
+        return self.summary
+
+    def _fail(self, stage: Stage, exc: BaseException) -> None:
+        cls, msg = ("bad_input", str(exc)) if isinstance(exc, (ConfigError, CheckpointError)) else classify(exc)
+        self.summary.failed.append((stage.name, cls, msg))
+        self.sink.stage_failed(stage, cls, msg)
+        self._emit("failed", stage=stage.name, error_class=cls, message=msg)
+
+    def _build_models(self) -> dict[str, Artifact]:
+        """Base checkpoints (cached, content-addressed); a corrupt one is bad input, in one line."""
+        import ray
+
+        builds = [s for s in self.plan.stages if s.kind is StageKind.BUILD_MODEL]
+        bases: dict[str, Artifact] = {}
+        actor = self._actor(builds[0])
+        try:
+            for stage in builds:
+                self._emit("start", stage=stage.name)
+                try:
+                    base = ray.get(actor.build_model.remote(stage.model))
+                except Exception as exc:
+                    self._fail(stage, exc)
+                    continue
+                verify_checkpoint(Path(base.path))  # CheckpointError -> the CLI's one-line error
+                bases[stage.model.name] = base
+                self.summary.artifacts[stage.key] = base
+                self.sink.artifact_ready(stage, base)
+                self._emit("done", stage=stage.name, seconds=base.seconds, reused=base.reused)
+        finally:
+            ray.kill(actor)  # release the cores for the next stage
+        return bases
+
+    def _quantize_model(self, model, base: Artifact) -> None:
+        """All recipes of one model in one actor lifetime (llmcompressor imports once)."""
+        import ray
+
+        stages = [s for s in self.plan.stages if s.kind is StageKind.QUANTIZE and s.model.name == model.name]
+        actor = None
+        try:
+            for stage in stages:
+                fmt = stage.format
+                self._emit("start", stage=stage.name)
+                if fmt.is_baseline:
+                    art = Artifact(path=base.path, content_hash=base.content_hash, reused=True)
+                else:
+                    actor = actor or self._actor(stage)
+                    try:
+                        cal = str(calibration_file(fmt.calibration)) if fmt.calibration else None
+                        art = ray.get(actor.quantize.remote(base, model, fmt, cal))
+                        verify_checkpoint(Path(art.path))
+                    except Exception as exc:  # one format failing must not stop the others
+                        self._fail(stage, exc)
+                        continue
+                self.summary.artifacts[stage.key] = art
+                self.sink.artifact_ready(stage, art)
+                self._emit("done", stage=stage.name, seconds=art.seconds, reused=art.reused)
+        finally:
+            if actor is not None:
+                ray.kill(actor)
+
+    def _evaluate(self, stage: Stage) -> None:
+        import ray
+
+        quant_key = stage.depends_on[0]
+        art = self.summary.artifacts.get(quant_key)
+        if art is None:
+            for cell in stage.cells:
+                self.sink.stage_failed(stage, "dependency_failed", f"{stage.name}: no checkpoint (quantize failed)")
+            self.summary.failed.append((stage.name, "dependency_failed", "no checkpoint"))
+            return
+        actor = self._actor(stage)
+        try:
+            self._emit("start", stage=stage.name, tasks=len(stage.cells))
+            info = ray.get(actor.open_engine.remote(art, stage.model, stage.format, stage.cells[0].engine))
+            self.summary.engine_loads[f"{stage.model.name}/{stage.format.name}/seed{stage.cells[0].seed}"] = info["loads"]
+            self._emit("engine", stage=stage.name, **info)
+            for cell in stage.cells:
+                try:
+                    result = ray.get(actor.evaluate.remote(cell))
+                except Exception as exc:
+                    self._fail(Stage(StageKind.EVALUATE, stage.model, stage.format, cells=[cell]), exc)
+                    if not isinstance(exc, __import__("ray").exceptions.RayTaskError):
+                        break  # the actor is gone: the rest of this group cannot run on it
+                    continue
+                self.sink.task_result(cell, result)  # committed the moment it arrives
+                self.summary.done += 1
+                self._emit("result", stage=stage.name, task=cell.task.name, score=result.score,
+                           metric=cell.task.metric, seconds=result.seconds, tokens=result.tokens)
+        except Exception as exc:
+            self._fail(stage, exc)
+        finally:
+            ray.kill(actor)

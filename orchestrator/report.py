@@ -1,0 +1,104 @@
+"""The end-of-run table: per format and task, score and recovery vs the baseline format.
+
+Recovery as the paper defines it: quantized / baseline x 100, and baseline / quantized x 100 for
+lower-is-better metrics (perplexity). "N/A" where the baseline is 0 or at chance level: its 95%
+interval (score +- 1.96 stderr, lm-eval's stderr) contains 1/k for a k-choice task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class Row:
+    model: str
+    format: str
+    task: str
+    metric: str
+    score: float | None
+    stderr: float | None
+    recovery: float | None
+    recovery_note: str
+    num_samples: int
+
+
+def _stderr_key(metric: str) -> str:
+    name, _, flt = metric.partition(",")
+    return f"{name}_stderr,{flt}" if flt else f"{name}_stderr"
+
+
+def recovery(score: float | None, base: float | None, base_stderr: float | None, higher_is_better: bool,
+             chance: float | None) -> tuple[float | None, str]:
+    if score is None or base is None:
+        return None, "missing"
+    if base == 0 or score == 0 and not higher_is_better:
+        return None, "N/A (baseline 0)"
+    if chance is not None:
+        half = 1.96 * (base_stderr or 0.0)
+        if base - half <= chance <= base + half or base <= chance:
+            return None, "N/A (baseline at chance)"
+    ratio = score / base if higher_is_better else base / score
+    return 100.0 * ratio, ""
+
+
+def build_rows(results: list[dict[str, Any]], baseline: str, tasks: dict[str, dict[str, Any]]) -> list[Row]:
+    """`results`: RunStore records; `tasks`: name -> {metric, higher_is_better, chance}."""
+    latest: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for r in results:
+        latest[(r["model"], r["format"], r["task"])] = r  # a re-run supersedes
+    rows = []
+    for (model, fmt, task), r in latest.items():
+        spec = tasks.get(task, {"metric": r.get("primary_metric"), "higher_is_better": r.get("higher_is_better", True), "chance": None})
+        metric = spec["metric"]
+        score = r["metrics"].get(metric)
+        stderr = r["metrics"].get(_stderr_key(metric))
+        base = latest.get((model, baseline, task))
+        if fmt == baseline:
+            rec, note = (100.0, "baseline") if score is not None else (None, "missing")
+        elif base is None:
+            rec, note = None, "no baseline"
+        else:
+            rec, note = recovery(score, base["metrics"].get(metric), base["metrics"].get(_stderr_key(metric)),
+                                 spec["higher_is_better"], spec.get("chance"))
+        rows.append(Row(model, fmt, task, metric, score, stderr, rec, note, int(r.get("num_samples", 0))))
+    return rows
+
+
+def to_markdown(rows: list[Row], format_order: list[str], notes: dict[str, str] | None = None) -> str:
+    lines = []
+    for model in sorted({r.model for r in rows}):
+        lines.append(f"### {model}" + (f" — {notes[model]}" if notes and notes.get(model) else ""))
+        lines.append("")
+        lines.append("| format | task | metric | score | ± stderr | recovery % | n |")
+        lines.append("|---|---|---|---|---|---|---|")
+        mine = sorted((r for r in rows if r.model == model),
+                      key=lambda r: (format_order.index(r.format) if r.format in format_order else 99, r.task))
+        for r in mine:
+            rec = f"{r.recovery:.1f}" if r.recovery is not None else r.recovery_note
+            if r.recovery is not None and r.recovery_note:
+                rec += f" ({r.recovery_note})"
+            score = "—" if r.score is None else f"{r.score:.4g}"
+            se = "" if r.stderr is None else f"{r.stderr:.3g}"
+            lines.append(f"| {r.format} | {r.task} | {r.metric.split(',')[0]} | {score} | {se} | {rec} | {r.num_samples} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def print_table(rows: list[Row], format_order: list[str], console=None, notes: dict[str, str] | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    for model in sorted({r.model for r in rows}):
+        t = Table(title=f"{model}" + (f"\n[dim]{notes[model]}[/dim]" if notes and notes.get(model) else ""))
+        for col in ("format", "task", "metric", "score", "± stderr", "recovery %", "n"):
+            t.add_column(col, justify="right" if col in ("score", "± stderr", "recovery %", "n") else "left")
+        mine = sorted((r for r in rows if r.model == model),
+                      key=lambda r: (format_order.index(r.format) if r.format in format_order else 99, r.task))
+        for r in mine:
+            rec = f"{r.recovery:.1f}" if r.recovery is not None else r.recovery_note
+            t.add_row(r.format, r.task, r.metric.split(",")[0], "—" if r.score is None else f"{r.score:.4g}",
+                      "" if r.stderr is None else f"{r.stderr:.3g}", rec, str(r.num_samples))
+        console.print(t)

@@ -1,0 +1,100 @@
+"""Where results go the moment they arrive: the seam the grid engine's ledger plugs into.
+
+The driver talks to a `ResultSink`; this module has the local run store (JSON lines + Parquet
+per-sample records, written before anything else so no result is lost if MLflow is down) and a
+fan-out to several sinks. The MLflow sink lives in orchestrator/tracking.py.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Protocol
+
+from quantgrid.types import Artifact, Cell, Stage, TaskResult
+
+
+class ResultSink(Protocol):
+    def sweep_started(self, sweep_name: str, info: dict[str, Any]) -> None: ...
+    def artifact_ready(self, stage: Stage, artifact: Artifact) -> None: ...
+    def task_result(self, cell: Cell, result: TaskResult) -> None: ...
+    def stage_failed(self, stage: Stage, error_class: str, message: str) -> None: ...
+    def sweep_finished(self, summary: dict[str, Any]) -> None: ...
+
+
+class RunStore:
+    """Append-only local record of a sweep: results.jsonl + samples/*.parquet + artifacts.jsonl."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _append(self, name: str, record: dict[str, Any]) -> None:
+        with (self.root / name).open("a") as f:
+            f.write(json.dumps(record, default=str) + "\n")
+            f.flush()
+
+    def sweep_started(self, sweep_name: str, info: dict[str, Any]) -> None:
+        self._append("events.jsonl", {"event": "sweep_started", "sweep": sweep_name, "time": time.time(), **info})
+
+    def artifact_ready(self, stage: Stage, artifact: Artifact) -> None:
+        self._append("artifacts.jsonl", {"stage": stage.name, "key": stage.key, **asdict(artifact)})
+
+    def samples_path(self, result: TaskResult) -> Path:
+        return self.root / "samples" / f"model={result.model}" / f"format={result.format}" / f"task={result.task}" / f"{result.cell_key}.parquet"
+
+    def task_result(self, cell: Cell, result: TaskResult) -> None:
+        import pandas as pd
+
+        path = self.samples_path(result)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = [
+            {
+                "cell_key": result.cell_key, "doc_id": s.doc_id, "target": s.target, "response": s.response,
+                "metrics": json.dumps(s.metrics), "logprobs": s.logprobs,
+                **{f"m_{k}": v for k, v in s.metrics.items()},
+            }
+            for s in result.samples
+        ]
+        pd.DataFrame(rows).to_parquet(path, index=False)
+        result.provenance["samples_path"] = str(path)  # later sinks (MLflow) link it as an artifact
+        record = asdict(result)
+        record.pop("samples")
+        record["samples_path"] = str(path)
+        record["seed"] = cell.seed
+        record["time"] = time.time()
+        self._append("results.jsonl", record)
+
+    def stage_failed(self, stage: Stage, error_class: str, message: str) -> None:
+        self._append("failures.jsonl", {"stage": stage.name, "key": stage.key, "class": error_class, "message": message, "time": time.time()})
+
+    def sweep_finished(self, summary: dict[str, Any]) -> None:
+        self._append("events.jsonl", {"event": "sweep_finished", "time": time.time(), **summary})
+
+    def results(self) -> list[dict[str, Any]]:
+        path = self.root / "results.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class FanOut:
+    """Calls every sink in order; a failing sink (e.g. MLflow unreachable) never loses the others' writes."""
+
+    def __init__(self, *sinks: ResultSink, on_error=None):
+        self.sinks = sinks
+        self.on_error = on_error or (lambda sink, exc: None)
+
+    def __getattr__(self, name: str):
+        def call(*args, **kwargs):
+            for sink in self.sinks:
+                try:
+                    getattr(sink, name)(*args, **kwargs)
+                except Exception as exc:  # the local store is first: its write already happened
+                    if sink is self.sinks[0]:
+                        raise
+                    self.on_error(sink, exc)
+
+        return call

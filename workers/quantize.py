@@ -1,0 +1,105 @@
+"""Quantize stage: llmcompressor `oneshot` with the format's recipe, published content-addressed.
+
+One checkpoint per (base checkpoint, recipe, calibration set, library versions): the key is a
+hash of all of them, so a changed recipe is a new artifact and an unchanged one is reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata as md
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from quantgrid.checkpoint import publish
+from quantgrid.runtime import cache_dir
+from quantgrid.types import Artifact, FormatSpec, ModelSpec, stable_hash
+
+
+def calibration_texts(path: Path, num_samples: int, seed: int) -> list[str]:
+    """Documents of the calibration corpus (one per line), a seeded sample of `num_samples`."""
+    docs = [line.strip() for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines()]
+    docs = [d for d in docs if d]
+    if not docs:
+        raise ValueError(f"calibration data {path} holds no text")
+    random.Random(seed).shuffle(docs)
+    # Fewer documents than samples asked for: use them all rather than repeat any (repeats add
+    # no information to GPTQ's Hessian and bias SmoothQuant's activation ranges).
+    return docs[:num_samples]
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def artifact_key(base_hash: str, fmt: FormatSpec, calibration_hash: str | None) -> str:
+    versions = {p: md.version(p) for p in ("llmcompressor", "compressed-tensors", "transformers", "torch")}
+    return stable_hash({"base": base_hash, "format": fmt.key, "calibration": calibration_hash, "versions": versions})
+
+
+def quantize(
+    base: Artifact,
+    model: ModelSpec,
+    fmt: FormatSpec,
+    calibration_path: Path | None,
+    root: Path | None = None,
+) -> Artifact:
+    """Return the quantized checkpoint for (base, fmt); the baseline format is the base itself."""
+    if fmt.is_baseline:
+        return Artifact(path=base.path, content_hash=base.content_hash, quantization_config=None, reused=True)
+    calib_hash = file_sha256(calibration_path) if fmt.calibration else None
+    key = artifact_key(base.content_hash, fmt, calib_hash)
+    target = Path(root or cache_dir() / "checkpoints") / f"{model.name}-{fmt.name}-{key}"
+    t0 = time.perf_counter()
+
+    def build(out: Path) -> None:
+        _run_oneshot(Path(base.path), fmt, calibration_path, out)
+        (out / "quantgrid_recipe.json").write_text(
+            json.dumps(
+                {"format": fmt.name, "label": fmt.label, "recipe": fmt.recipe, "calibration": fmt.calibration,
+                 "calibration_sha256": calib_hash, "base_content_hash": base.content_hash},
+                indent=1,
+            )
+        )
+
+    content_hash, reused = publish(target, build)
+    qcfg = json.loads((target / "config.json").read_text()).get("quantization_config")
+    return Artifact(
+        path=str(target),
+        content_hash=content_hash,
+        quantization_config=qcfg,
+        seconds=time.perf_counter() - t0,
+        reused=reused,
+    )
+
+
+def _run_oneshot(base: Path, fmt: FormatSpec, calibration_path: Path | None, out: Path) -> None:
+    import torch
+    from datasets import Dataset
+    from llmcompressor import oneshot
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16)
+    # The recipe is config (conf/format/*.yaml); llmcompressor reads it as a recipe YAML file.
+    recipe_path = out / "recipe.yaml"
+    recipe_path.write_text(yaml.safe_dump(fmt.recipe, sort_keys=False))
+    kwargs: dict[str, Any] = {}
+    if fmt.calibration:
+        cal = fmt.calibration
+        texts = calibration_texts(calibration_path, int(cal["num_samples"]), int(cal.get("seed", 0)))
+        enc = tokenizer(texts, truncation=True, max_length=int(cal["max_seq_length"]), add_special_tokens=True)
+        kwargs = dict(
+            dataset=Dataset.from_dict({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}),
+            num_calibration_samples=len(texts),
+            max_seq_length=int(cal["max_seq_length"]),
+            shuffle_calibration_samples=False,  # already a seeded sample: keep runs identical
+        )
+    oneshot(model=model, recipe=str(recipe_path), **kwargs)
+    model.save_pretrained(out, save_compressed=True)
+    tokenizer.save_pretrained(out)

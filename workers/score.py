@@ -1,0 +1,127 @@
+"""Score stage: one lm-eval `simple_evaluate` call per task on a ready LM object.
+
+Tasks come from lm-eval's own registry (TaskManager with include_path=workers/tasks). Subsets
+are lm-eval's `samples=` (doc indices), chosen here deterministically from the task's docs, so
+every run of a sweep scores the same items and doc ids stay those of the full dataset.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import defaultdict
+from typing import Any
+
+from quantgrid.runtime import TASKS_DIR
+from quantgrid.types import SampleRecord, TaskSpec
+
+_TASK_MANAGER = None
+
+
+def task_manager():
+    """Index only our task folders: indexing lm-eval's ~10k built-in YAMLs costs seconds per process."""
+    global _TASK_MANAGER
+    if _TASK_MANAGER is None:
+        from lm_eval.tasks import TaskManager
+
+        _TASK_MANAGER = TaskManager(include_path=str(TASKS_DIR), include_defaults=False)
+    return _TASK_MANAGER
+
+
+def select_subset(docs: list[dict[str, Any]], subset: dict[str, Any] | None) -> list[int] | None:
+    """Doc indices to score. {size, seed}: seeded sample; {per_group, group_field, seed}: stratified."""
+    if not subset:
+        return None
+    rng = random.Random(int(subset.get("seed", 0)))
+    if "per_group" in subset:
+        groups: dict[Any, list[int]] = defaultdict(list)
+        for i, d in enumerate(docs):
+            groups[d[subset["group_field"]]].append(i)
+        names = sorted(groups)
+        if "max_groups" in subset:
+            names = sorted(rng.sample(names, min(int(subset["max_groups"]), len(names))))
+        picked = [i for g in names for i in sorted(rng.sample(groups[g], min(int(subset["per_group"]), len(groups[g]))))]
+        return sorted(picked)
+    n = min(int(subset["size"]), len(docs))
+    return sorted(rng.sample(range(len(docs)), n))
+
+
+def _per_sample_metrics(sample: dict[str, Any], metric_names: list[str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name in metric_names:
+        v = sample.get(name)
+        if isinstance(v, (int, float, bool)):
+            out[name] = float(v)
+        elif isinstance(v, (tuple, list)) and len(v) == 2:
+            # Corpus-level metrics (perplexities) log (loglikelihood, units) per doc: keep the
+            # per-document value so paired per-sample comparisons work.
+            ll, units = float(v[0]), float(v[1])
+            if name == "bits_per_byte":
+                out[name] = -ll / (units * math.log(2))
+            elif "perplexity" in name:
+                out[name] = math.exp(-ll / units)
+            else:
+                out[name] = ll
+    return out
+
+
+def _record(sample: dict[str, Any], output_type: str, metric_names: list[str]) -> SampleRecord:
+    resps = sample.get("resps") or []
+    logprobs = None
+    if output_type in ("multiple_choice", "loglikelihood"):
+        logprobs = [float(r[0][0]) for r in resps]
+        response = str(max(range(len(logprobs)), key=logprobs.__getitem__)) if logprobs else ""
+    elif output_type == "loglikelihood_rolling":
+        logprobs = [float(r[0]) if not isinstance(r[0], (tuple, list)) else float(r[0][0]) for r in resps]
+        response = ""
+    else:
+        filtered = sample.get("filtered_resps") or [""]
+        response = filtered[0] if isinstance(filtered[0], str) else str(filtered[0])
+    return SampleRecord(
+        doc_id=int(sample["doc_id"]),
+        target=str(sample.get("target", "")),
+        response=response,
+        metrics=_per_sample_metrics(sample, metric_names),
+        logprobs=logprobs,
+    )
+
+
+def evaluate_task(lm, task: TaskSpec, limit_docs: list[int] | None = None) -> dict[str, Any]:
+    """Score one task on a ready LM object. Returns metrics, per-sample records and counts."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import get_task_dict
+
+    tm = task_manager()
+    t0 = time.perf_counter()
+    task_obj = get_task_dict([task.name], tm)[task.name]
+    indices = limit_docs if limit_docs is not None else select_subset(list(task_obj.eval_docs), task.subset)
+    out = simple_evaluate(
+        model=lm,
+        tasks=[task.name],
+        num_fewshot=task.num_fewshot,
+        apply_chat_template=task.apply_chat_template,
+        fewshot_as_multiturn=task.fewshot_as_multiturn,
+        gen_kwargs=dict(task.gen_kwargs) if task.gen_kwargs else None,
+        samples={task.name: indices} if indices is not None else None,
+        log_samples=True,
+        task_manager=tm,
+        bootstrap_iters=1000,
+        confirm_run_unsafe_code=True,  # humaneval_local executes code, inside our sandbox
+        random_seed=0,
+        numpy_random_seed=1234,
+        torch_random_seed=1234,
+        fewshot_random_seed=1234,
+    )
+    metrics = {k: float(v) for k, v in out["results"][task.name].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    cfg = out["configs"][task.name]
+    metric_names = [m["metric"] for m in cfg.get("metric_list", []) if isinstance(m.get("metric"), str)]
+    samples = [_record(s, cfg.get("output_type", ""), metric_names) for s in out["samples"][task.name]]
+    return {
+        "metrics": metrics,
+        "samples": samples,
+        "num_samples": len(samples),
+        "seconds": time.perf_counter() - t0,
+        "lm_eval_version": out.get("versions", {}).get(task.name),
+        "n_shot": out.get("n-shot", {}).get(task.name),
+    }
