@@ -15,8 +15,10 @@ demo: setup
 test: setup
 	$(PY) -m pytest tests --durations=15
 
+# Measures the issue figures (setup, cold/warm demo, RSS, tokens/s) into bench/results.json.
+# BENCH="demo-warm" runs one of: setup-again setup-cold demo-cold demo-warm (default: all).
 bench: setup
-	$(PY) -m bench.run
+	$(PY) -m bench.run $(BENCH)
 
 # Re-resolve the CPU lock (needs network). Commit requirements/cpu.lock afterwards.
 lock:

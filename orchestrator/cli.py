@@ -57,7 +57,7 @@ def cmd_run(args) -> int:
     from orchestrator.results import FanOut, RunStore
     from orchestrator.tracking import MlflowSink, local_tracking_uri
 
-    console = Console(stderr=False)
+    console = Console(width=max(110, Console().width))
     plan = _plan(args.overrides)
     sweep = plan.sweep
     run_dir = (Path(sweep.run_dir) / sweep.name).resolve()
@@ -127,7 +127,16 @@ def main(argv: list[str] | None = None) -> int:
     p_plan.add_argument("overrides", nargs="*")
     p_plan.add_argument("--json", action="store_true")
     p_plan.set_defaults(func=cmd_plan)
+    for p in (p_run, p_plan):
+        p.add_argument("--conf-dir", action="append", default=[], metavar="DIR",
+                       help="extra config tree (model/, format/, task/, sweep/) layered over conf/")
     args = parser.parse_args(argv)
+    from orchestrator import config
+
+    for d in args.conf_dir:
+        if not Path(d).is_dir():
+            return _error(f"--conf-dir {d}: not a directory")
+    config.EXTRA_CONF_DIRS[:] = [Path(d).resolve() for d in args.conf_dir]
     try:
         return args.func(args)
     except (ConfigError, CheckpointError) as e:

@@ -21,6 +21,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from quantgrid.checkpoint import model_dims, verify_checkpoint
 from quantgrid.runtime import CONF_DIR, TASKS_DIR
 from quantgrid.types import EngineSettings, FormatSpec, ModelSpec, TaskSpec
 
@@ -61,7 +62,8 @@ def compose(overrides: list[str], conf_dir: Path = CONF_DIR) -> DictConfig:
 
     try:
         with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base=None):
-            return hydra_compose("config", overrides=list(overrides))
+            extra = [f"hydra.searchpath=[{','.join('file://' + str(d.resolve()) for d in EXTRA_CONF_DIRS)}]"] if EXTRA_CONF_DIRS else []
+            return hydra_compose("config", overrides=extra + list(overrides))
     except yaml.YAMLError as e:
         raise ConfigError(f"malformed YAML: {_one_line(e)}") from None
     except (HydraException, OmegaConfBaseException) as e:
@@ -77,10 +79,20 @@ def _one_line(e: BaseException) -> str:
     return text if len(text) < 400 else text[:397] + "..."
 
 
+# Extra config trees layered over conf/ (`quantgrid run --conf-dir DIR`): a team adds its own
+# models, formats, tasks and sweeps without editing the repository. First match wins.
+EXTRA_CONF_DIRS: list[Path] = []
+
+
+def _search(conf_dir: Path) -> list[Path]:
+    return [*EXTRA_CONF_DIRS, Path(conf_dir)]
+
+
 def _load_yaml(kind: str, name: str, conf_dir: Path) -> DictConfig:
-    path = Path(conf_dir) / kind / f"{name}.yaml"
-    if not path.exists():
-        known = sorted(p.stem for p in (Path(conf_dir) / kind).glob("*.yaml"))
+    candidates = [d / kind / f"{name}.yaml" for d in _search(conf_dir)]
+    path = next((p for p in candidates if p.exists()), None)
+    if path is None:
+        known = sorted({p.stem for d in _search(conf_dir) for p in (d / kind).glob("*.yaml")})
         raise ConfigError(f"unknown {kind} '{name}' (known: {', '.join(known)})")
     try:
         return OmegaConf.create(yaml.safe_load(path.read_text()))
@@ -99,9 +111,22 @@ def _build(cls, data: dict[str, Any], where: str):
         raise ConfigError(f"{where}: {_one_line(e)}") from None
 
 
+MODEL_SOURCES = ("gguf_package", "tiny_random", "local")
+
+
 def load_model(name: str, conf_dir: Path = CONF_DIR) -> ModelSpec:
     data = OmegaConf.to_container(_load_yaml("model", name, conf_dir), resolve=True)
-    return _build(ModelSpec, data, f"conf/model/{name}.yaml")
+    spec = _build(ModelSpec, data, f"conf/model/{name}.yaml")
+    kind = (spec.source or {}).get("kind")
+    if kind not in MODEL_SOURCES:
+        raise ConfigError(f"model {name}: unknown source kind '{kind}' (known: {', '.join(MODEL_SOURCES)})")
+    if kind == "local":
+        # A checkpoint the user brings: reject a corrupted or truncated one before any work.
+        verify_checkpoint(Path(spec.source.get("path", "")).expanduser())
+    for k in ("tensor_parallel_size", "pipeline_parallel_size", "max_model_len"):
+        if int(getattr(spec, k)) < 1:
+            raise ConfigError(f"model {name}: {k} must be >= 1")
+    return spec
 
 
 def load_format(name: str, model: ModelSpec, calibration: dict | None, conf_dir: Path = CONF_DIR) -> FormatSpec:
@@ -120,9 +145,18 @@ def load_format(name: str, model: ModelSpec, calibration: dict | None, conf_dir:
     return _build(FormatSpec, spec, f"conf/format/{name}.yaml")
 
 
+def task_folder(name: str, tasks_dir: Path = TASKS_DIR) -> Path | None:
+    """The lm-eval task folder defining `task: name` (what lm-eval's registry will find)."""
+    pattern = re.compile(rf"^task:\s*{re.escape(name)}\s*$", re.M)
+    for y in sorted(Path(tasks_dir).rglob("*.yaml")):
+        if pattern.search(y.read_text(errors="replace")):
+            return y.parent
+    return None
+
+
 def task_version_hash(name: str, tasks_dir: Path = TASKS_DIR) -> str:
     """Hash of the lm-eval task folder (YAML + utils): a changed prompt is a new result."""
-    folder = Path(tasks_dir) / name
+    folder = task_folder(name, tasks_dir)
     h = hashlib.sha256()
     for p in sorted(folder.rglob("*")):
         if p.is_file() and p.suffix in (".yaml", ".py", ".jinja", ".json"):
@@ -135,8 +169,8 @@ def load_task(name: str, settings: dict | None, conf_dir: Path = CONF_DIR) -> Ta
     if settings:
         node = OmegaConf.merge(node, settings)
     data = OmegaConf.to_container(node, resolve=True)
-    if not (TASKS_DIR / name).is_dir():
-        raise ConfigError(f"task '{name}' has no lm-eval task folder {TASKS_DIR / name}")
+    if task_folder(name) is None:
+        raise ConfigError(f"task '{name}' is not defined by any lm-eval task YAML under {TASKS_DIR}")
     data["version_hash"] = task_version_hash(name)
     return _build(TaskSpec, data, f"conf/task/{name}.yaml")
 
@@ -199,7 +233,7 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
     baseline = s.get("baseline", "bf16")
     settings = s.get("task_settings") or {}
     for extra in sorted(set(settings) - set(task_names)):
-        if not (Path(conf_dir) / "task" / f"{extra}.yaml").exists():
+        if not any((d / "task" / f"{extra}.yaml").exists() for d in _search(conf_dir)):
             raise ConfigError(f"sweep.task_settings names unknown task '{extra}'")
 
     models = [load_model(m, conf_dir) for m in model_names]
@@ -215,6 +249,11 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
                         raise ConfigError(f"format {f.name}: calibration.{k} must be > 0")
     for t in tasks:
         _check_subset(t)
+    for m in models:  # group sizes vs dims, where dims are known without building the model
+        dims = static_dims(m)
+        if dims:
+            for f in formats[m.name].values():
+                check_group_size(f, m.name, dims)
     return Sweep(
         name=str(s.get("name", "sweep")),
         models=models,
@@ -245,6 +284,17 @@ def _check_subset(task: TaskSpec) -> None:
             raise ConfigError(f"task {task.name}: subset.{k} must be > 0")
     if "per_group" in sub and not sub.get("group_field"):
         raise ConfigError(f"task {task.name}: subset.per_group needs subset.group_field")
+
+
+def static_dims(model: ModelSpec) -> dict[str, int] | None:
+    """Linear input dims known from config alone (a GGUF's are known once it is converted)."""
+    src = model.source
+    if src.get("kind") == "local":
+        return model_dims(Path(src["path"]).expanduser())
+    if src.get("kind") == "tiny_random":
+        return {"hidden_size": int(src["hidden_size"]), "intermediate_size": int(src["intermediate_size"]),
+                "num_heads*head_dim": int(src["num_attention_heads"]) * int(src["head_dim"])}
+    return None
 
 
 def group_sizes(recipe: Any) -> list[int]:

@@ -25,7 +25,8 @@ def metric_name(task: str, lm_eval_key: str) -> str:
     """lm-eval's `acc,none` -> `task/acc`; `exact_match,strict-match` -> `task/exact_match/strict-match`."""
     metric, _, flt = lm_eval_key.partition(",")
     name = f"{task}/{metric}" if flt in ("", "none") else f"{task}/{metric}/{flt}"
-    return _INVALID.sub("_", name)[:MAX_KEY]
+    # MLflow rejects "@" (pass@1); spell it out so the name still reads back unambiguously.
+    return _INVALID.sub("_", name.replace("@", "_at_"))[:MAX_KEY]
 
 
 def local_tracking_uri(run_dir: Path) -> str:

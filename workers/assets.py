@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from quantgrid.checkpoint import publish
+from quantgrid.checkpoint import publish, verify_checkpoint
 from quantgrid.runtime import cache_dir
 from quantgrid.types import Artifact, ModelSpec, stable_hash
 
@@ -214,6 +214,16 @@ _KINDS: dict[str, tuple[Callable, Callable]] = {
 }
 
 
+def _local_hash(path: Path) -> str:
+    """Content hash of a checkpoint without a quantgrid manifest: names, sizes and bytes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f"{f.relative_to(path)}:{f.stat().st_size}:{_sha256(f)}".encode())
+    return h.hexdigest()[:16]
+
+
 def model_key(spec: ModelSpec) -> str:
     """The content-addressed key of a model build (source, builder version, input hashes)."""
     return _resolve(spec)[0]
@@ -232,6 +242,11 @@ def _resolve(spec: ModelSpec) -> tuple[str, Any, dict[str, str], Callable]:
 def build_model(spec: ModelSpec, root: Path | None = None) -> Artifact:
     """Build (or reuse) the HF checkpoint for `spec` under `root or cache_dir()/"models"`."""
     t0 = time.perf_counter()
+    if spec.source.get("kind") == "local":
+        # A checkpoint the user brings is used in place, never copied: verify it, hash its files.
+        path = Path(spec.source["path"]).expanduser().resolve()
+        content_hash = verify_checkpoint(path) or _local_hash(path)
+        return Artifact(path=str(path), content_hash=content_hash, seconds=time.perf_counter() - t0, reused=True)
     key, read, inputs, build_fn = _resolve(spec)
     root = Path(root) if root is not None else cache_dir() / "models"
     root.mkdir(parents=True, exist_ok=True)

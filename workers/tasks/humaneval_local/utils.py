@@ -28,5 +28,10 @@ def build_program(doc: dict, completion: str) -> str:
 
 def process_results(doc: dict, results: list[str]) -> dict[str, float]:
     # generate_until with repeats=1: results holds the single greedy completion.
-    res = run_untrusted(build_program(doc, results[0]), timeout_s=10.0)
+    completion = results[0]
+    # An instruct model closes its code block: keep what precedes the fence (lm-eval's
+    # build_predictions_instruct does the same).
+    if "```" in completion:
+        completion = completion[: completion.index("```")]
+    res = run_untrusted(build_program(doc, completion), timeout_s=10.0)
     return {"pass@1": 1.0 if res.passed else 0.0}

