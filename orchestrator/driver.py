@@ -134,11 +134,35 @@ class Driver:
             for model in self.plan.sweep.models:
                 if model.name in bases:
                     self._quantize_model(model, bases[model.name])
-            for stage in self.plan.evaluate_stages:
-                self._evaluate(stage)
+            self._evaluate_all()
         finally:
             self.summary.seconds = time.perf_counter() - t0
         return self.summary
+
+    def _evaluate_all(self) -> None:
+        """Engine groups in order. With `resources.reuse_actors` (CPU default) one actor process
+        serves a model's groups one after another (vLLM imported once, ~17 s saved per group);
+        each group still gets its own engine, loaded exactly once."""
+        import ray
+
+        reuse = bool(self.plan.sweep.resources.get("reuse_actors", False))
+        actor, actor_model = None, None
+        try:
+            for stage in self.plan.evaluate_stages:
+                if actor is not None and (not reuse or actor_model != stage.model.name):
+                    ray.kill(actor)
+                    actor = None
+                if self.summary.artifacts.get(stage.depends_on[0]) is None:
+                    self._evaluate(stage, None)
+                    continue
+                actor = actor or self._actor(stage)
+                actor_model = stage.model.name
+                if not self._evaluate(stage, actor):
+                    ray.kill(actor)  # a broken actor is never reused
+                    actor = None
+        finally:
+            if actor is not None:
+                ray.kill(actor)
 
     def _fail(self, stage: Stage, exc: BaseException) -> None:
         cls, msg = ("bad_input", str(exc)) if isinstance(exc, (ConfigError, CheckpointError)) else classify(exc)
@@ -198,35 +222,34 @@ class Driver:
             if actor is not None:
                 ray.kill(actor)
 
-    def _evaluate(self, stage: Stage) -> None:
+    def _evaluate(self, stage: Stage, actor) -> bool:
+        """Serve one engine group; returns whether the actor is still fit for reuse."""
         import ray
 
-        quant_key = stage.depends_on[0]
-        art = self.summary.artifacts.get(quant_key)
-        if art is None:
-            for cell in stage.cells:
-                self.sink.stage_failed(stage, "dependency_failed", f"{stage.name}: no checkpoint (quantize failed)")
+        art = self.summary.artifacts.get(stage.depends_on[0])
+        if art is None or actor is None:
+            self.sink.stage_failed(stage, "dependency_failed", f"{stage.name}: no checkpoint (quantize failed)")
             self.summary.failed.append((stage.name, "dependency_failed", "no checkpoint"))
-            return
-        actor = self._actor(stage)
+            return True
         try:
             self._emit("start", stage=stage.name, tasks=len(stage.cells))
             info = ray.get(actor.open_engine.remote(art, stage.model, stage.format, stage.cells[0].engine))
             self.summary.engine_loads[f"{stage.model.name}/{stage.format.name}/seed{stage.cells[0].seed}"] = info["loads"]
             self._emit("engine", stage=stage.name, **info)
-            for cell in stage.cells:
-                try:
-                    result = ray.get(actor.evaluate.remote(cell))
-                except Exception as exc:
-                    self._fail(Stage(StageKind.EVALUATE, stage.model, stage.format, cells=[cell]), exc)
-                    if not isinstance(exc, __import__("ray").exceptions.RayTaskError):
-                        break  # the actor is gone: the rest of this group cannot run on it
-                    continue
-                self.sink.task_result(cell, result)  # committed the moment it arrives
-                self.summary.done += 1
-                self._emit("result", stage=stage.name, task=cell.task.name, score=result.score,
-                           metric=cell.task.metric, seconds=result.seconds, tokens=result.tokens)
         except Exception as exc:
             self._fail(stage, exc)
-        finally:
-            ray.kill(actor)
+            return False
+        for cell in stage.cells:
+            try:
+                result = ray.get(actor.evaluate.remote(cell))
+            except ray.exceptions.RayTaskError as exc:  # the task raised: the engine is still up
+                self._fail(Stage(StageKind.EVALUATE, stage.model, stage.format, cells=[cell]), exc)
+                continue
+            except Exception as exc:  # the actor died: the rest of this group cannot run on it
+                self._fail(Stage(StageKind.EVALUATE, stage.model, stage.format, cells=[cell]), exc)
+                return False
+            self.sink.task_result(cell, result)  # committed the moment it arrives
+            self.summary.done += 1
+            self._emit("result", stage=stage.name, task=cell.task.name, score=result.score,
+                       metric=cell.task.metric, seconds=result.seconds, tokens=result.tokens)
+        return True

@@ -59,6 +59,8 @@ class StageWorker:
         self.engine = None
         self.checkpoint: Artifact | None = None
         self.calibration_hash: str | None = None
+        self.group_loads: dict[str, int] = {}  # engine constructions per group in this process
+        self.group = ""
 
     def pid(self) -> int:
         return os.getpid()
@@ -81,10 +83,14 @@ class StageWorker:
         from workers.engine import Engine
 
         verify_checkpoint(Path(checkpoint.path))  # cheap: sizes + safetensors headers
+        self.close()  # a reused actor serves groups one after another: one engine at a time
+        self.group = f"{model.name}/{fmt.name}/seed{settings.seed}"
         self.engine = Engine(checkpoint.path, model, fmt, settings)
+        self.group_loads[self.group] = self.group_loads.get(self.group, 0) + 1
         self.checkpoint = checkpoint
         self.calibration_hash = calibration_hash
-        return {"load_seconds": self.engine.load_seconds, "engine_id": self.engine.engine_id, "loads": type(self.engine).loads}
+        return {"load_seconds": self.engine.load_seconds, "engine_id": self.engine.engine_id,
+                "loads": self.group_loads[self.group], "process_loads": type(self.engine).loads}
 
     def evaluate(self, cell: Cell) -> TaskResult:
         from workers.score import evaluate_task
@@ -104,6 +110,7 @@ class StageWorker:
             "git_commit": self.git_commit,
             "hardware": hardware(),
             "engine_id": self.engine.engine_id,
+            "engine_loads_for_group": self.group_loads[self.group],
             "engine_loads_in_process": type(self.engine).loads,
             "dtype": self.engine.dtype,
             "n_shot": out["n_shot"],

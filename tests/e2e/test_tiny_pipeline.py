@@ -58,7 +58,7 @@ def test_engine_loaded_once_per_model_format(tiny_run):
     engines = defaultdict(set)
     for r in _jsonl(out / "results.jsonl"):
         engines[r["format"]].add(r["provenance"]["engine_id"])
-        assert r["provenance"]["engine_loads_in_process"] == 1
+        assert r["provenance"]["engine_loads_for_group"] == 1
     assert {f: len(ids) for f, ids in engines.items()} == {f: 1 for f in FORMATS}
     assert len(set().union(*engines.values())) == 4  # one engine per (model, format)
 
