@@ -56,7 +56,7 @@ def build_rows(results: list[dict[str, Any]], baseline: str, tasks: dict[str, di
         stderr = r["metrics"].get(_stderr_key(metric))
         base = latest.get((model, baseline, task))
         if fmt == baseline:
-            rec, note = (100.0, "baseline") if score is not None else (None, "missing")
+            rec, note = None, ("baseline" if score is not None else "missing")
         elif base is None:
             rec, note = None, "no baseline"
         else:

@@ -32,6 +32,6 @@ def _r(fmt, task, score, stderr=0.01, metric="acc,none"):
 def test_rows_against_baseline_latest_result_wins():
     results = [_r("bf16", "t", 0.6), _r("fp8", "t", 0.1), _r("fp8", "t", 0.57)]
     rows = {r.format: r for r in build_rows(results, "bf16", {"t": {"metric": "acc,none", "higher_is_better": True, "chance": 0.25}})}
-    assert rows["bf16"].recovery == 100.0
+    assert rows["bf16"].recovery is None and rows["bf16"].recovery_note == "baseline"
     assert rows["fp8"].recovery == pytest.approx(95.0)
     assert rows["fp8"].stderr == 0.01
