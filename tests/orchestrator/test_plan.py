@@ -1,0 +1,41 @@
+"""Sweep expansion: axes -> cells and stages; cell keys change exactly with their inputs."""
+
+from orchestrator.config import compose, load_sweep
+from orchestrator.plan import expand
+from quantgrid.types import StageKind
+
+
+def plan(*overrides):
+    return expand(load_sweep(compose(["sweep=demo", *overrides])))
+
+
+def test_demo_grid_shape():
+    p = plan()
+    assert p.counts() == {"cells": 12, "stages": 9, "model_builds": 1, "quantize_jobs": 3, "engine_loads": 4}
+    # One engine group per (model, format) serving every task.
+    for s in p.evaluate_stages:
+        assert [c.task.name for c in s.cells] == ["mmlu_local", "humaneval_local", "ppl_local"]
+
+
+def test_cli_overrides_axes_and_baseline_is_added():
+    p = plan("sweep.formats=[w4a16]", "sweep.tasks=[ppl_local]", "sweep.seeds=[1,2]")
+    assert sorted({c.format.name for c in p.cells}) == ["bf16", "w4a16"]
+    assert len(p.cells) == 4 and len(p.evaluate_stages) == 4  # seed is fixed per engine: splits groups
+
+
+def test_keys_are_stable_and_change_only_where_inputs_change():
+    a = {(c.format.name, c.task.name): c.key for c in plan().cells}
+    assert a == {(c.format.name, c.task.name): c.key for c in plan().cells}
+    b = {(c.format.name, c.task.name): c.key for c in plan("sweep.task_settings.mmlu_local.num_fewshot=0").cells}
+    changed = {k for k in a if a[k] != b[k]}
+    assert changed == {(f, "mmlu_local") for f in ("bf16", "fp8", "int8", "w4a16")}
+    c = {(c.format.name, c.task.name): c.key for c in plan("sweep.calibration.num_samples=32").cells}
+    changed = {k for k in a if a[k] != c[k]}
+    assert changed == {(f, t) for f in ("int8", "w4a16") for t in ("mmlu_local", "humaneval_local", "ppl_local")}
+
+
+def test_model_override_feeds_recipe():
+    p = plan()
+    w4 = next(s for s in p.stages if s.kind is StageKind.QUANTIZE and s.format.name == "w4a16")
+    group = w4.format.recipe["quant_stage"]["quant_modifiers"]["GPTQModifier"]["config_groups"]["group_0"]
+    assert group["weights"]["group_size"] == 64  # SmolLM2: hidden 576 = 9 x 64
