@@ -61,7 +61,12 @@ def cmd_run(args) -> int:
     plan = _plan(args.overrides)
     sweep = plan.sweep
     run_dir = (Path(sweep.run_dir) / sweep.name).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / ".write-test").touch()
+        (run_dir / ".write-test").unlink()
+    except OSError as e:
+        raise ConfigError(f"run_dir: cannot write {run_dir} ({e.strerror or e})") from None
     sweep.run_dir = run_dir
     store = RunStore(run_dir)
     uri = os.environ.get("MLFLOW_TRACKING_URI") or sweep.tracking_uri or local_tracking_uri(run_dir)
@@ -121,9 +126,15 @@ def cmd_run(args) -> int:
     return 1 if summary.failed else 0
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not argparse's usage block
+        print(f"quantgrid: error: {message} (see quantgrid --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="quantgrid", description="LLM quantization study orchestrator")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="quantgrid", description="LLM quantization study orchestrator")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p_run = sub.add_parser("run", help="run a sweep: quantize -> vLLM -> lm-eval -> MLflow")
     p_run.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. sweep=demo sweep.formats=[fp8]")
     p_run.add_argument("-v", "--verbose", action="store_true", help="show worker logs")
@@ -148,6 +159,16 @@ def main(argv: list[str] | None = None) -> int:
         return _error(e)
     except KeyboardInterrupt:
         return _error("interrupted; results recorded so far are kept in the run directory")
+    except Exception as e:  # an internal error: one line here, the traceback in a log file
+        import traceback
+
+        from quantgrid.runtime import cache_dir
+
+        log = cache_dir() / "last-error.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(traceback.format_exc())
+        print(f"quantgrid: error: {type(e).__name__}: {' '.join(str(e).split())[:300]} (traceback: {log})", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

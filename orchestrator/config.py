@@ -13,9 +13,10 @@ import importlib.metadata as md
 import importlib.util
 import math
 import re
+import types
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -102,15 +103,58 @@ def _load_yaml(kind: str, name: str, conf_dir: Path) -> DictConfig:
         raise ConfigError(f"malformed YAML in {path}: {_one_line(e)}") from None
 
 
+def _conforms(value: Any, hint: Any) -> bool:
+    """Does a YAML value fit a dataclass field's annotation (the subset of types we use)?"""
+    origin, args = get_origin(hint), get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (Union, types.UnionType):
+        return any(_conforms(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple))
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    return " or ".join(_type_name(a) for a in get_args(hint)) if get_origin(hint) in (Union, types.UnionType) \
+        else ("null" if hint is type(None) else getattr(get_origin(hint) or hint, "__name__", str(hint)))
+
+
 def _build(cls, data: dict[str, Any], where: str):
     allowed = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
+    hints = get_type_hints(cls)
+    for k, v in data.items():
+        if not _conforms(v, hints[k]):
+            raise ConfigError(f"{where}: {k} must be {_type_name(hints[k])}, got {v!r}")
     try:
         return cls(**data)
     except TypeError as e:
         raise ConfigError(f"{where}: {_one_line(e)}") from None
+
+
+def _check_engine(e: EngineSettings) -> None:
+    bs = e.batch_size
+    if not (isinstance(bs, int) and bs >= 1 or isinstance(bs, str) and re.fullmatch(r"auto(:\d+)?", bs)):
+        raise ConfigError(f"conf/engine: batch_size must be a positive integer, 'auto' or 'auto:N', got {bs!r}")
+    if e.max_gen_toks < 1:
+        raise ConfigError(f"conf/engine: max_gen_toks must be >= 1, got {e.max_gen_toks}")
+    if e.kv_cache_gb < 0:
+        raise ConfigError(f"conf/engine: kv_cache_gb must be >= 0, got {e.kv_cache_gb}")
 
 
 MODEL_SOURCES = ("gguf_package", "tiny_random", "local")
@@ -231,7 +275,13 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
     model_names = _as_list(s.get("models"), "models")
     format_names = _as_list(s.get("formats"), "formats")
     task_names = _as_list(s.get("tasks"), "tasks")
-    seeds = [int(x) for x in _as_list(s.get("seeds", [1234]), "seeds")]
+    seeds = _as_list(s.get("seeds", [1234]), "seeds")
+    if not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds):
+        raise ConfigError(f"sweep.seeds must be integers, got {seeds}")
+    for axis, names in (("models", model_names), ("formats", format_names), ("tasks", task_names), ("seeds", seeds)):
+        dup = sorted({str(n) for n in names if names.count(n) > 1})
+        if dup:
+            raise ConfigError(f"sweep.{axis} lists {', '.join(dup)} more than once")
     baseline = s.get("baseline", "bf16")
     if baseline not in format_names:
         # Recovery needs the baseline scored on the same samples: add it rather than fail later.
@@ -245,6 +295,7 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
     formats = {m.name: {f: load_format(f, m, s.get("calibration"), conf_dir) for f in format_names} for m in models}
     tasks = [load_task(t, settings.get(t), conf_dir) for t in task_names]
     engine = _build(EngineSettings, raw.get("engine") or {}, "conf/engine")
+    _check_engine(engine)
     for fmts in formats.values():
         for f in fmts.values():
             if f.calibration is not None:
@@ -278,6 +329,8 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
 
 
 def _check_subset(task: TaskSpec) -> None:
+    if task.num_fewshot < 0:
+        raise ConfigError(f"task {task.name}: num_fewshot must be >= 0, got {task.num_fewshot}")
     sub = task.subset
     if sub is None:
         return

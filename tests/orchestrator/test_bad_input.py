@@ -31,6 +31,12 @@ def assert_one_line_error(proc, *needles):
     ("sweep=nope", ("unknown sweep 'nope'", "demo")),
     ("+sweep.calibration.path=/nonexistent/calib.txt", ("missing calibration data", "/nonexistent/calib.txt")),
     ("+engine.flash=1", ("unknown key(s) flash",)),
+    ("sweep.seeds=[abc]", ("sweep.seeds must be integers",)),
+    ("sweep.formats=[fp8,fp8]", ("sweep.formats lists fp8 more than once",)),
+    ("sweep.task_settings.mmlu_local.num_fewshot=-1", ("num_fewshot must be >= 0",)),
+    ("+sweep.task_settings.ppl_local.apply_chat_template=maybe", ("apply_chat_template must be bool",)),
+    ("engine.batch_size=lots", ("batch_size must be a positive integer",)),
+    ("sweep.calibration.num_samples=0", ("calibration.num_samples must be > 0",)),
 ])
 def test_unknown_names_and_missing_data(tmp_path, override, needles):
     proc = quantgrid("run", "sweep=tiny", override, f"run_dir={tmp_path}")
@@ -93,3 +99,13 @@ def test_malformed_yaml(tmp_path, where):
     args = ["sweep=broken"] if where == "sweep" else ["sweep=tiny"]
     proc = quantgrid("run", "--conf-dir", str(tmp_path / "conf"), *args, f"run_dir={tmp_path / 'runs'}")
     assert_one_line_error(proc, "malformed YAML")
+
+
+def test_unwritable_run_dir(tmp_path):
+    proc = quantgrid("run", "sweep=tiny", "run_dir=/proc/quantgrid-cannot-write")
+    assert_one_line_error(proc, "run_dir: cannot write")
+
+
+@pytest.mark.parametrize("args", [[], ["run", "--bogus"], ["frobnicate"]])
+def test_cli_usage_errors_are_one_line(args):
+    assert_one_line_error(quantgrid(*args))
