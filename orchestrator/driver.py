@@ -19,7 +19,8 @@ from orchestrator.config import ConfigError, calibration_file, check_group_size
 from orchestrator.plan import Plan
 from orchestrator.results import ResultSink
 from quantgrid.checkpoint import CheckpointError, model_dims, verify_checkpoint
-from quantgrid.runtime import PROJECT_ROOT, worker_env
+from orchestrator.placement import actor_resources, nodes_from_ray
+from quantgrid.runtime import PROJECT_ROOT
 from quantgrid.types import Artifact, Stage, StageKind
 
 
@@ -106,19 +107,11 @@ class Driver:
     def _actor_options(self, stage: Stage) -> dict[str, Any]:
         import ray
 
-        res = ray.cluster_resources()
-        cpus = self.plan.sweep.resources.get("cpus_per_actor") or max(1, int(res.get("CPU", 1)))
-        opts: dict[str, Any] = {"num_cpus": cpus, "max_restarts": 0, "max_concurrency": 1}
-        gpus = self.plan.sweep.resources.get("gpus_per_actor")
-        if gpus is None and res.get("GPU", 0) > 0:
-            gpus = stage.model.tensor_parallel_size * stage.model.pipeline_parallel_size
-        if gpus:
-            opts["num_gpus"] = gpus
+        opts = actor_resources(stage.model, nodes_from_ray(ray.nodes()), self.plan.sweep.resources,
+                               kv_cache_gb=self.plan.sweep.engine.kv_cache_gb)
         tmp = Path(self.plan.sweep.run_dir).resolve() / "tmp" / stage.key
         tmp.mkdir(parents=True, exist_ok=True)
-        env = worker_env(cpu_threads=int(cpus), kv_cache_gb=self.plan.sweep.engine.kv_cache_gb)
-        env["TMPDIR"] = str(tmp)  # vLLM leaves /tmp/vllm_dist_* files: keep them per stage
-        opts["runtime_env"] = {"env_vars": env}
+        opts["runtime_env"]["env_vars"]["TMPDIR"] = str(tmp)  # vLLM leaves /tmp/vllm_dist_* files
         return opts
 
     def _actor(self, stage: Stage):

@@ -24,17 +24,20 @@ WORKER_ENV = {
     "HF_HUB_OFFLINE": "1",
     "HF_DATASETS_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
-    "VLLM_TARGET_DEVICE": "cpu",
-    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
     "TOKENIZERS_PARALLELISM": "false",
     "VLLM_NO_USAGE_STATS": "1",
     "DO_NOT_TRACK": "1",
 }
+CPU_ONLY_ENV = {"VLLM_TARGET_DEVICE": "cpu", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 
 
-def worker_env(cpu_threads: int | None = None, kv_cache_gb: int = 1) -> dict[str, str]:
+def worker_env(cpu_threads: int | None = None, kv_cache_gb: int = 1, gpu: bool = False) -> dict[str, str]:
+    """Environment of a worker process. On GPUs vLLM keeps its defaults (CUDA platform,
+    multiprocess engine core, KV cache sized by gpu_memory_utilization)."""
     env = dict(WORKER_ENV)
-    env["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gb)
+    if not gpu:
+        env.update(CPU_ONLY_ENV)
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gb)
     env["VLLM_CACHE_ROOT"] = str(cache_dir() / "vllm")
     env["HF_HOME"] = str(cache_dir() / "hf")
     if cpu_threads:
