@@ -50,6 +50,61 @@ def cmd_plan(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from orchestrator import config
+
+    return _execute(args.overrides, [str(d) for d in config.EXTRA_CONF_DIRS], args.verbose)
+
+
+def _ledger_for(name: str, run_root: str):
+    from orchestrator.ledger import Ledger
+
+    path = Path(run_root) / name / "ledger.db"
+    if not path.exists():
+        raise ConfigError(f"no sweep '{name}' under {Path(run_root).resolve()} (no {path})")
+    return Ledger(path)
+
+
+def cmd_resume(args) -> int:
+    """Rerun only missing and failed cells, from the ledger alone (not MLflow)."""
+    from orchestrator import config
+
+    ledger = _ledger_for(args.sweep, args.run_dir)
+    info = ledger.sweep_info(args.sweep)
+    ledger.close()
+    if info is None:
+        raise ConfigError(f"ledger {args.run_dir}/{args.sweep} holds no sweep named '{args.sweep}'")
+    config.EXTRA_CONF_DIRS[:] = [Path(d) for d in info["conf_dirs"]] + config.EXTRA_CONF_DIRS
+    overrides = [o for o in info["overrides"] if not o.startswith("run_dir=")] + [f"run_dir={Path(args.run_dir).resolve()}"]
+    return _execute(overrides, info["conf_dirs"], args.verbose)
+
+
+def cmd_status(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    ledger = _ledger_for(args.sweep, args.run_dir)
+    cells = ledger.cells(args.sweep)
+    counts = ledger.counts(args.sweep)
+    info = ledger.sweep_info(args.sweep) or {}
+    console = Console(width=max(110, Console().width))
+    console.print(f"sweep [cyan]{args.sweep}[/cyan] ({info.get('state', '?')}): " +
+                  ", ".join(f"{v} {k}" for k, v in counts.items() if v))
+    groups: dict[tuple[str, str], dict[str, int]] = {}
+    for c in cells:
+        g = groups.setdefault((c["model"], c["format"]), {})
+        g[c["state"]] = g.get(c["state"], 0) + 1
+    t = Table("model", "format", "done", "failed", "pending", "running")
+    for (m, f), g in sorted(groups.items()):
+        t.add_row(m, f, str(g.get("done", 0)), str(g.get("failed", 0)), str(g.get("pending", 0)),
+                  str(g.get("leased", 0) + g.get("running", 0)))
+    console.print(t)
+    for c in cells:
+        if c["state"] == "failed":
+            console.print(f"[red]failed[/red] {c['model']}/{c['format']}/{c['task']}: {c['failure_class']}: {c['failure']}")
+    return 1 if counts["failed"] else 0
+
+
+def _execute(overrides: list[str], conf_dirs: list[str], verbose: bool) -> int:
     from rich.console import Console
 
     from orchestrator.driver import Driver
@@ -58,7 +113,9 @@ def cmd_run(args) -> int:
     from orchestrator.tracking import MlflowSink, local_tracking_uri
 
     console = Console(width=max(110, Console().width))
-    plan = _plan(args.overrides)
+    from orchestrator.ledger import Ledger
+
+    plan = _plan(overrides)
     sweep = plan.sweep
     run_dir = (Path(sweep.run_dir) / sweep.name).resolve()
     try:
@@ -69,6 +126,8 @@ def cmd_run(args) -> int:
         raise ConfigError(f"run_dir: cannot write {run_dir} ({e.strerror or e})") from None
     sweep.run_dir = run_dir
     store = RunStore(run_dir)
+    ledger = Ledger(run_dir / "ledger.db")
+    ledger.open_sweep(sweep.name, list(overrides), conf_dirs, plan.cells)
     uri = os.environ.get("MLFLOW_TRACKING_URI") or sweep.tracking_uri or local_tracking_uri(run_dir)
     warn = lambda sink, exc: console.print(f"[yellow]warning: {type(sink).__name__}: {exc}[/yellow]")
     try:
@@ -102,10 +161,15 @@ def cmd_run(args) -> int:
             score = "—" if info["score"] is None else f"{info['score']:.4g}"
             console.print(f"{elapsed}   {info['task']}: {info['metric'].split(',')[0]} = {score} "
                           f"({info['seconds']:.1f}s, {rate:.0f} tok/s)")
+        elif event == "rejected":
+            console.print(f"{elapsed} [yellow]  {info['task']}: late result from a given-up attempt rejected[/yellow]")
         elif event == "failed":
             console.print(f"{elapsed} [red]✗ {info['stage']}: {info['error_class']}: {info['message']}[/red]")
 
-    driver = Driver(plan, sink, progress=progress, verbose=args.verbose)
+    done_before = len(ledger.done_keys(sweep.name) & {c.key for c in plan.cells})
+    if done_before:
+        console.print(f"ledger {run_dir / 'ledger.db'}: {done_before} of {len(plan.cells)} cells already done, not rescored")
+    driver = Driver(plan, sink, progress=progress, verbose=verbose, ledger=ledger)
     try:
         summary = driver.run()
     finally:
@@ -114,13 +178,16 @@ def cmd_run(args) -> int:
         if ray.is_initialized():
             ray.shutdown()
     tasks = {t.name: {"metric": t.metric, "higher_is_better": t.higher_is_better, "chance": t.chance} for t in sweep.tasks}
-    rows = build_rows(store.results(), sweep.baseline, tasks)
+    keys = {c.key for c in plan.cells}
+    rows = build_rows([r for r in ledger.results(sweep.name) if r["cell_key"] in keys], sweep.baseline, tasks)
+    ledger.set_sweep_state(sweep.name, "failed" if summary.failed else "done")
     notes = {m.name: m.note for m in sweep.models}
     print_table(rows, sweep.format_names, console, notes)
     (run_dir / "table.md").write_text(to_markdown(rows, sweep.format_names, notes))
     sink.sweep_finished({"run_dir": str(run_dir), "cells_done": summary.done, "cells_failed": len(summary.failed),
                          "failed": len(summary.failed), "seconds": summary.seconds})
-    console.print(f"done in {summary.seconds:.0f}s: {summary.done} cells scored, {len(summary.failed)} failed; "
+    console.print(f"done in {summary.seconds:.0f}s: {summary.done} cells scored, {summary.skipped} already done, "
+                  f"{len(summary.failed)} failed; "
                   f"engine loads {summary.engine_loads}")
     console.print(f"results: {run_dir}  MLflow: {uri}")
     return 1 if summary.failed else 0
@@ -143,16 +210,26 @@ def main(argv: list[str] | None = None) -> int:
     p_plan.add_argument("overrides", nargs="*")
     p_plan.add_argument("--json", action="store_true")
     p_plan.set_defaults(func=cmd_plan)
-    for p in (p_run, p_plan):
+    p_resume = sub.add_parser("resume", help="rerun only missing and failed cells of a sweep, from its ledger")
+    p_resume.add_argument("sweep")
+    p_resume.add_argument("--run-dir", default="runs", help="where the sweep's run directory lives (default: runs)")
+    p_resume.add_argument("-v", "--verbose", action="store_true")
+    p_resume.set_defaults(func=cmd_resume)
+    p_status = sub.add_parser("status", help="per (model, format) progress and failures of a sweep, from its ledger")
+    p_status.add_argument("sweep")
+    p_status.add_argument("--run-dir", default="runs")
+    p_status.set_defaults(func=cmd_status)
+    for p in (p_run, p_plan, p_resume):
         p.add_argument("--conf-dir", action="append", default=[], metavar="DIR",
                        help="extra config tree (model/, format/, task/, sweep/) layered over conf/")
     args = parser.parse_args(argv)
     from orchestrator import config
 
-    for d in args.conf_dir:
+    conf_dirs = getattr(args, "conf_dir", [])
+    for d in conf_dirs:
         if not Path(d).is_dir():
             return _error(f"--conf-dir {d}: not a directory")
-    config.EXTRA_CONF_DIRS[:] = [Path(d).resolve() for d in args.conf_dir]
+    config.EXTRA_CONF_DIRS[:] = [Path(d).resolve() for d in conf_dirs]
     try:
         return args.func(args)
     except (ConfigError, CheckpointError) as e:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.config import ConfigError, calibration_file, check_group_size
+from orchestrator.ledger import Ledger
 from orchestrator.plan import Plan
 from orchestrator.results import ResultSink
 from quantgrid.checkpoint import CheckpointError, model_dims, verify_checkpoint
@@ -31,6 +32,7 @@ class RunSummary:
     engine_loads: dict[str, int] = field(default_factory=dict)
     artifacts: dict[str, Artifact] = field(default_factory=dict)
     seconds: float = 0.0
+    skipped: int = 0  # cells already done in the ledger
 
 
 def git_commit() -> str:
@@ -77,9 +79,15 @@ def _first_line(exc: BaseException) -> str:
 
 
 class Driver:
-    def __init__(self, plan: Plan, sink: ResultSink, progress=None, verbose: bool = False):
+    def __init__(self, plan: Plan, sink: ResultSink, progress=None, verbose: bool = False,
+                 ledger: Ledger | None = None):
         self.plan = plan
         self.sink = sink
+        self.ledger = ledger
+        self.sweep_name = plan.sweep.name
+        # Cells the ledger already holds results for are never scored again (resume).
+        self.done: set[str] = ledger.done_keys(self.sweep_name) if ledger else set()
+        self.stage_timeout_s = float(plan.sweep.resources.get("stage_timeout_s") or 3600)
         self.progress = progress  # callable(event: str, **info) for the CLI's rich progress
         self.verbose = verbose
         self.summary = RunSummary()
@@ -122,24 +130,32 @@ class Driver:
         return ray.remote(StageWorker).options(name=None, **self._actor_options(stage)).remote(self.commit)
 
     # -- stages -------------------------------------------------------------------------------
+    def todo(self, stage: Stage) -> list:
+        return [c for c in stage.cells if c.key not in self.done]
+
     def run(self) -> RunSummary:
         t0 = time.perf_counter()
+        pending = [s for s in self.plan.evaluate_stages if self.todo(s)]
+        self.summary.skipped = sum(len(s.cells) - len(self.todo(s)) for s in self.plan.evaluate_stages)
+        if not pending:
+            return self.summary  # everything is in the ledger: no Ray, no engine load
+        needed = {(s.model.name, s.format.name) for s in pending}
         self._init_ray()
         try:
-            bases = self._build_models()
+            bases = self._build_models({m for m, _ in needed})
             # Every recipe is checked against its model's dims before any quantization starts.
             for stage in self.plan.stages:
                 if stage.kind is StageKind.QUANTIZE and stage.model.name in bases:
                     check_group_size(stage.format, stage.model.name, model_dims(Path(bases[stage.model.name].path)))
             for model in self.plan.sweep.models:
                 if model.name in bases:
-                    self._quantize_model(model, bases[model.name])
-            self._evaluate_all()
+                    self._quantize_model(model, bases[model.name], {f for m, f in needed if m == model.name})
+            self._evaluate_all(pending)
         finally:
             self.summary.seconds = time.perf_counter() - t0
         return self.summary
 
-    def _evaluate_all(self) -> None:
+    def _evaluate_all(self, pending: list[Stage]) -> None:
         """Engine groups in order. With `resources.reuse_actors` (CPU default) one actor process
         serves a model's groups one after another (vLLM imported once, ~17 s saved per group);
         each group still gets its own engine, loaded exactly once."""
@@ -148,7 +164,7 @@ class Driver:
         reuse = bool(self.plan.sweep.resources.get("reuse_actors", False))
         actor, actor_model = None, None
         try:
-            for stage in self.plan.evaluate_stages:
+            for stage in pending:
                 if actor is not None and (not reuse or actor_model != stage.model.name):
                     ray.kill(actor)
                     actor = None
@@ -167,14 +183,24 @@ class Driver:
     def _fail(self, stage: Stage, exc: BaseException) -> None:
         cls, msg = ("bad_input", str(exc)) if isinstance(exc, (ConfigError, CheckpointError)) else classify(exc)
         self.summary.failed.append((stage.name, cls, msg))
+        if self.ledger:
+            self.ledger.fail_cells(self.sweep_name, [c.key for c in self._affected_cells(stage)], cls, msg)
         self.sink.stage_failed(stage, cls, msg)
         self._emit("failed", stage=stage.name, error_class=cls, message=msg)
 
-    def _build_models(self) -> dict[str, Artifact]:
+    def _affected_cells(self, stage: Stage) -> list:
+        """The cells a failed stage takes down: its own, or every cell downstream of it."""
+        if stage.cells:
+            return stage.cells
+        return [c for s in self.plan.evaluate_stages if s.model.name == stage.model.name
+                and (stage.format is None or s.format.name == stage.format.name) for c in s.cells
+                if c.key not in self.done]
+
+    def _build_models(self, needed: set[str]) -> dict[str, Artifact]:
         """Base checkpoints (cached, content-addressed); a corrupt one is bad input, in one line."""
         import ray
 
-        builds = [s for s in self.plan.stages if s.kind is StageKind.BUILD_MODEL]
+        builds = [s for s in self.plan.stages if s.kind is StageKind.BUILD_MODEL and s.model.name in needed]
         bases: dict[str, Artifact] = {}
         actor = self._actor(builds[0])
         try:
@@ -194,11 +220,12 @@ class Driver:
             ray.kill(actor)  # release the cores for the next stage
         return bases
 
-    def _quantize_model(self, model, base: Artifact) -> None:
+    def _quantize_model(self, model, base: Artifact, formats: set[str]) -> None:
         """All recipes of one model in one actor lifetime (llmcompressor imports once)."""
         import ray
 
-        stages = [s for s in self.plan.stages if s.kind is StageKind.QUANTIZE and s.model.name == model.name]
+        stages = [s for s in self.plan.stages if s.kind is StageKind.QUANTIZE and s.model.name == model.name
+                  and s.format.name in formats]
         actor = None
         try:
             for stage in stages:
@@ -227,31 +254,53 @@ class Driver:
         import ray
 
         art = self.summary.artifacts.get(stage.depends_on[0])
+        cells = self.todo(stage)
         if art is None or actor is None:
-            self.sink.stage_failed(stage, "dependency_failed", f"{stage.name}: no checkpoint (quantize failed)")
+            msg = f"{stage.name}: no checkpoint (quantize failed)"
+            if self.ledger:
+                self.ledger.fail_cells(self.sweep_name, [c.key for c in cells], "dependency_failed", msg)
+            self.sink.stage_failed(stage, "dependency_failed", msg)
             self.summary.failed.append((stage.name, "dependency_failed", "no checkpoint"))
             return True
+        token = self.ledger.lease(self.sweep_name, stage.name, [c.key for c in cells], self.stage_timeout_s) if self.ledger else 0
         try:
-            self._emit("start", stage=stage.name, tasks=len(stage.cells))
+            self._emit("start", stage=stage.name, tasks=len(cells))
             cal = stage.format.calibration
             cal_hash = _file_hash(calibration_file(cal)) if cal else None
-            info = ray.get(actor.open_engine.remote(art, stage.model, stage.format, stage.cells[0].engine, cal_hash))
+            ref = actor.open_engine.remote(art, stage.model, stage.format, stage.cells[0].engine, cal_hash)
+            info = ray.get(ref, timeout=self.stage_timeout_s)
             self.summary.engine_loads[f"{stage.model.name}/{stage.format.name}/seed{stage.cells[0].seed}"] = info["loads"]
             self._emit("engine", stage=stage.name, **info)
         except Exception as exc:
-            self._fail(stage, exc)
+            self._give_up(token, stage, exc)
             return False
-        for cell in stage.cells:
+        for cell in cells:
+            one = Stage(StageKind.EVALUATE, stage.model, stage.format, cells=[cell])
             try:
-                result = ray.get(actor.evaluate.remote(cell))
+                result = ray.get(actor.evaluate.remote(cell), timeout=self.stage_timeout_s)
             except ray.exceptions.RayTaskError as exc:  # the task raised: the engine is still up
-                self._fail(Stage(StageKind.EVALUATE, stage.model, stage.format, cells=[cell]), exc)
+                self._fail(one, exc)
                 continue
-            except Exception as exc:  # the actor died: the rest of this group cannot run on it
-                self._fail(Stage(StageKind.EVALUATE, stage.model, stage.format, cells=[cell]), exc)
+            except Exception as exc:  # actor died or hung: the rest of this group cannot run on it
+                self._give_up(token, one, exc)
                 return False
+            if self.ledger and not self.ledger.commit_result(self.sweep_name, token, result):
+                self._emit("rejected", stage=stage.name, task=cell.task.name)
+                continue
+            self.done.add(cell.key)
             self.sink.task_result(cell, result)  # committed the moment it arrives
             self.summary.done += 1
+            if self.ledger:
+                self.ledger.renew(token, self.stage_timeout_s)
             self._emit("result", stage=stage.name, task=cell.task.name, score=result.score,
                        metric=cell.task.metric, seconds=result.seconds, tokens=result.tokens)
+        if self.ledger:
+            self.ledger.finish(token)
         return True
+
+    def _give_up(self, token: int, stage: Stage, exc: BaseException) -> None:
+        """The attempt is lost (dead or hung actor): fence it off, then record the failure."""
+        if self.ledger and token:
+            cls, msg = classify(exc)
+            self.ledger.give_up(token, cls, msg)
+        self._fail(stage, exc)

@@ -1,0 +1,178 @@
+"""The durable ledger: SQLite in WAL mode, written only by the driver.
+
+Sweeps, cells, stage attempts (each attempt id is a fencing token), states and result pointers.
+A task result is committed the moment it arrives and only if its attempt still holds the lease:
+a late result from an attempt that was given up (lease expired, actor presumed dead, sweep
+cancelled) is rejected and counted, never recorded twice. `resume` reads done cells from here,
+never from MLflow.
+
+WAL needs a local filesystem: on a cluster keep the ledger on a persistent volume local to the
+head node (see README, "Resuming a sweep whose head died").
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Iterator
+
+from quantgrid.types import Cell, TaskResult
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sweeps (
+  name TEXT PRIMARY KEY, created REAL, overrides TEXT, conf_dirs TEXT, state TEXT, updated REAL);
+CREATE TABLE IF NOT EXISTS cells (
+  sweep TEXT, cell_key TEXT, model TEXT, format TEXT, task TEXT, seed INTEGER,
+  state TEXT, attempts INTEGER DEFAULT 0, failure_class TEXT, failure TEXT, updated REAL,
+  PRIMARY KEY (sweep, cell_key));
+CREATE TABLE IF NOT EXISTS attempts (
+  token INTEGER PRIMARY KEY AUTOINCREMENT, sweep TEXT, stage TEXT, cells TEXT, state TEXT,
+  lease_expires REAL, started REAL, finished REAL, failure_class TEXT, failure TEXT);
+CREATE TABLE IF NOT EXISTS results (
+  sweep TEXT, cell_key TEXT, token INTEGER, committed REAL, metrics TEXT, record TEXT,
+  PRIMARY KEY (sweep, cell_key));
+CREATE TABLE IF NOT EXISTS rejected (
+  sweep TEXT, cell_key TEXT, token INTEGER, reason TEXT, at REAL);
+"""
+
+CELL_STATES = ("pending", "leased", "running", "done", "failed")
+
+
+class Ledger:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so every commit is explicit.
+        self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
+        self.db.executescript(SCHEMA)
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- sweeps and cells ------------------------------------------------------------------------
+    def open_sweep(self, name: str, overrides: list[str], conf_dirs: list[str], cells: list[Cell]) -> None:
+        """Register a sweep and its cells; cells already known keep their state (resume)."""
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO sweeps VALUES (?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET "
+                "overrides=excluded.overrides, conf_dirs=excluded.conf_dirs, state='running', updated=excluded.updated",
+                (name, now, json.dumps(overrides), json.dumps(conf_dirs), "running", now),
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO cells (sweep, cell_key, model, format, task, seed, state, updated) "
+                "VALUES (?,?,?,?,?,?,'pending',?)",
+                [(name, c.key, c.model.name, c.format.name, c.task.name, c.seed, now) for c in cells],
+            )
+            # A crashed driver leaves leases behind: they belong to nobody now.
+            db.execute("UPDATE attempts SET state='abandoned', finished=? WHERE sweep=? AND state='leased'", (now, name))
+            db.execute("UPDATE cells SET state='pending', updated=? WHERE sweep=? AND state IN ('leased','running')", (now, name))
+
+    def sweep_info(self, name: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT name, created, overrides, conf_dirs, state FROM sweeps WHERE name=?", (name,)).fetchone()
+        if row is None:
+            return None
+        return {"name": row[0], "created": row[1], "overrides": json.loads(row[2]), "conf_dirs": json.loads(row[3]), "state": row[4]}
+
+    def set_sweep_state(self, name: str, state: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE sweeps SET state=?, updated=? WHERE name=?", (state, time.time(), name))
+            if state == "cancelled":
+                db.execute("UPDATE attempts SET state='cancelled', finished=? WHERE sweep=? AND state='leased'", (time.time(), name))
+
+    def done_keys(self, sweep: str) -> set[str]:
+        return {k for (k,) in self.db.execute("SELECT cell_key FROM cells WHERE sweep=? AND state='done'", (sweep,))}
+
+    def counts(self, sweep: str) -> dict[str, int]:
+        out = {s: 0 for s in CELL_STATES}
+        out.update(dict(self.db.execute("SELECT state, COUNT(*) FROM cells WHERE sweep=? GROUP BY state", (sweep,)).fetchall()))
+        out["rejected"] = self.db.execute("SELECT COUNT(*) FROM rejected WHERE sweep=?", (sweep,)).fetchone()[0]
+        return out
+
+    def cells(self, sweep: str) -> list[dict[str, Any]]:
+        cols = ("cell_key", "model", "format", "task", "seed", "state", "attempts", "failure_class", "failure", "updated")
+        rows = self.db.execute(f"SELECT {', '.join(cols)} FROM cells WHERE sweep=? ORDER BY model, format, task, seed", (sweep,))
+        return [dict(zip(cols, r)) for r in rows]
+
+    # -- leases and results ----------------------------------------------------------------------
+    def lease(self, sweep: str, stage: str, cell_keys: list[str], ttl_s: float) -> int:
+        """Start an attempt on `cell_keys`; the returned token fences every result it sends."""
+        now = time.time()
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO attempts (sweep, stage, cells, state, lease_expires, started) VALUES (?,?,?,?,?,?)",
+                (sweep, stage, json.dumps(cell_keys), "leased", now + ttl_s, now),
+            )
+            db.executemany("UPDATE cells SET state='leased', attempts=attempts+1, updated=? WHERE sweep=? AND cell_key=? AND state!='done'",
+                           [(now, sweep, k) for k in cell_keys])
+            return int(cur.lastrowid)
+
+    def renew(self, token: int, ttl_s: float) -> bool:
+        with self._tx() as db:
+            cur = db.execute("UPDATE attempts SET lease_expires=? WHERE token=? AND state='leased'", (time.time() + ttl_s, token))
+            return cur.rowcount == 1
+
+    def give_up(self, token: int, failure_class: str, message: str) -> None:
+        """The attempt is presumed lost (timeout, dead actor): its late results will be rejected."""
+        now = time.time()
+        with self._tx() as db:
+            db.execute("UPDATE attempts SET state='given_up', finished=?, failure_class=?, failure=? WHERE token=? AND state='leased'",
+                       (now, failure_class, message, token))
+            keys = json.loads(db.execute("SELECT cells FROM attempts WHERE token=?", (token,)).fetchone()[0])
+            db.executemany("UPDATE cells SET state='pending', updated=? WHERE sweep=(SELECT sweep FROM attempts WHERE token=?) "
+                           "AND cell_key=? AND state='leased'", [(now, token, k) for k in keys])
+
+    def finish(self, token: int) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE attempts SET state='finished', finished=? WHERE token=? AND state='leased'", (time.time(), token))
+
+    def commit_result(self, sweep: str, token: int, result: TaskResult, record: dict[str, Any] | None = None) -> bool:
+        """Record a result exactly once, only from the live attempt. False = rejected (and counted)."""
+        now = time.time()
+        with self._tx() as db:
+            row = db.execute("SELECT state, lease_expires, cells FROM attempts WHERE token=? AND sweep=?", (token, sweep)).fetchone()
+            reason = None
+            if row is None:
+                reason = "unknown attempt"
+            elif row[0] != "leased":
+                reason = f"attempt {row[0]}"
+            elif row[1] < now:
+                reason = "lease expired"
+            elif result.cell_key not in json.loads(row[2]):
+                reason = "cell not leased by this attempt"
+            elif db.execute("SELECT 1 FROM results WHERE sweep=? AND cell_key=?", (sweep, result.cell_key)).fetchone():
+                reason = "duplicate"
+            if reason:
+                db.execute("INSERT INTO rejected VALUES (?,?,?,?,?)", (sweep, result.cell_key, token, reason, now))
+                return False
+            rec = record if record is not None else {k: v for k, v in asdict(result).items() if k != "samples"}
+            db.execute("INSERT INTO results VALUES (?,?,?,?,?,?)",
+                       (sweep, result.cell_key, token, now, json.dumps(result.metrics), json.dumps(rec, default=str)))
+            db.execute("UPDATE cells SET state='done', failure_class=NULL, failure=NULL, updated=? WHERE sweep=? AND cell_key=?",
+                       (now, sweep, result.cell_key))
+            return True
+
+    def fail_cells(self, sweep: str, cell_keys: list[str], failure_class: str, message: str) -> None:
+        now = time.time()
+        with self._tx() as db:
+            db.executemany("UPDATE cells SET state='failed', failure_class=?, failure=?, updated=? WHERE sweep=? AND cell_key=? AND state!='done'",
+                           [(failure_class, message[:2000], now, sweep, k) for k in cell_keys])
+
+    def results(self, sweep: str) -> list[dict[str, Any]]:
+        return [json.loads(r) for (r,) in self.db.execute("SELECT record FROM results WHERE sweep=? ORDER BY committed", (sweep,))]

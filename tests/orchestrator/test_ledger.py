@@ -1,0 +1,65 @@
+"""Ledger: exactly-once results behind fencing tokens, crash recovery of leases."""
+
+import time
+
+import pytest
+
+from orchestrator.config import compose, load_sweep
+from orchestrator.ledger import Ledger
+from orchestrator.plan import expand
+from quantgrid.types import TaskResult
+
+
+@pytest.fixture()
+def setup(tmp_path):
+    plan = expand(load_sweep(compose(["sweep=tiny", "sweep.formats=[bf16]", "sweep.tasks=[ppl_local,mmlu_local]"])))
+    ledger = Ledger(tmp_path / "ledger.db")
+    ledger.open_sweep("tiny", ["sweep=tiny"], [], plan.cells)
+    return ledger, plan.cells
+
+
+def result(cell):
+    return TaskResult(cell_key=cell.key, model=cell.model.name, format=cell.format.name, task=cell.task.name,
+                      metrics={"acc,none": 0.5}, samples=[], num_samples=1, seconds=0.1, provenance={})
+
+
+def test_wal_and_one_commit_per_cell(setup):
+    ledger, cells = setup
+    assert ledger.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    token = ledger.lease("tiny", "evaluate", [c.key for c in cells], ttl_s=60)
+    assert ledger.commit_result("tiny", token, result(cells[0]))
+    assert not ledger.commit_result("tiny", token, result(cells[0]))  # duplicate: rejected, counted
+    assert ledger.counts("tiny")["done"] == 1 and ledger.counts("tiny")["rejected"] == 1
+
+
+def test_late_result_of_given_up_attempt_is_rejected(setup):
+    ledger, cells = setup
+    old = ledger.lease("tiny", "evaluate", [cells[0].key], ttl_s=60)
+    ledger.give_up(old, "timeout", "hung")
+    new = ledger.lease("tiny", "evaluate", [cells[0].key], ttl_s=60)
+    assert not ledger.commit_result("tiny", old, result(cells[0]))  # the paused actor woke up late
+    assert ledger.commit_result("tiny", new, result(cells[0]))
+    assert ledger.results("tiny")[0]["cell_key"] == cells[0].key and len(ledger.results("tiny")) == 1
+
+
+def test_expired_lease_and_cancelled_sweep_reject(setup):
+    ledger, cells = setup
+    token = ledger.lease("tiny", "evaluate", [cells[0].key], ttl_s=0.01)
+    time.sleep(0.05)
+    assert not ledger.commit_result("tiny", token, result(cells[0]))
+    token = ledger.lease("tiny", "evaluate", [cells[1].key], ttl_s=60)
+    ledger.set_sweep_state("tiny", "cancelled")
+    assert not ledger.commit_result("tiny", token, result(cells[1]))
+    assert ledger.counts("tiny")["done"] == 0
+
+
+def test_reopen_after_driver_crash_frees_leases_and_keeps_done(setup, tmp_path):
+    ledger, cells = setup
+    token = ledger.lease("tiny", "evaluate", [c.key for c in cells], ttl_s=60)
+    ledger.commit_result("tiny", token, result(cells[0]))
+    ledger.close()  # the driver dies here
+    again = Ledger(tmp_path / "ledger.db")
+    again.open_sweep("tiny", ["sweep=tiny"], [], cells)
+    assert again.done_keys("tiny") == {cells[0].key}
+    assert again.counts("tiny")["leased"] == 0 and again.counts("tiny")["pending"] == len(cells) - 1
+    assert not again.commit_result("tiny", token, result(cells[1]))  # the dead driver's attempt is fenced off
