@@ -161,6 +161,9 @@ def _execute(overrides: list[str], conf_dirs: list[str], verbose: bool) -> int:
             score = "—" if info["score"] is None else f"{info['score']:.4g}"
             console.print(f"{elapsed}   {info['task']}: {info['metric'].split(',')[0]} = {score} "
                           f"({info['seconds']:.1f}s, {rate:.0f} tok/s)")
+        elif event == "retry":
+            console.print(f"{elapsed} [yellow]↻ {info['stage']}: {info['error_class']}: {info['message']} "
+                          f"(attempt {info['attempt']})[/yellow]")
         elif event == "rejected":
             console.print(f"{elapsed} [yellow]  {info['task']}: late result from a given-up attempt rejected[/yellow]")
         elif event == "failed":

@@ -25,6 +25,11 @@ from quantgrid.runtime import PROJECT_ROOT
 from quantgrid.types import Artifact, Stage, StageKind
 
 
+# Failure classes worth another actor: the process or node went away, or it hung. Task errors,
+# bad checkpoints and bad config fail their cells at once (retrying cannot help).
+RETRYABLE = {"actor_died", "timeout", "oom"}
+
+
 @dataclass
 class RunSummary:
     done: int = 0
@@ -88,6 +93,8 @@ class Driver:
         # Cells the ledger already holds results for are never scored again (resume).
         self.done: set[str] = ledger.done_keys(self.sweep_name) if ledger else set()
         self.stage_timeout_s = float(plan.sweep.resources.get("stage_timeout_s") or 3600)
+        self.max_retries = int(plan.sweep.resources.get("max_retries", 2))
+        self._lost: tuple[str, str] = ("", "")  # (class, message) of the last lost attempt
         self.progress = progress  # callable(event: str, **info) for the CLI's rich progress
         self.verbose = verbose
         self.summary = RunSummary()
@@ -171,17 +178,30 @@ class Driver:
                 if self.summary.artifacts.get(stage.depends_on[0]) is None:
                     self._evaluate(stage, None)
                     continue
-                actor = actor or self._actor(stage)
-                actor_model = stage.model.name
-                if not self._evaluate(stage, actor):
+                retries = 0
+                while True:
+                    actor = actor or self._actor(stage)
+                    actor_model = stage.model.name
+                    if self._evaluate(stage, actor):
+                        break
                     ray.kill(actor)  # a broken actor is never reused
                     actor = None
+                    left = self.todo(stage)
+                    cls, msg = self._lost
+                    if left and cls in RETRYABLE and retries < self.max_retries:
+                        retries += 1
+                        self._emit("retry", stage=stage.name, error_class=cls, message=msg, attempt=retries + 1)
+                        continue
+                    if left:  # out of retries, or deterministic: these cells fail, the sweep goes on
+                        self._fail(Stage(StageKind.EVALUATE, stage.model, stage.format, cells=left), cls=cls, msg=msg)
+                    break
         finally:
             if actor is not None:
                 ray.kill(actor)
 
-    def _fail(self, stage: Stage, exc: BaseException) -> None:
-        cls, msg = ("bad_input", str(exc)) if isinstance(exc, (ConfigError, CheckpointError)) else classify(exc)
+    def _fail(self, stage: Stage, exc: BaseException | None = None, cls: str = "", msg: str = "") -> None:
+        if exc is not None:
+            cls, msg = ("bad_input", str(exc)) if isinstance(exc, (ConfigError, CheckpointError)) else classify(exc)
         self.summary.failed.append((stage.name, cls, msg))
         if self.ledger:
             self.ledger.fail_cells(self.sweep_name, [c.key for c in self._affected_cells(stage)], cls, msg)
@@ -262,7 +282,13 @@ class Driver:
             self.sink.stage_failed(stage, "dependency_failed", msg)
             self.summary.failed.append((stage.name, "dependency_failed", "no checkpoint"))
             return True
-        token = self.ledger.lease(self.sweep_name, stage.name, [c.key for c in cells], self.stage_timeout_s) if self.ledger else 0
+        try:
+            pid = ray.get(actor.pid.remote(), timeout=self.stage_timeout_s)
+        except Exception as exc:
+            self._lost = classify(exc)
+            return False
+        token = (self.ledger.lease(self.sweep_name, stage.name, [c.key for c in cells], self.stage_timeout_s, worker_pid=pid)
+                 if self.ledger else 0)
         try:
             self._emit("start", stage=stage.name, tasks=len(cells))
             cal = stage.format.calibration
@@ -271,8 +297,13 @@ class Driver:
             info = ray.get(ref, timeout=self.stage_timeout_s)
             self.summary.engine_loads[f"{stage.model.name}/{stage.format.name}/seed{stage.cells[0].seed}"] = info["loads"]
             self._emit("engine", stage=stage.name, **info)
+        except ray.exceptions.RayTaskError as exc:  # engine failed to load: deterministic, not retried
+            self._give_up(token, exc)
+            self._fail(stage, exc)
+            self._lost = ("error", "")
+            return False
         except Exception as exc:
-            self._give_up(token, stage, exc)
+            self._give_up(token, exc)
             return False
         for cell in cells:
             one = Stage(StageKind.EVALUATE, stage.model, stage.format, cells=[cell])
@@ -281,8 +312,8 @@ class Driver:
             except ray.exceptions.RayTaskError as exc:  # the task raised: the engine is still up
                 self._fail(one, exc)
                 continue
-            except Exception as exc:  # actor died or hung: the rest of this group cannot run on it
-                self._give_up(token, one, exc)
+            except Exception as exc:  # actor died or hung: the caller retries the rest on a new actor
+                self._give_up(token, exc)
                 return False
             if self.ledger and not self.ledger.commit_result(self.sweep_name, token, result):
                 self._emit("rejected", stage=stage.name, task=cell.task.name)
@@ -298,9 +329,8 @@ class Driver:
             self.ledger.finish(token)
         return True
 
-    def _give_up(self, token: int, stage: Stage, exc: BaseException) -> None:
-        """The attempt is lost (dead or hung actor): fence it off, then record the failure."""
+    def _give_up(self, token: int, exc: BaseException) -> None:
+        """The attempt is lost (dead or hung actor): fence it off so a late result is rejected."""
+        self._lost = classify(exc)
         if self.ledger and token:
-            cls, msg = classify(exc)
-            self.ledger.give_up(token, cls, msg)
-        self._fail(stage, exc)
+            self.ledger.give_up(token, *self._lost)

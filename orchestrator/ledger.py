@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS cells (
   PRIMARY KEY (sweep, cell_key));
 CREATE TABLE IF NOT EXISTS attempts (
   token INTEGER PRIMARY KEY AUTOINCREMENT, sweep TEXT, stage TEXT, cells TEXT, state TEXT,
-  lease_expires REAL, started REAL, finished REAL, failure_class TEXT, failure TEXT);
+  lease_expires REAL, started REAL, finished REAL, failure_class TEXT, failure TEXT, worker_pid INTEGER);
 CREATE TABLE IF NOT EXISTS results (
   sweep TEXT, cell_key TEXT, token INTEGER, committed REAL, metrics TEXT, record TEXT,
   PRIMARY KEY (sweep, cell_key));
@@ -51,6 +51,9 @@ class Ledger:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
         self.db.executescript(SCHEMA)
+        cols = {r[1] for r in self.db.execute("PRAGMA table_info(attempts)")}
+        if "worker_pid" not in cols:  # ledgers written before worker pids were recorded
+            self.db.execute("ALTER TABLE attempts ADD COLUMN worker_pid INTEGER")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -111,13 +114,13 @@ class Ledger:
         return [dict(zip(cols, r)) for r in rows]
 
     # -- leases and results ----------------------------------------------------------------------
-    def lease(self, sweep: str, stage: str, cell_keys: list[str], ttl_s: float) -> int:
+    def lease(self, sweep: str, stage: str, cell_keys: list[str], ttl_s: float, worker_pid: int | None = None) -> int:
         """Start an attempt on `cell_keys`; the returned token fences every result it sends."""
         now = time.time()
         with self._tx() as db:
             cur = db.execute(
-                "INSERT INTO attempts (sweep, stage, cells, state, lease_expires, started) VALUES (?,?,?,?,?,?)",
-                (sweep, stage, json.dumps(cell_keys), "leased", now + ttl_s, now),
+                "INSERT INTO attempts (sweep, stage, cells, state, lease_expires, started, worker_pid) VALUES (?,?,?,?,?,?,?)",
+                (sweep, stage, json.dumps(cell_keys), "leased", now + ttl_s, now, worker_pid),
             )
             db.executemany("UPDATE cells SET state='leased', attempts=attempts+1, updated=? WHERE sweep=? AND cell_key=? AND state!='done'",
                            [(now, sweep, k) for k in cell_keys])
