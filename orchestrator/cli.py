@@ -183,7 +183,8 @@ def _execute(overrides: list[str], conf_dirs: list[str], verbose: bool) -> int:
     tasks = {t.name: {"metric": t.metric, "higher_is_better": t.higher_is_better, "chance": t.chance} for t in sweep.tasks}
     keys = {c.key for c in plan.cells}
     rows = build_rows([r for r in ledger.results(sweep.name) if r["cell_key"] in keys], sweep.baseline, tasks)
-    ledger.set_sweep_state(sweep.name, "failed" if summary.failed else "done")
+    if not summary.cancelled:
+        ledger.set_sweep_state(sweep.name, "failed" if summary.failed else "done")
     notes = {m.name: m.note for m in sweep.models}
     print_table(rows, sweep.format_names, console, notes)
     (run_dir / "table.md").write_text(to_markdown(rows, sweep.format_names, notes))
@@ -193,7 +194,20 @@ def _execute(overrides: list[str], conf_dirs: list[str], verbose: bool) -> int:
                   f"{len(summary.failed)} failed; "
                   f"engine loads {summary.engine_loads}")
     console.print(f"results: {run_dir}  MLflow: {uri}")
-    return 1 if summary.failed else 0
+    if summary.cancelled:
+        console.print("[yellow]sweep cancelled: `quantgrid resume` picks it up where it stopped[/yellow]")
+    return 1 if summary.failed or summary.cancelled else 0
+
+
+def cmd_cancel(args) -> int:
+    """Mark the sweep cancelled in its ledger: the driver stops at the next cell and results of
+    attempts still running are rejected (fenced), never recorded."""
+    ledger = _ledger_for(args.sweep, args.run_dir)
+    if ledger.sweep_info(args.sweep) is None:
+        raise ConfigError(f"no sweep '{args.sweep}' in {ledger.path}")
+    ledger.set_sweep_state(args.sweep, "cancelled")
+    print(f"sweep {args.sweep}: cancelled ({ledger.counts(args.sweep)['done']} cells done are kept)")
+    return 0
 
 
 class _Parser(argparse.ArgumentParser):
@@ -222,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     p_status.add_argument("sweep")
     p_status.add_argument("--run-dir", default="runs")
     p_status.set_defaults(func=cmd_status)
+    p_cancel = sub.add_parser("cancel", help="stop a running sweep at its next cell (done cells are kept)")
+    p_cancel.add_argument("sweep")
+    p_cancel.add_argument("--run-dir", default="runs")
+    p_cancel.set_defaults(func=cmd_cancel)
     for p in (p_run, p_plan, p_resume):
         p.add_argument("--conf-dir", action="append", default=[], metavar="DIR",
                        help="extra config tree (model/, format/, task/, sweep/) layered over conf/")

@@ -38,6 +38,7 @@ class RunSummary:
     artifacts: dict[str, Artifact] = field(default_factory=dict)
     seconds: float = 0.0
     skipped: int = 0  # cells already done in the ledger
+    cancelled: bool = False
 
 
 def git_commit() -> str:
@@ -137,6 +138,15 @@ class Driver:
         return ray.remote(StageWorker).options(name=None, **self._actor_options(stage)).remote(self.commit)
 
     # -- stages -------------------------------------------------------------------------------
+    def cancelled(self) -> bool:
+        """`quantgrid cancel` flips the sweep's state in the ledger; we stop at the next cell."""
+        if self.ledger is None:
+            return False
+        info = self.ledger.sweep_info(self.sweep_name)
+        if info and info["state"] == "cancelled":
+            self.summary.cancelled = True
+        return self.summary.cancelled
+
     def todo(self, stage: Stage) -> list:
         return [c for c in stage.cells if c.key not in self.done]
 
@@ -172,6 +182,8 @@ class Driver:
         actor, actor_model = None, None
         try:
             for stage in pending:
+                if self.cancelled():
+                    break
                 if actor is not None and (not reuse or actor_model != stage.model.name):
                     ray.kill(actor)
                     actor = None
@@ -306,6 +318,8 @@ class Driver:
             self._give_up(token, exc)
             return False
         for cell in cells:
+            if self.cancelled():
+                break
             one = Stage(StageKind.EVALUATE, stage.model, stage.format, cells=[cell])
             try:
                 result = ray.get(actor.evaluate.remote(cell), timeout=self.stage_timeout_s)

@@ -11,6 +11,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from enum import Enum
+from functools import cached_property
 from typing import Any
 
 
@@ -35,7 +36,7 @@ class ModelSpec:
     # They change the format's recipe, so they enter the format's key, not the model's.
     format_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def key(self) -> str:
         d = asdict(self)
         d.pop("format_overrides")
@@ -57,7 +58,7 @@ class FormatSpec:
     def is_baseline(self) -> bool:
         return self.recipe is None
 
-    @property
+    @cached_property
     def key(self) -> str:
         return stable_hash({"recipe": self.recipe, "calibration": self.calibration, "dtype": self.dtype})
 
@@ -77,7 +78,7 @@ class TaskSpec:
     subset: dict[str, Any] | None = None  # {per_group: n, group_field: f, seed: s} or {first: n}
     version_hash: str = ""  # hash of the task's YAML + utils, filled by the driver
 
-    @property
+    @cached_property
     def key(self) -> str:
         return stable_hash(asdict(self))
 
@@ -93,7 +94,7 @@ class EngineSettings:
     max_gen_toks: int = 256
     kv_cache_gb: int = 1  # vLLM-CPU KV cache space
 
-    @property
+    @cached_property
     def key(self) -> str:
         return stable_hash(asdict(self))
 
@@ -109,7 +110,7 @@ class Cell:
     seed: int = 1234
     versions: tuple[tuple[str, str], ...] = ()  # (package, version) that change results
 
-    @property
+    @cached_property
     def key(self) -> str:
         return stable_hash(
             {
