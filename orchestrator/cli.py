@@ -191,7 +191,7 @@ def _execute(overrides: list[str], conf_dirs: list[str], verbose: bool) -> int:
     sink.sweep_finished({"run_dir": str(run_dir), "cells_done": summary.done, "cells_failed": len(summary.failed),
                          "failed": len(summary.failed), "seconds": summary.seconds})
     console.print(f"done in {summary.seconds:.0f}s: {summary.done} cells scored, {summary.skipped} already done, "
-                  f"{len(summary.failed)} failed; "
+                  f"{len(summary.failed)} stages failed; "
                   f"engine loads {summary.engine_loads}")
     console.print(f"results: {run_dir}  MLflow: {uri}")
     if summary.cancelled:

@@ -59,14 +59,16 @@ def classify(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, rex.RayTaskError):
         cause = exc.cause if getattr(exc, "cause", None) is not None else exc
     if isinstance(exc, (rex.ActorDiedError, rex.WorkerCrashedError, rex.NodeDiedError)):
-        return "actor_died", _first_line(exc)
+        return "actor_died", _one_line(exc, last=True)
     if isinstance(exc, rex.OutOfMemoryError) or isinstance(cause, MemoryError) or "out of memory" in str(cause).lower():
-        return "oom", _first_line(cause)
+        return "oom", _one_line(cause)
     if isinstance(exc, rex.GetTimeoutError):
-        return "timeout", _first_line(exc)
+        return "timeout", _one_line(exc)
     if isinstance(cause, (CheckpointError, ConfigError)):
-        return "bad_input", _first_line(cause)
-    return "error", f"{type(cause).__name__}: {_first_line(cause)}"
+        return "bad_input", _one_line(cause)
+    if cause is exc and isinstance(exc, rex.RayTaskError):  # no cause object: the text ends with it
+        return "error", _one_line(exc, last=True)
+    return "error", f"{type(cause).__name__}: {_one_line(cause)}"
 
 
 def _file_hash(path: Path) -> str:
@@ -76,12 +78,14 @@ def _file_hash(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    # RayTaskError text starts with the remote traceback; the last line is the exception itself.
-    line = lines[-1] if lines else type(exc).__name__
-    return line[:500]
+def _one_line(exc: BaseException, last: bool = False) -> str:
+    """An exception as one line: the whole message joined (or its last line, for Ray's texts that
+    start with a remote traceback), minus pydantic's documentation links."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.strip().startswith("For further information")]
+    if not lines:
+        return type(exc).__name__
+    text = lines[-1] if last else " ".join(lines)
+    return text if len(text) <= 400 else text[:397] + "..."
 
 
 class Driver:

@@ -174,7 +174,9 @@ class Ledger:
     def fail_cells(self, sweep: str, cell_keys: list[str], failure_class: str, message: str) -> None:
         now = time.time()
         with self._tx() as db:
-            db.executemany("UPDATE cells SET state='failed', failure_class=?, failure=?, updated=? WHERE sweep=? AND cell_key=? AND state!='done'",
+            # The first cause sticks: a downstream "dependency_failed" never hides why quantize failed.
+            db.executemany("UPDATE cells SET state='failed', failure_class=?, failure=?, updated=? WHERE sweep=? AND cell_key=? "
+                           "AND state NOT IN ('done', 'failed')",
                            [(failure_class, message[:2000], now, sweep, k) for k in cell_keys])
 
     def results(self, sweep: str) -> list[dict[str, Any]]:

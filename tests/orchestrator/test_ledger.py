@@ -63,3 +63,14 @@ def test_reopen_after_driver_crash_frees_leases_and_keeps_done(setup, tmp_path):
     assert again.done_keys("tiny") == {cells[0].key}
     assert again.counts("tiny")["leased"] == 0 and again.counts("tiny")["pending"] == len(cells) - 1
     assert not again.commit_result("tiny", token, result(cells[1]))  # the dead driver's attempt is fenced off
+
+
+def test_first_failure_cause_sticks_and_resume_can_retry_it(setup):
+    ledger, cells = setup
+    ledger.fail_cells("tiny", [cells[0].key], "error", "oneshot crashed")
+    ledger.fail_cells("tiny", [cells[0].key], "dependency_failed", "no checkpoint")
+    (row,) = [c for c in ledger.cells("tiny") if c["cell_key"] == cells[0].key]
+    assert (row["failure_class"], row["failure"]) == ("error", "oneshot crashed")
+    token = ledger.lease("tiny", "evaluate", [cells[0].key], ttl_s=60)  # a resume retries failed cells
+    assert ledger.commit_result("tiny", token, result(cells[0]))
+    assert ledger.counts("tiny")["failed"] == 0
