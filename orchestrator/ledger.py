@@ -98,6 +98,7 @@ class Ledger:
             db.execute("UPDATE sweeps SET state=?, updated=? WHERE name=?", (state, time.time(), name))
             if state == "cancelled":
                 db.execute("UPDATE attempts SET state='cancelled', finished=? WHERE sweep=? AND state='leased'", (time.time(), name))
+                db.execute("UPDATE cells SET state='pending', updated=? WHERE sweep=? AND state IN ('leased','running')", (time.time(), name))
 
     def done_keys(self, sweep: str) -> set[str]:
         return {k for (k,) in self.db.execute("SELECT cell_key FROM cells WHERE sweep=? AND state='done'", (sweep,))}

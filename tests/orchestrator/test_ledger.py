@@ -50,7 +50,7 @@ def test_expired_lease_and_cancelled_sweep_reject(setup):
     token = ledger.lease("tiny", "evaluate", [cells[1].key], ttl_s=60)
     ledger.set_sweep_state("tiny", "cancelled")
     assert not ledger.commit_result("tiny", token, result(cells[1]))
-    assert ledger.counts("tiny")["done"] == 0
+    assert ledger.counts("tiny")["done"] == 0 and ledger.counts("tiny")["leased"] == 0
 
 
 def test_reopen_after_driver_crash_frees_leases_and_keeps_done(setup, tmp_path):
