@@ -22,7 +22,7 @@ from orchestrator.results import ResultSink
 from quantgrid.checkpoint import CheckpointError, model_dims, verify_checkpoint
 from orchestrator.placement import actor_resources, nodes_from_ray
 from quantgrid.runtime import PROJECT_ROOT
-from quantgrid.types import Artifact, Stage, StageKind
+from quantgrid.types import Artifact, Stage, StageKind, file_sha256
 
 
 # Failure classes worth another actor: the process or node went away, or it hung. Task errors,
@@ -69,13 +69,6 @@ def classify(exc: BaseException) -> tuple[str, str]:
     if cause is exc and isinstance(exc, rex.RayTaskError):  # no cause object: the text ends with it
         return "error", _one_line(exc, last=True)
     return "error", f"{type(cause).__name__}: {_one_line(cause)}"
-
-
-def _file_hash(path: Path) -> str:
-    """Same digest as workers.quantize.file_sha256 (the artifact key's calibration input)."""
-    import hashlib
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def _one_line(exc: BaseException, last: bool = False) -> str:
@@ -308,7 +301,7 @@ class Driver:
         try:
             self._emit("start", stage=stage.name, tasks=len(cells))
             cal = stage.format.calibration
-            cal_hash = _file_hash(calibration_file(cal)) if cal else None
+            cal_hash = file_sha256(calibration_file(cal), 16) if cal else None
             ref = actor.open_engine.remote(art, stage.model, stage.format, stage.cells[0].engine, cal_hash)
             info = ray.get(ref, timeout=self.stage_timeout_s)
             self.summary.engine_loads[f"{stage.model.name}/{stage.format.name}/seed{stage.cells[0].seed}"] = info["loads"]

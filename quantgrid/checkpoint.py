@@ -17,6 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
+from quantgrid.types import file_sha256
+
 MANIFEST = "quantgrid_manifest.json"
 
 
@@ -24,18 +26,10 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message is one line naming the file."""
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def write_manifest(ckpt: Path) -> str:
     """Hash every file once at publish time; return the checkpoint's content hash."""
     files = {
-        str(p.relative_to(ckpt)): {"size": p.stat().st_size, "sha256": _sha256(p)}
+        str(p.relative_to(ckpt)): {"size": p.stat().st_size, "sha256": file_sha256(p)}
         for p in sorted(ckpt.rglob("*"))
         if p.is_file() and p.name != MANIFEST
     }
@@ -94,7 +88,7 @@ def verify_checkpoint(ckpt: Path, deep: bool = False) -> str:
             raise CheckpointError(
                 f"corrupted checkpoint file {p}: {p.stat().st_size} bytes, manifest says {meta['size']}"
             )
-        if deep and _sha256(p) != meta["sha256"]:
+        if deep and file_sha256(p) != meta["sha256"]:
             raise CheckpointError(f"corrupted checkpoint file {p}: sha256 differs from the manifest")
     return manifest["content_hash"]
 

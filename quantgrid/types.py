@@ -12,7 +12,17 @@ import json
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from functools import cached_property
+from pathlib import Path
 from typing import Any
+
+
+def file_sha256(path: str | Path, n: int = 64) -> str:
+    """sha256 of a file's bytes, read in 1 MiB chunks (checkpoints are GBs); first `n` hex digits."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:n]
 
 
 def stable_hash(obj: Any, n: int = 16) -> str:

@@ -11,7 +11,6 @@ must stay cheap (the driver may import it to compute paths).
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -21,7 +20,7 @@ from typing import Any, Callable
 
 from quantgrid.checkpoint import publish, verify_checkpoint
 from quantgrid.runtime import cache_dir
-from quantgrid.types import Artifact, ModelSpec, stable_hash
+from quantgrid.types import Artifact, ModelSpec, file_sha256, stable_hash
 
 # Bump when a builder's output changes for the same inputs (new files, different conversion).
 BUILDER_VERSION = 1
@@ -46,14 +45,6 @@ TINY_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
 # Stdlib modules whose source is mixed into the tokenizer corpus so the tiny tokenizer has
 # merges for code (indentation, brackets, keywords), not only English prose.
 CODE_CORPUS_MODULES = ("json.decoder", "json.encoder", "textwrap", "string")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _package_dir(package: str) -> Path:
@@ -85,7 +76,7 @@ def _write_source(out: Path, spec: ModelSpec, inputs: dict[str, str], note: str)
 
 def _gguf_inputs(source: dict[str, Any]) -> tuple[dict[str, str], Path]:
     gguf_path = _package_dir(source["package"]) / source["file"]
-    return {source["file"]: _sha256(gguf_path)}, gguf_path
+    return {source["file"]: file_sha256(gguf_path)}, gguf_path
 
 
 def _build_gguf(spec: ModelSpec, gguf_path: Path, inputs: dict[str, str], out: Path) -> None:
@@ -145,7 +136,7 @@ def _tiny_corpus_files() -> dict[str, Path]:
 def _tiny_inputs(source: dict[str, Any]) -> tuple[dict[str, str], list[Path]]:
     # The corpus is an input like a GGUF: a different Python's stdlib gives a new key.
     files = _tiny_corpus_files()
-    return {name: _sha256(p) for name, p in files.items()}, list(files.values())
+    return {name: file_sha256(p) for name, p in files.items()}, list(files.values())
 
 
 def _train_tokenizer(files: list[Path], vocab_size: int, max_len: int):
@@ -220,7 +211,7 @@ def _local_hash(path: Path) -> str:
 
     h = hashlib.sha256()
     for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(f"{f.relative_to(path)}:{f.stat().st_size}:{_sha256(f)}".encode())
+        h.update(f"{f.relative_to(path)}:{f.stat().st_size}:{file_sha256(f)}".encode())
     return h.hexdigest()[:16]
 
 

@@ -6,7 +6,6 @@ hash of all of them, so a changed recipe is a new artifact and an unchanged one 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata as md
 import json
 import random
@@ -18,7 +17,7 @@ import yaml
 
 from quantgrid.checkpoint import publish
 from quantgrid.runtime import cache_dir
-from quantgrid.types import Artifact, FormatSpec, ModelSpec, stable_hash
+from quantgrid.types import Artifact, FormatSpec, ModelSpec, file_sha256, stable_hash
 
 
 def calibration_texts(path: Path, num_samples: int, seed: int) -> list[str]:
@@ -31,10 +30,6 @@ def calibration_texts(path: Path, num_samples: int, seed: int) -> list[str]:
     # Fewer documents than samples asked for: use them all rather than repeat any (repeats add
     # no information to GPTQ's Hessian and bias SmoothQuant's activation ranges).
     return docs[:num_samples]
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def artifact_key(base_hash: str, fmt: FormatSpec, calibration_hash: str | None) -> str:
@@ -52,7 +47,7 @@ def quantize(
     """Return the quantized checkpoint for (base, fmt); the baseline format is the base itself."""
     if fmt.is_baseline:
         return Artifact(path=base.path, content_hash=base.content_hash, quantization_config=None, reused=True)
-    calib_hash = file_sha256(calibration_path) if fmt.calibration else None
+    calib_hash = file_sha256(calibration_path, 16) if fmt.calibration else None
     key = artifact_key(base.content_hash, fmt, calib_hash)
     target = Path(root or cache_dir() / "checkpoints") / f"{model.name}-{fmt.name}-{key}"
     t0 = time.perf_counter()
