@@ -9,7 +9,6 @@ any actor starts. No torch or vLLM here: the driver stays light.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata as md
 import importlib.util
 import math
 import re
@@ -23,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from quantgrid.checkpoint import model_dims, verify_checkpoint
-from quantgrid.runtime import CONF_DIR, TASKS_DIR
+from quantgrid.runtime import CONF_DIR, TASKS_DIR, installed_versions
 from quantgrid.types import EngineSettings, FormatSpec, ModelSpec, TaskSpec
 
 # Calibration corpora by name: (package, file inside it). Read as files, never imported.
@@ -245,13 +244,7 @@ def calibration_file(calibration: dict[str, Any]) -> Path:
 
 
 def package_versions() -> tuple[tuple[str, str], ...]:
-    out = []
-    for pkg in RESULT_PACKAGES:
-        try:
-            out.append((pkg, md.version(pkg)))
-        except md.PackageNotFoundError:
-            out.append((pkg, "absent"))
-    return tuple(out)
+    return tuple((p, v or "absent") for p, v in installed_versions(RESULT_PACKAGES).items())
 
 
 def _as_list(value: Any, what: str) -> list:

