@@ -66,22 +66,29 @@ def build_rows(results: list[dict[str, Any]], baseline: str, tasks: dict[str, di
     return rows
 
 
+COLUMNS = ("format", "task", "metric", "score", "± stderr", "recovery %", "n")
+
+
+def _by_model(rows: list[Row], format_order: list[str]) -> dict[str, list[tuple[str, ...]]]:
+    """Rows per model, in format order then task, as the table's display strings."""
+    out: dict[str, list[tuple[str, ...]]] = {}
+    key = lambda r: (format_order.index(r.format) if r.format in format_order else 99, r.task)
+    for r in sorted(rows, key=lambda r: (r.model, *key(r))):
+        rec = f"{r.recovery:.1f}" if r.recovery is not None else r.recovery_note
+        if r.recovery is not None and r.recovery_note:
+            rec += f" ({r.recovery_note})"
+        out.setdefault(r.model, []).append((
+            r.format, r.task, r.metric.split(",")[0], "—" if r.score is None else f"{r.score:.4g}",
+            "" if r.stderr is None else f"{r.stderr:.3g}", rec, str(r.num_samples)))
+    return out
+
+
 def to_markdown(rows: list[Row], format_order: list[str], notes: dict[str, str] | None = None) -> str:
     lines = []
-    for model in sorted({r.model for r in rows}):
+    for model, cells in _by_model(rows, format_order).items():
         lines.append(f"### {model}" + (f" — {notes[model]}" if notes and notes.get(model) else ""))
-        lines.append("")
-        lines.append("| format | task | metric | score | ± stderr | recovery % | n |")
-        lines.append("|---|---|---|---|---|---|---|")
-        mine = sorted((r for r in rows if r.model == model),
-                      key=lambda r: (format_order.index(r.format) if r.format in format_order else 99, r.task))
-        for r in mine:
-            rec = f"{r.recovery:.1f}" if r.recovery is not None else r.recovery_note
-            if r.recovery is not None and r.recovery_note:
-                rec += f" ({r.recovery_note})"
-            score = "—" if r.score is None else f"{r.score:.4g}"
-            se = "" if r.stderr is None else f"{r.stderr:.3g}"
-            lines.append(f"| {r.format} | {r.task} | {r.metric.split(',')[0]} | {score} | {se} | {rec} | {r.num_samples} |")
+        lines += ["", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        lines += ["| " + " | ".join(c) + " |" for c in cells]
         lines.append("")
     return "\n".join(lines)
 
@@ -91,14 +98,10 @@ def print_table(rows: list[Row], format_order: list[str], console=None, notes: d
     from rich.table import Table
 
     console = console or Console()
-    for model in sorted({r.model for r in rows}):
+    for model, cells in _by_model(rows, format_order).items():
         t = Table(title=f"{model}" + (f"\n[dim]{notes[model]}[/dim]" if notes and notes.get(model) else ""))
-        for col in ("format", "task", "metric", "score", "± stderr", "recovery %", "n"):
-            t.add_column(col, justify="right" if col in ("score", "± stderr", "recovery %", "n") else "left")
-        mine = sorted((r for r in rows if r.model == model),
-                      key=lambda r: (format_order.index(r.format) if r.format in format_order else 99, r.task))
-        for r in mine:
-            rec = f"{r.recovery:.1f}" if r.recovery is not None else r.recovery_note
-            t.add_row(r.format, r.task, r.metric.split(",")[0], "—" if r.score is None else f"{r.score:.4g}",
-                      "" if r.stderr is None else f"{r.stderr:.3g}", rec, str(r.num_samples))
+        for col in COLUMNS:
+            t.add_column(col, justify="left" if col in ("format", "task", "metric") else "right")
+        for c in cells:
+            t.add_row(*c)
         console.print(t)

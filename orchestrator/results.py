@@ -73,12 +73,6 @@ class RunStore:
     def sweep_finished(self, summary: dict[str, Any]) -> None:
         self._append("events.jsonl", {"event": "sweep_finished", "time": time.time(), **summary})
 
-    def results(self) -> list[dict[str, Any]]:
-        path = self.root / "results.jsonl"
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
 
 class FanOut:
     """Calls every sink in order; a failing sink (e.g. MLflow unreachable) never loses the others' writes."""
