@@ -94,11 +94,13 @@ def evaluate_task(lm, task: TaskSpec, limit_docs: list[int] | None = None) -> di
 
     tm = task_manager()
     t0 = time.perf_counter()
+    # Build the task (and load its dataset) once: the subset is chosen from its docs and the same
+    # object is handed to simple_evaluate, which accepts prepared Task objects.
     task_obj = get_task_dict([task.name], tm)[task.name]
     indices = limit_docs if limit_docs is not None else select_subset(list(task_obj.eval_docs), task.subset)
     out = simple_evaluate(
         model=lm,
-        tasks=[task.name],
+        tasks=[task_obj],
         num_fewshot=task.num_fewshot,
         apply_chat_template=task.apply_chat_template,
         fewshot_as_multiturn=task.fewshot_as_multiturn,
