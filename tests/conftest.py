@@ -32,3 +32,13 @@ def tiny_llama(tiny_llama_spec: ModelSpec) -> Artifact:
     from workers.assets import build_model
 
     return build_model(tiny_llama_spec, root=cache_dir() / "models")
+
+
+@pytest.fixture(scope="session")
+def lm_eval_task():
+    """Load one of our task folders through lm-eval's registry, as the score stage does."""
+    from lm_eval.tasks import get_task_dict
+
+    from workers.score import task_manager
+
+    return lambda name: get_task_dict([name], task_manager())[name]

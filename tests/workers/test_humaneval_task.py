@@ -1,24 +1,11 @@
 """Load humaneval_local through lm-eval's own registry, offline, and score it via the sandbox."""
 
-import os
-
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-
-TASKS_DIR = Path(__file__).resolve().parents[2] / "workers" / "tasks"
+import pytest
 
 
 @pytest.fixture(scope="module")
-def task():
-    import lm_eval.tasks
-    from lm_eval.tasks import TaskManager
-
-    tm = TaskManager(include_path=str(TASKS_DIR), include_defaults=False)
-    return lm_eval.tasks.get_task_dict(["humaneval_local"], tm)["humaneval_local"]
+def task(lm_eval_task):
+    return lm_eval_task("humaneval_local")
 
 
 def test_loads_164_docs_and_renders_prompt(task):

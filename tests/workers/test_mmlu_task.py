@@ -1,24 +1,14 @@
 """mmlu_local loads through lm-eval's registry, offline, with same-subject dev shots."""
 
-import os
+import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-from lm_eval.tasks import TaskManager, get_task_dict  # noqa: E402
-
-TASKS = Path(__file__).resolve().parents[2] / "workers" / "tasks"
 # 14,044 lines - 2 stray header rows - 5 test rows equal to a dev (few-shot) question
 N_TEST = 14_037
 
 
 @pytest.fixture(scope="module")
-def task():
-    tm = TaskManager(include_path=str(TASKS), include_defaults=False)
-    return get_task_dict(["mmlu_local"], tm)["mmlu_local"]
+def task(lm_eval_task):
+    return lm_eval_task("mmlu_local")
 
 
 def _by_subject(docs):

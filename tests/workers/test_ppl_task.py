@@ -1,23 +1,14 @@
 """ppl_local: held-out Lee news docs, disjoint from the calibration corpus."""
 
-import os
+from importlib.util import find_spec
+from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-
-from importlib.util import find_spec  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-from lm_eval.tasks import TaskManager, get_task_dict  # noqa: E402
-
-TASKS = Path(__file__).resolve().parents[2] / "workers" / "tasks"
+import pytest
 
 
 @pytest.fixture(scope="module")
-def task():
-    tm = TaskManager(include_path=str(TASKS), include_defaults=False)
-    return get_task_dict(["ppl_local"], tm)["ppl_local"]
+def task(lm_eval_task):
+    return lm_eval_task("ppl_local")
 
 
 def _background():
