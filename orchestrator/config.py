@@ -67,18 +67,23 @@ def compose(overrides: list[str], conf_dir: Path = CONF_DIR) -> DictConfig:
             extra = [f"hydra.searchpath=[{','.join('file://' + str(d.resolve()) for d in EXTRA_CONF_DIRS)}]"] if EXTRA_CONF_DIRS else []
             return hydra_compose("config", overrides=extra + list(overrides))
     except yaml.YAMLError as e:
-        raise ConfigError(f"malformed YAML: {_one_line(e)}") from None
+        raise ConfigError(f"malformed YAML: {one_line(e)}") from None
     except (HydraException, OmegaConfBaseException) as e:
         missing = re.search(r"Could not find '(\w+)/([^']+)'.*?Available options in '\w+':\s*(.*?)\s*Config search path", " ".join(str(e).split()))
         if missing:
             group, name, known = missing.groups()
             raise ConfigError(f"unknown {group} '{name}' (known: {', '.join(known.split())})") from None
-        raise ConfigError(_one_line(e)) from None
+        raise ConfigError(one_line(e)) from None
 
 
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return text if len(text) < 400 else text[:397] + "..."
+def one_line(exc: BaseException, last: bool = False) -> str:
+    """An exception as one line: its whole message joined (or only its last line, for Ray's texts
+    that start with a remote traceback), minus pydantic's documentation links, at most 400 chars."""
+    lines = [ln for ln in str(exc).splitlines() if ln.strip() and not ln.strip().startswith("For further information")]
+    if not lines:
+        return type(exc).__name__
+    text = " ".join((lines[-1] if last else " ".join(lines)).split())
+    return text if len(text) <= 400 else text[:397] + "..."
 
 
 # Extra config trees layered over conf/ (`quantgrid run --conf-dir DIR`): a team adds its own
@@ -99,7 +104,7 @@ def _load_yaml(kind: str, name: str, conf_dir: Path) -> DictConfig:
     try:
         return OmegaConf.create(yaml.safe_load(path.read_text()))
     except yaml.YAMLError as e:
-        raise ConfigError(f"malformed YAML in {path}: {_one_line(e)}") from None
+        raise ConfigError(f"malformed YAML in {path}: {one_line(e)}") from None
 
 
 def _conforms(value: Any, hint: Any) -> bool:
@@ -143,7 +148,7 @@ def _build(cls, data: dict[str, Any], where: str):
     try:
         return cls(**data)
     except TypeError as e:
-        raise ConfigError(f"{where}: {_one_line(e)}") from None
+        raise ConfigError(f"{where}: {one_line(e)}") from None
 
 
 def _check_engine(e: EngineSettings) -> None:
@@ -184,7 +189,7 @@ def load_format(name: str, model: ModelSpec, calibration: dict | None, conf_dir:
     try:
         data = OmegaConf.to_container(node, resolve=True)
     except OmegaConfBaseException as e:
-        raise ConfigError(f"conf/format/{name}.yaml: {_one_line(e)}") from None
+        raise ConfigError(f"conf/format/{name}.yaml: {one_line(e)}") from None
     # Top-level scalars (group_size, dampening_frac) only feed the recipe's interpolations.
     spec = {k: data.get(k) for k in ("name", "label", "recipe", "calibration", "dtype") if k in data}
     return _build(FormatSpec, spec, f"conf/format/{name}.yaml")
@@ -263,7 +268,7 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
     try:
         raw = OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as e:
-        raise ConfigError(_one_line(e)) from None
+        raise ConfigError(one_line(e)) from None
     s = raw.get("sweep") or {}
     model_names = _as_list(s.get("models"), "models")
     format_names = _as_list(s.get("formats"), "formats")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.config import ConfigError, calibration_file, check_group_size
+from orchestrator.config import ConfigError, calibration_file, check_group_size, one_line
 from orchestrator.ledger import Ledger
 from orchestrator.plan import Plan
 from orchestrator.results import ResultSink
@@ -59,26 +59,16 @@ def classify(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, rex.RayTaskError):
         cause = exc.cause if getattr(exc, "cause", None) is not None else exc
     if isinstance(exc, (rex.ActorDiedError, rex.WorkerCrashedError, rex.NodeDiedError)):
-        return "actor_died", _one_line(exc, last=True)
+        return "actor_died", one_line(exc, last=True)
     if isinstance(exc, rex.OutOfMemoryError) or isinstance(cause, MemoryError) or "out of memory" in str(cause).lower():
-        return "oom", _one_line(cause)
+        return "oom", one_line(cause)
     if isinstance(exc, rex.GetTimeoutError):
-        return "timeout", _one_line(exc)
+        return "timeout", one_line(exc)
     if isinstance(cause, (CheckpointError, ConfigError)):
-        return "bad_input", _one_line(cause)
+        return "bad_input", one_line(cause)
     if cause is exc and isinstance(exc, rex.RayTaskError):  # no cause object: the text ends with it
-        return "error", _one_line(exc, last=True)
-    return "error", f"{type(cause).__name__}: {_one_line(cause)}"
-
-
-def _one_line(exc: BaseException, last: bool = False) -> str:
-    """An exception as one line: the whole message joined (or its last line, for Ray's texts that
-    start with a remote traceback), minus pydantic's documentation links."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.strip().startswith("For further information")]
-    if not lines:
-        return type(exc).__name__
-    text = lines[-1] if last else " ".join(lines)
-    return text if len(text) <= 400 else text[:397] + "..."
+        return "error", one_line(exc, last=True)
+    return "error", f"{type(cause).__name__}: {one_line(cause)}"
 
 
 class Driver:
