@@ -15,8 +15,8 @@ demo: setup
 test: setup
 	$(PY) -m pytest tests --durations=15
 
-# Measures the issue figures (setup, cold/warm demo, RSS, tokens/s) into bench/results.json.
-# BENCH="demo-warm" runs one of: setup-again setup-cold demo-cold demo-warm (default: all).
+# Measures the issue figures into bench/results.json: grid engine (plan-500k, resume-500k, simulate,
+# ray-cluster, engine-loads) and foundation (setup-again, setup-cold, demo-cold, demo-warm). BENCH=names picks.
 bench: setup
 	$(PY) -m bench.run $(BENCH)
 

@@ -1,6 +1,9 @@
-"""`make bench`: the foundation's figures, measured (never asserted by a timed test).
+"""`make bench`: the issue figures, measured (never asserted by a timed test).
 
-  python -m bench.run [setup-again] [setup-cold] [demo-cold] [demo-warm]   (default: all four)
+  python -m bench.run [NAME...]   (default: all; `make bench BENCH="plan-500k simulate"`)
+
+Foundation: setup-again, setup-cold, demo-cold, demo-warm. Grid engine (bench/grid.py, each in
+its own process): plan-500k, resume-500k, simulate, ray-cluster, engine-loads.
 
 - setup-again: `make setup` on the existing venv (target <= 30 s).
 - setup-cold:  scripts/setup.sh into a fresh clone with an empty uv cache (target <= 5 min).
@@ -102,8 +105,19 @@ def setup_cold() -> dict:
     return res
 
 
+GRID = ("plan-500k", "resume-500k", "simulate", "ray-cluster", "engine-loads")
+
+
+def grid(name: str) -> dict:
+    res = measured([sys.executable, "-m", "bench.grid", name])
+    lines = [ln for ln in res["tail"].splitlines() if ln.startswith("{")]
+    if res["rc"] == 0 and lines:
+        res["figures"] = json.loads(lines[-1])
+    return res
+
+
 def main(argv: list[str]) -> int:
-    wanted = argv or ["setup-again", "setup-cold", "demo-cold", "demo-warm"]
+    wanted = argv or [*GRID, "setup-again", "setup-cold", "demo-cold", "demo-warm"]
     results = json.loads(OUT.read_text()) if OUT.exists() else {}
     for name in wanted:
         if name == "setup-again":
@@ -115,13 +129,20 @@ def main(argv: list[str]) -> int:
         elif name == "demo-warm":
             demo(cold=False) if not (Path(os.environ.get("QUANTGRID_CACHE", Path.home() / ".cache/quantgrid")) / "checkpoints").exists() else None
             res = demo(cold=False)
+        elif name in GRID:
+            res = grid(name)
         else:
-            print(f"bench: unknown benchmark {name!r}", file=sys.stderr)
+            print(f"bench: unknown benchmark {name!r} (known: {', '.join((*GRID, 'setup-again', 'setup-cold', 'demo-cold', 'demo-warm'))})",
+                  file=sys.stderr)
             return 2
         res["when"] = time.strftime("%Y-%m-%d %H:%M:%S")
         results[name] = res
-        summary = {k: v for k, v in res.items() if k not in ("tail", "engine")}
+        summary = {k: v for k, v in res.items() if k not in ("tail", "engine", "figures")}
         print(f"{name}: {json.dumps(summary)}")
+        for k, v in (res.get("figures") or {}).items():
+            print(f"  {k}: {json.dumps(v)}")
+        if res["rc"] != 0:
+            print(res["tail"][-1500:])
         for k, v in (res.get("engine") or {}).items():
             print(f"  {k}: {v}")
         OUT.write_text(json.dumps(results, indent=1))

@@ -1,7 +1,8 @@
 """`quantgrid` command line.
 
   quantgrid run  [hydra overrides...]   e.g. sweep=demo sweep.formats=[fp8,w4a16]
-  quantgrid plan [hydra overrides...] [--json]
+  quantgrid plan [hydra overrides...] [--json] [--nodes N --gpus-per-node G]
+  quantgrid resume SWEEP | status SWEEP [--watch S] | logs SWEEP [CELL] | cancel SWEEP | gc
 
 Bad input gets one line on stderr and exit 2, never a traceback; failed cells exit 1 after the
 rest of the sweep has run and been recorded.
@@ -35,15 +36,36 @@ def _plan(overrides: list[str]):
 def cmd_plan(args) -> int:
     plan = _plan(args.overrides)
     counts = plan.counts()
+    est = plan.estimate()
+    sim = None
+    if args.nodes:
+        from orchestrator.placement import NodeShape
+        from orchestrator.simulate import simulate
+
+        shape = NodeShape(cpus=args.cpus_per_node, gpus=args.gpus_per_node, memory_gb=args.memory_gb_per_node)
+        sim = simulate(plan.stages, [shape] * args.nodes, plan.sweep.resources, None).as_dict()
     if args.json:
         print(json.dumps({
-            "sweep": plan.sweep.name, "counts": counts,
+            "sweep": plan.sweep.name, "counts": counts, "estimate": est, "simulation": sim,
             "cells": [{"key": c.key, "model": c.model.name, "format": c.format.name, "task": c.task.name, "seed": c.seed} for c in plan.cells],
             "stages": [{"key": s.key, "name": s.name, "kind": s.kind.value, "depends_on": s.depends_on,
                         "cells": [c.key for c in s.cells]} for s in plan.stages],
-        }, indent=1))
-    else:
-        print(f"sweep {plan.sweep.name}: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()))
+        }))
+        return 0
+    print(f"sweep {plan.sweep.name}: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()))
+    acc = est["by_model_format"][0]["accelerator"] if est["by_model_format"] else "cpu"
+    unit = "CPU-hours" if acc == "cpu" else "GPU-hours"
+    print(f"estimated {unit} ({acc}, cost model: orchestrator/cost.py, overridable as `cost:`): {est['device_hours']:.2f}")
+    for r in est["by_model_format"][:50]:
+        print(f"  {r['model']}/{r['format']}: {r['device_hours']:.2f} {unit}, "
+              f"{r['prompt_tokens'] / 1e6:.2f}M prompt + {r['output_tokens'] / 1e6:.2f}M generated tokens")
+    if len(est["by_model_format"]) > 50:
+        print(f"  ... {len(est['by_model_format']) - 50} more (model, format) groups (--json for all)")
+    if sim:
+        print(f"simulated on {args.nodes} x {args.gpus_per_node} GPUs: makespan {sim['makespan_s'] / 3600:.2f} h "
+              f"(lower bound {sim['lower_bound_s'] / 3600:.2f} h, x{sim['ratio']}), {sim['engine_loads']} engine loads, "
+              f"utilization {sim['utilization']:.0%}")
+    if len(plan.stages) <= 200:
         for s in plan.stages:
             print(f"  {s.name}" + (f"  [{', '.join(c.task.name for c in s.cells)}]" if s.cells else ""))
     return 0
@@ -79,29 +101,32 @@ def cmd_resume(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from rich.console import Console
-    from rich.table import Table
+    from orchestrator.monitor import show_status
 
-    ledger = _ledger_for(args.sweep, args.run_dir)
-    cells = ledger.cells(args.sweep)
-    counts = ledger.counts(args.sweep)
-    info = ledger.sweep_info(args.sweep) or {}
-    console = Console(width=max(110, Console().width))
-    console.print(f"sweep [cyan]{args.sweep}[/cyan] ({info.get('state', '?')}): " +
-                  ", ".join(f"{v} {k}" for k, v in counts.items() if v))
-    groups: dict[tuple[str, str], dict[str, int]] = {}
-    for c in cells:
-        g = groups.setdefault((c["model"], c["format"]), {})
-        g[c["state"]] = g.get(c["state"], 0) + 1
-    t = Table("model", "format", "done", "failed", "pending", "running")
-    for (m, f), g in sorted(groups.items()):
-        t.add_row(m, f, str(g.get("done", 0)), str(g.get("failed", 0)), str(g.get("pending", 0)),
-                  str(g.get("leased", 0) + g.get("running", 0)))
-    console.print(t)
-    for c in cells:
-        if c["state"] == "failed":
-            console.print(f"[red]failed[/red] {c['model']}/{c['format']}/{c['task']}: {c['failure_class']}: {c['failure']}")
-    return 1 if counts["failed"] else 0
+    return show_status(_ledger_for(args.sweep, args.run_dir), args.sweep, watch=args.watch)
+
+
+def cmd_logs(args) -> int:
+    from orchestrator.monitor import show_logs
+
+    return show_logs(_ledger_for(args.sweep, args.run_dir), args.sweep, args.cell, lines=args.lines)
+
+
+def cmd_gc(args) -> int:
+    from orchestrator.gc import collect
+    from quantgrid.runtime import cache_dir
+
+    roots = [Path(r) for r in (args.run_dir or ["runs"])]
+    for r in roots:
+        if not r.is_dir():
+            raise ConfigError(f"--run-dir {r}: not a directory")
+    removed, kept = collect(cache_dir(), roots, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for path, size in removed:
+        print(f"{verb} {path} ({size / 2**20:.1f} MiB)")
+    print(f"gc: {verb} {len(removed)} unreferenced artifacts ({sum(s for _, s in removed) / 2**20:.1f} MiB); "
+          f"kept {kept} referenced by ledgers under {', '.join(map(str, roots))} or being built")
+    return 0
 
 
 def _execute(overrides: list[str], conf_dirs: list[str], verbose: bool) -> int:
@@ -154,16 +179,19 @@ def _execute(overrides: list[str], conf_dirs: list[str], verbose: bool) -> int:
             took = "cached" if info.get("reused") else f"{info.get('seconds', 0):.1f}s"
             console.print(f"{elapsed} ✓ {info['stage']} ({took})")
         elif event == "engine":
-            console.print(f"{elapsed}   engine loaded in {info['load_seconds']:.1f}s")
+            console.print(f"{elapsed}   {info['stage']}: engine loaded in {info['load_seconds']:.1f}s")
         elif event == "result":
             tok = info.get("tokens") or {}
             rate = (tok.get("prompt_tokens", 0) + tok.get("generation_tokens", 0)) / max(info["seconds"], 1e-9)
             score = "—" if info["score"] is None else f"{info['score']:.4g}"
-            console.print(f"{elapsed}   {info['task']}: {info['metric'].split(',')[0]} = {score} "
+            console.print(f"{elapsed}   {info['stage']} {info['task']}: {info['metric'].split(',')[0]} = {score} "
                           f"({info['seconds']:.1f}s, {rate:.0f} tok/s)")
         elif event == "retry":
             console.print(f"{elapsed} [yellow]↻ {info['stage']}: {info['error_class']}: {info['message']} "
                           f"(attempt {info['attempt']})[/yellow]")
+        elif event == "fallback":
+            console.print(f"{elapsed} [yellow]↻ {info['stage']}: out of memory, retrying with {info['step']} "
+                          f"({info['message']})[/yellow]")
         elif event == "rejected":
             console.print(f"{elapsed} [yellow]  {info['task']}: late result from a given-up attempt rejected[/yellow]")
         elif event == "failed":
@@ -191,7 +219,7 @@ def _execute(overrides: list[str], conf_dirs: list[str], verbose: bool) -> int:
     sink.sweep_finished({"run_dir": str(run_dir), "cells_done": summary.done, "cells_failed": len(summary.failed),
                          "failed": len(summary.failed), "seconds": summary.seconds})
     console.print(f"done in {summary.seconds:.0f}s: {summary.done} cells scored, {summary.skipped} already done, "
-                  f"{len(summary.failed)} stages failed; "
+                  f"{len(summary.failed)} stages failed, {summary.rejected} late results rejected; "
                   f"engine loads {summary.engine_loads}")
     console.print(f"results: {run_dir}  MLflow: {uri}")
     if summary.cancelled:
@@ -225,7 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     p_run.set_defaults(func=cmd_run)
     p_plan = sub.add_parser("plan", help="expand a sweep into cells and stages without running it")
     p_plan.add_argument("overrides", nargs="*")
-    p_plan.add_argument("--json", action="store_true")
+    p_plan.add_argument("--json", action="store_true", help="the whole plan, machine-readable")
+    p_plan.add_argument("--nodes", type=int, default=0, help="also simulate the sweep on this many nodes")
+    p_plan.add_argument("--gpus-per-node", type=int, default=8)
+    p_plan.add_argument("--cpus-per-node", type=int, default=64)
+    p_plan.add_argument("--memory-gb-per-node", type=float, default=0.0)
     p_plan.set_defaults(func=cmd_plan)
     p_resume = sub.add_parser("resume", help="rerun only missing and failed cells of a sweep, from its ledger")
     p_resume.add_argument("sweep")
@@ -236,6 +268,17 @@ def main(argv: list[str] | None = None) -> int:
     p_status.add_argument("sweep")
     p_status.add_argument("--run-dir", default="runs")
     p_status.set_defaults(func=cmd_status)
+    p_status.add_argument("--watch", type=float, default=0.0, metavar="SECONDS", help="refresh until the sweep stops")
+    p_logs = sub.add_parser("logs", help="attempts of a sweep (or one cell) and their worker logs, from its ledger")
+    p_logs.add_argument("sweep")
+    p_logs.add_argument("cell", nargs="?", help="cell key (or prefix) or model/format/task")
+    p_logs.add_argument("--run-dir", default="runs")
+    p_logs.add_argument("-n", "--lines", type=int, default=40)
+    p_logs.set_defaults(func=cmd_logs)
+    p_gc = sub.add_parser("gc", help="remove cached checkpoints that no sweep's ledger references")
+    p_gc.add_argument("--run-dir", action="append", help="run root(s) whose ledgers keep artifacts (default: runs)")
+    p_gc.add_argument("--dry-run", action="store_true")
+    p_gc.set_defaults(func=cmd_gc)
     p_cancel = sub.add_parser("cancel", help="stop a running sweep at its next cell (done cells are kept)")
     p_cancel.add_argument("sweep")
     p_cancel.add_argument("--run-dir", default="runs")

@@ -191,8 +191,13 @@ def load_format(name: str, model: ModelSpec, calibration: dict | None, conf_dir:
     except OmegaConfBaseException as e:
         raise ConfigError(f"conf/format/{name}.yaml: {one_line(e)}") from None
     # Top-level scalars (group_size, dampening_frac) only feed the recipe's interpolations.
-    spec = {k: data.get(k) for k in ("name", "label", "recipe", "calibration", "dtype") if k in data}
-    return _build(FormatSpec, spec, f"conf/format/{name}.yaml")
+    spec = {k: data.get(k) for k in ("name", "label", "recipe", "calibration", "dtype", "parallel") if k in data}
+    fmt = _build(FormatSpec, spec, f"conf/format/{name}.yaml")
+    for k, v in (fmt.parallel or {}).items():
+        if k not in ("tensor_parallel_size", "pipeline_parallel_size") or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"format {name} for model {model.name}: parallel.{k} must be tensor_parallel_size or "
+                              f"pipeline_parallel_size, an integer >= 1 (got {v!r})")
+    return fmt
 
 
 def task_folder(name: str, tasks_dir: Path = TASKS_DIR) -> Path | None:
@@ -308,6 +313,7 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
         if dims:
             for f in formats[m.name].values():
                 check_group_size(f, m.name, dims)
+    _check_resources(raw.get("resources") or {})
     return Sweep(
         name=str(s.get("name", "sweep")),
         models=models,
@@ -324,6 +330,30 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
         versions=package_versions(),
         raw=raw,
     )
+
+
+RESOURCE_KEYS: dict[str, tuple[type, ...]] = {
+    "cpus_per_actor": (int, type(None)), "gpus_per_actor": (int, type(None)), "reuse_actors": (bool,),
+    "max_retries": (int,), "stage_timeout_s": (int, float), "start_timeout_s": (int, float), "lease_s": (int, float), "oom_fallbacks": (list,),
+    "data_parallel": (str, int, bool), "dp_granularity": (int, float), "reservations": (bool,),
+}
+OOM_FALLBACKS = ("halve_batch_size", "halve_max_model_len", "double_tensor_parallel")
+
+
+def _check_resources(res: dict[str, Any]) -> None:
+    for k, v in res.items():
+        if k not in RESOURCE_KEYS:
+            raise ConfigError(f"resources.{k}: unknown setting (known: {', '.join(RESOURCE_KEYS)})")
+        if not isinstance(v, RESOURCE_KEYS[k]) or (isinstance(v, bool) and bool not in RESOURCE_KEYS[k]):
+            raise ConfigError(f"resources.{k} must be {' or '.join(t.__name__ for t in RESOURCE_KEYS[k])}, got {v!r}")
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0 or k in ("lease_s", "stage_timeout_s", "start_timeout_s", "dp_granularity") and not v:
+            raise ConfigError(f"resources.{k} must be > 0, got {v!r}")
+    for step in res.get("oom_fallbacks") or []:
+        if step not in OOM_FALLBACKS:
+            raise ConfigError(f"resources.oom_fallbacks: unknown step '{step}' (known: {', '.join(OOM_FALLBACKS)})")
+    dp = res.get("data_parallel", "auto")
+    if isinstance(dp, str) and dp not in ("auto", "off"):
+        raise ConfigError(f"resources.data_parallel must be auto, off or a replica count, got {dp!r}")
 
 
 def _check_subset(task: TaskSpec) -> None:

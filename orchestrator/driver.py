@@ -1,9 +1,9 @@
-"""The Ray driver: prepare models (build + quantize), then serve each engine group once.
+"""The Ray driver: turn a plan into jobs, run them with the scheduler, record every outcome.
 
-Minimal scheduler for the foundation: stages run in dependency order with concurrency bounded
-by the resources Ray reports (one actor at a time on a 2-core machine, where one engine already
-uses every core). Each task result is handed to the sinks the moment it arrives. The grid
-engine (ledger, leases, placement groups, retries) replaces `_run_stages`, not the workers.
+The placement policy (orchestrator/policy.py) makes jobs of the plan's stages for the cluster
+Ray reports; the scheduler (orchestrator/scheduler.py) runs them on actors. This module is the
+bookkeeping both call back into: leases and results in the ledger (each result committed the
+moment it arrives, fenced by its attempt's token), artifacts, failures, and the result sinks.
 """
 
 from __future__ import annotations
@@ -16,18 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.config import ConfigError, calibration_file, check_group_size, one_line
+from orchestrator.cost import CostModel
 from orchestrator.ledger import Ledger
+from orchestrator.placement import NodeShape, nodes_from_ray
 from orchestrator.plan import Plan
+from orchestrator.policy import Job, PlacementPolicy
 from orchestrator.results import ResultSink
-from quantgrid.checkpoint import CheckpointError, model_dims, verify_checkpoint
-from orchestrator.placement import actor_resources, nodes_from_ray
+from quantgrid.checkpoint import CheckpointError
 from quantgrid.runtime import PROJECT_ROOT
-from quantgrid.types import Artifact, Stage, StageKind, file_sha256
-
-
-# Failure classes worth another actor: the process or node went away, or it hung. Task errors,
-# bad checkpoints and bad config fail their cells at once (retrying cannot help).
-RETRYABLE = {"actor_died", "timeout", "oom"}
+from quantgrid.types import Artifact, Cell, Stage, StageKind, TaskResult, file_sha256
 
 
 @dataclass
@@ -39,6 +36,8 @@ class RunSummary:
     seconds: float = 0.0
     skipped: int = 0  # cells already done in the ledger
     cancelled: bool = False
+    rejected: int = 0  # late results fenced off by the ledger
+    jobs: int = 0
 
 
 def git_commit() -> str:
@@ -72,27 +71,36 @@ def classify(exc: BaseException) -> tuple[str, str]:
 
 
 class Driver:
+    """Runs a plan on Ray. `worker` is (actor class, constructor args): the real StageWorker, or
+    the SleepWorker for scheduler benches and fault tests."""
+
     def __init__(self, plan: Plan, sink: ResultSink, progress=None, verbose: bool = False,
-                 ledger: Ledger | None = None):
+                 ledger: Ledger | None = None, worker: tuple[type, tuple] | None = None,
+                 nodes: list[NodeShape] | None = None):
         self.plan = plan
         self.sink = sink
         self.ledger = ledger
         self.sweep_name = plan.sweep.name
+        self.run_dir = (Path(plan.sweep.run_dir) / plan.sweep.name).resolve()
         # Cells the ledger already holds results for are never scored again (resume).
         self.done: set[str] = ledger.done_keys(self.sweep_name) if ledger else set()
-        self.stage_timeout_s = float(plan.sweep.resources.get("stage_timeout_s") or 3600)
-        self.max_retries = int(plan.sweep.resources.get("max_retries", 2))
-        self._lost: tuple[str, str] = ("", "")  # (class, message) of the last lost attempt
         self.progress = progress  # callable(event: str, **info) for the CLI's rich progress
         self.verbose = verbose
         self.summary = RunSummary()
-        self.commit = git_commit()
+        self.commit_id = git_commit()
+        if worker is None:
+            from workers.actor import StageWorker
 
-    def _emit(self, event: str, **info: Any) -> None:
+            worker = (StageWorker, (self.commit_id,))
+        self.worker = worker
+        self.nodes = nodes
+        self.policy: PlacementPolicy | None = None
+        self._cancel_checked = 0.0
+
+    def emit(self, event: str, **info: Any) -> None:
         if self.progress:
             self.progress(event, **info)
 
-    # -- Ray -----------------------------------------------------------------------------------
     def _init_ray(self) -> None:
         import ray
 
@@ -107,231 +115,151 @@ class Driver:
             # Workers import quantgrid from the same venv (editable install); no working_dir upload.
             ray.init(num_cpus=os.cpu_count(), **kwargs)
 
-    def _actor_options(self, stage: Stage) -> dict[str, Any]:
-        import ray
-
-        opts = actor_resources(stage.model, nodes_from_ray(ray.nodes()), self.plan.sweep.resources,
-                               kv_cache_gb=self.plan.sweep.engine.kv_cache_gb)
-        tmp = Path(self.plan.sweep.run_dir).resolve() / "tmp" / stage.key
-        tmp.mkdir(parents=True, exist_ok=True)
-        opts["runtime_env"]["env_vars"]["TMPDIR"] = str(tmp)  # vLLM leaves /tmp/vllm_dist_* files
-        return opts
-
-    def _actor(self, stage: Stage):
-        import ray
-
-        from workers.actor import StageWorker
-
-        return ray.remote(StageWorker).options(name=None, **self._actor_options(stage)).remote(self.commit)
-
-    # -- stages -------------------------------------------------------------------------------
     def cancelled(self) -> bool:
-        """`quantgrid cancel` flips the sweep's state in the ledger; we stop at the next cell."""
-        if self.ledger is None:
-            return False
-        info = self.ledger.sweep_info(self.sweep_name)
-        if info and info["state"] == "cancelled":
-            self.summary.cancelled = True
+        """`quantgrid cancel` flips the sweep's state in the ledger (checked at most every 0.5 s)."""
+        if self.ledger is None or self.summary.cancelled:
+            return self.summary.cancelled
+        now = time.monotonic()
+        if now - self._cancel_checked >= 0.5:
+            self._cancel_checked = now
+            info = self.ledger.sweep_info(self.sweep_name)
+            self.summary.cancelled = bool(info and info["state"] == "cancelled")
         return self.summary.cancelled
 
-    def todo(self, stage: Stage) -> list:
+    def todo(self, stage: Stage) -> list[Cell]:
         return [c for c in stage.cells if c.key not in self.done]
 
     def run(self) -> RunSummary:
+        from orchestrator.scheduler import Scheduler
+
         t0 = time.perf_counter()
-        pending = [s for s in self.plan.evaluate_stages if self.todo(s)]
-        self.summary.skipped = sum(len(s.cells) - len(self.todo(s)) for s in self.plan.evaluate_stages)
-        if not pending:
+        evals = self.plan.evaluate_stages
+        self.summary.skipped = sum(len(s.cells) - len(self.todo(s)) for s in evals)
+        if not any(self.todo(s) for s in evals):
             return self.summary  # everything is in the ledger: no Ray, no engine load
-        needed = {(s.model.name, s.format.name) for s in pending}
         self._init_ray()
+        import ray
+
         try:
-            bases = self._build_models({m for m, _ in needed})
-            # Every recipe is checked against its model's dims before any quantization starts.
-            for stage in self.plan.stages:
-                if stage.kind is StageKind.QUANTIZE and stage.model.name in bases:
-                    check_group_size(stage.format, stage.model.name, model_dims(Path(bases[stage.model.name].path)))
-            for model in self.plan.sweep.models:
-                if model.name in bases:
-                    self._quantize_model(model, bases[model.name], {f for m, f in needed if m == model.name})
-            self._evaluate_all(pending)
+            nodes = self.nodes or nodes_from_ray(ray.nodes())
+            self.policy = PlacementPolicy(nodes, self.plan.sweep.resources, CostModel(self.plan.sweep.raw.get("cost") or {}))
+            jobs = self.policy.jobs(self.plan.stages, self.todo)
+            self.summary.jobs = len(jobs)
+            Scheduler(self, jobs, nodes).run()
         finally:
             self.summary.seconds = time.perf_counter() - t0
         return self.summary
 
-    def _evaluate_all(self, pending: list[Stage]) -> None:
-        """Engine groups in order. With `resources.reuse_actors` (CPU default) one actor process
-        serves a model's groups one after another (vLLM imported once, ~17 s saved per group);
-        each group still gets its own engine, loaded exactly once."""
-        import ray
+    # -- callbacks from the scheduler ------------------------------------------------------------
+    def lease(self, job: Job, att, fallback: dict | None = None) -> int:
+        if self.ledger is None:
+            return 0
+        node = ",".join(str(b.node) for b in att.placement)
+        return self.ledger.lease(self.sweep_name, job.name, [c.key for c in att.cells], self._lease_s(),
+                                 worker_pid=att.pid, node=node, fallback=fallback, log_path=att.log_path)
 
-        reuse = bool(self.plan.sweep.resources.get("reuse_actors", False))
-        actor, actor_model = None, None
-        try:
-            for stage in pending:
-                if self.cancelled():
-                    break
-                if actor is not None and (not reuse or actor_model != stage.model.name):
-                    ray.kill(actor)
-                    actor = None
-                if self.summary.artifacts.get(stage.depends_on[0]) is None:
-                    self._evaluate(stage, None)
-                    continue
-                retries = 0
-                while True:
-                    actor = actor or self._actor(stage)
-                    actor_model = stage.model.name
-                    if self._evaluate(stage, actor):
-                        break
-                    ray.kill(actor)  # a broken actor is never reused
-                    actor = None
-                    left = self.todo(stage)
-                    cls, msg = self._lost
-                    if left and cls in RETRYABLE and retries < self.max_retries:
-                        retries += 1
-                        self._emit("retry", stage=stage.name, error_class=cls, message=msg, attempt=retries + 1)
-                        continue
-                    if left:  # out of retries, or deterministic: these cells fail, the sweep goes on
-                        self._fail(Stage(StageKind.EVALUATE, stage.model, stage.format, cells=left), cls=cls, msg=msg)
-                    break
-        finally:
-            if actor is not None:
-                ray.kill(actor)
+    def _lease_s(self) -> float:
+        return float(self.plan.sweep.resources.get("lease_s") or 120)
 
-    def _fail(self, stage: Stage, exc: BaseException | None = None, cls: str = "", msg: str = "") -> None:
-        if exc is not None:
-            cls, msg = ("bad_input", str(exc)) if isinstance(exc, (ConfigError, CheckpointError)) else classify(exc)
-        self.summary.failed.append((stage.name, cls, msg))
-        if self.ledger:
-            self.ledger.fail_cells(self.sweep_name, [c.key for c in self._affected_cells(stage)], cls, msg)
-        self.sink.stage_failed(stage, cls, msg)
-        self._emit("failed", stage=stage.name, error_class=cls, message=msg)
+    def renew(self, token: int, ttl_s: float) -> None:
+        if self.ledger and token:
+            self.ledger.renew(token, ttl_s)
 
-    def _affected_cells(self, stage: Stage) -> list:
-        """The cells a failed stage takes down: its own, or every cell downstream of it."""
-        if stage.cells:
-            return stage.cells
-        return [c for s in self.plan.evaluate_stages if s.model.name == stage.model.name
-                and (stage.format is None or s.format.name == stage.format.name) for c in s.cells
-                if c.key not in self.done]
+    def give_up(self, token: int, cls: str, msg: str) -> None:
+        """The attempt is lost (dead, hung or silent actor): fence it so a late result is rejected."""
+        if self.ledger and token:
+            self.ledger.give_up(token, cls, msg)
 
-    def _build_models(self, needed: set[str]) -> dict[str, Artifact]:
-        """Base checkpoints (cached, content-addressed); a corrupt one is bad input, in one line."""
-        import ray
-
-        builds = [s for s in self.plan.stages if s.kind is StageKind.BUILD_MODEL and s.model.name in needed]
-        bases: dict[str, Artifact] = {}
-        actor = self._actor(builds[0])
-        try:
-            for stage in builds:
-                self._emit("start", stage=stage.name)
-                try:
-                    base = ray.get(actor.build_model.remote(stage.model))
-                except Exception as exc:
-                    self._fail(stage, exc)
-                    continue
-                verify_checkpoint(Path(base.path))  # CheckpointError -> the CLI's one-line error
-                bases[stage.model.name] = base
-                self.summary.artifacts[stage.key] = base
-                self.sink.artifact_ready(stage, base)
-                self._emit("done", stage=stage.name, seconds=base.seconds, reused=base.reused)
-        finally:
-            ray.kill(actor)  # release the cores for the next stage
-        return bases
-
-    def _quantize_model(self, model, base: Artifact, formats: set[str]) -> None:
-        """All recipes of one model in one actor lifetime (llmcompressor imports once)."""
-        import ray
-
-        stages = [s for s in self.plan.stages if s.kind is StageKind.QUANTIZE and s.model.name == model.name
-                  and s.format.name in formats]
-        actor = None
-        try:
-            for stage in stages:
-                fmt = stage.format
-                self._emit("start", stage=stage.name)
-                if fmt.is_baseline:
-                    art = Artifact(path=base.path, content_hash=base.content_hash, reused=True)
-                else:
-                    actor = actor or self._actor(stage)
-                    try:
-                        cal = str(calibration_file(fmt.calibration)) if fmt.calibration else None
-                        art = ray.get(actor.quantize.remote(base, model, fmt, cal))
-                        verify_checkpoint(Path(art.path))
-                    except Exception as exc:  # one format failing must not stop the others
-                        self._fail(stage, exc)
-                        continue
-                self.summary.artifacts[stage.key] = art
-                self.sink.artifact_ready(stage, art)
-                self._emit("done", stage=stage.name, seconds=art.seconds, reused=art.reused)
-        finally:
-            if actor is not None:
-                ray.kill(actor)
-
-    def _evaluate(self, stage: Stage, actor) -> bool:
-        """Serve one engine group; returns whether the actor is still fit for reuse."""
-        import ray
-
-        art = self.summary.artifacts.get(stage.depends_on[0])
-        cells = self.todo(stage)
-        if art is None or actor is None:
-            msg = f"{stage.name}: no checkpoint (quantize failed)"
-            if self.ledger:
-                self.ledger.fail_cells(self.sweep_name, [c.key for c in cells], "dependency_failed", msg)
-            self.sink.stage_failed(stage, "dependency_failed", msg)
-            self.summary.failed.append((stage.name, "dependency_failed", "no checkpoint"))
-            return True
-        try:
-            pid = ray.get(actor.pid.remote(), timeout=self.stage_timeout_s)
-        except Exception as exc:
-            self._lost = classify(exc)
-            return False
-        token = (self.ledger.lease(self.sweep_name, stage.name, [c.key for c in cells], self.stage_timeout_s, worker_pid=pid)
-                 if self.ledger else 0)
-        try:
-            self._emit("start", stage=stage.name, tasks=len(cells))
-            cal = stage.format.calibration
-            cal_hash = file_sha256(calibration_file(cal), 16) if cal else None
-            ref = actor.open_engine.remote(art, stage.model, stage.format, stage.cells[0].engine, cal_hash)
-            info = ray.get(ref, timeout=self.stage_timeout_s)
-            self.summary.engine_loads[f"{stage.model.name}/{stage.format.name}/seed{stage.cells[0].seed}"] = info["loads"]
-            self._emit("engine", stage=stage.name, **info)
-        except ray.exceptions.RayTaskError as exc:  # engine failed to load: deterministic, not retried
-            self._give_up(token, exc)
-            self._fail(stage, exc)
-            self._lost = ("error", "")
-            return False
-        except Exception as exc:
-            self._give_up(token, exc)
-            return False
-        for cell in cells:
-            if self.cancelled():
-                break
-            one = Stage(StageKind.EVALUATE, stage.model, stage.format, cells=[cell])
-            try:
-                result = ray.get(actor.evaluate.remote(cell), timeout=self.stage_timeout_s)
-            except ray.exceptions.RayTaskError as exc:  # the task raised: the engine is still up
-                self._fail(one, exc)
-                continue
-            except Exception as exc:  # actor died or hung: the caller retries the rest on a new actor
-                self._give_up(token, exc)
-                return False
-            if self.ledger and not self.ledger.commit_result(self.sweep_name, token, result):
-                self._emit("rejected", stage=stage.name, task=cell.task.name)
-                continue
-            self.done.add(cell.key)
-            self.sink.task_result(cell, result)  # committed the moment it arrives
-            self.summary.done += 1
-            if self.ledger:
-                self.ledger.renew(token, self.stage_timeout_s)
-            self._emit("result", stage=stage.name, task=cell.task.name, score=result.score,
-                       metric=cell.task.metric, seconds=result.seconds, tokens=result.tokens)
-        if self.ledger:
+    def attempt_finished(self, token: int) -> None:
+        if self.ledger and token:
             self.ledger.finish(token)
+
+    def cell_started(self, cell: Cell) -> None:
+        if self.ledger:
+            self.ledger.start_cell(self.sweep_name, cell.key)
+
+    def _calibration(self, job: Job) -> Path | None:
+        cal = job.stage.format.calibration
+        # Synthetic sweeps (benches) name calibration sets that exist only as sizes.
+        return calibration_file(cal) if cal and not self.plan.sweep.raw.get("synthetic") else None
+
+    def quantize_args(self, job: Job) -> tuple:
+        base = self.summary.artifacts[job.stage.depends_on[0]]
+        cal = self._calibration(job)
+        return base, job.stage.model, job.stage.format, str(cal) if cal else None
+
+    def engine_args(self, job: Job) -> tuple[Artifact, str | None]:
+        cal = self._calibration(job)
+        return self.summary.artifacts[job.stage.depends_on[0]], file_sha256(cal, 16) if cal else None
+
+    def baseline_artifact(self, job: Job) -> None:
+        base = self.summary.artifacts[job.stage.depends_on[0]]
+        self._publish(job.stage, Artifact(path=base.path, content_hash=base.content_hash, reused=True, dims=base.dims))
+
+    def artifact_ready(self, job: Job, art: Artifact) -> bool:
+        """A built or quantized checkpoint (verified by the worker that wrote it)."""
+        if job.kind is StageKind.BUILD_MODEL and art.dims:
+            # Every recipe is checked against its model's dims before any quantization starts;
+            # a mismatch is bad config: the CLI stops with one line.
+            for s in self.plan.stages:
+                if s.kind is StageKind.QUANTIZE and s.model.name == job.stage.model.name:
+                    check_group_size(s.format, s.model.name, art.dims)
+        self._publish(job.stage, art)
         return True
 
-    def _give_up(self, token: int, exc: BaseException) -> None:
-        """The attempt is lost (dead or hung actor): fence it off so a late result is rejected."""
-        self._lost = classify(exc)
-        if self.ledger and token:
-            self.ledger.give_up(token, *self._lost)
+    def _publish(self, stage: Stage, art: Artifact) -> None:
+        self.summary.artifacts[stage.key] = art
+        if self.ledger:
+            self.ledger.record_artifact(self.sweep_name, stage.name, art.path, art.content_hash)
+        self.sink.artifact_ready(stage, art)
+        self.emit("done", stage=stage.name, seconds=art.seconds, reused=art.reused)
+
+    def engine_opened(self, job: Job, info: dict) -> None:
+        group = f"{job.stage.model.name}/{job.stage.format.name}/seed{job.cells[0].seed}"
+        self.summary.engine_loads[group] = self.summary.engine_loads.get(group, 0) + 1
+        self.emit("engine", stage=job.name, **info)
+
+    def commit(self, att, result: TaskResult) -> bool:
+        """Record a task result exactly once, only from the attempt holding the lease."""
+        cell = att.current
+        if self.ledger and not self.ledger.commit_result(self.sweep_name, att.token, result):
+            self.summary.rejected += 1
+            self.emit("rejected", stage=att.job.name, task=cell.task.name)
+            return False
+        self.done.add(cell.key)
+        self.sink.task_result(cell, result)
+        self.summary.done += 1
+        if self.ledger:
+            self.ledger.renew(att.token, self._lease_s())
+        self.emit("result", stage=att.job.name, task=cell.task.name, score=result.score, metric=cell.task.metric,
+                  seconds=result.seconds, tokens=result.tokens)
+        return True
+
+    def fail_cells(self, job: Job, cells: list[Cell], cls: str, msg: str) -> None:
+        if not cells:
+            return
+        stage = Stage(StageKind.EVALUATE, job.stage.model, job.stage.format, cells=cells)
+        name = stage.name + (f" [{', '.join(c.task.name for c in cells)}]" if len(cells) < len(job.stage.cells) else "")
+        self.summary.failed.append((name, cls, msg))
+        if self.ledger:
+            self.ledger.fail_cells(self.sweep_name, [c.key for c in cells], cls, msg)
+        self.sink.stage_failed(stage, cls, msg)
+        self.emit("failed", stage=name, error_class=cls, message=msg)
+
+    def fail_stage(self, job: Job, cls: str, msg: str) -> None:
+        """A build or quantize stage failed: every cell downstream of it fails with this cause."""
+        stage = job.stage
+        self.summary.failed.append((stage.name, cls, msg))
+        cells = [c for s in self.plan.evaluate_stages if s.model.name == stage.model.name
+                 and (stage.format is None or s.format.name == stage.format.name) for c in s.cells if c.key not in self.done]
+        if self.ledger:
+            self.ledger.fail_cells(self.sweep_name, [c.key for c in cells], cls, msg)
+        self.sink.stage_failed(stage, cls, msg)
+        self.emit("failed", stage=stage.name, error_class=cls, message=msg)
+
+    def dependency_failed(self, job: Job) -> None:
+        if job.kind is StageKind.EVALUATE:
+            msg = f"{job.stage.name}: no checkpoint (an upstream stage failed)"
+            if self.ledger:  # first cause sticks: cells already failed keep the upstream reason
+                self.ledger.fail_cells(self.sweep_name, [c.key for c in job.cells], "dependency_failed", msg)
+            self.sink.stage_failed(job.stage, "dependency_failed", msg)

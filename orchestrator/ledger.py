@@ -28,15 +28,20 @@ CREATE TABLE IF NOT EXISTS sweeps (
 CREATE TABLE IF NOT EXISTS cells (
   sweep TEXT, cell_key TEXT, model TEXT, format TEXT, task TEXT, seed INTEGER,
   state TEXT, attempts INTEGER DEFAULT 0, failure_class TEXT, failure TEXT, updated REAL,
+  started REAL, seconds REAL,
   PRIMARY KEY (sweep, cell_key));
 CREATE TABLE IF NOT EXISTS attempts (
   token INTEGER PRIMARY KEY AUTOINCREMENT, sweep TEXT, stage TEXT, cells TEXT, state TEXT,
-  lease_expires REAL, started REAL, finished REAL, failure_class TEXT, failure TEXT, worker_pid INTEGER);
+  lease_expires REAL, started REAL, finished REAL, failure_class TEXT, failure TEXT, worker_pid INTEGER,
+  node TEXT, fallback TEXT, log_path TEXT);
 CREATE TABLE IF NOT EXISTS results (
   sweep TEXT, cell_key TEXT, token INTEGER, committed REAL, metrics TEXT, record TEXT,
   PRIMARY KEY (sweep, cell_key));
 CREATE TABLE IF NOT EXISTS rejected (
   sweep TEXT, cell_key TEXT, token INTEGER, reason TEXT, at REAL);
+CREATE TABLE IF NOT EXISTS artifacts (
+  sweep TEXT, stage TEXT, path TEXT, content_hash TEXT, at REAL, PRIMARY KEY (sweep, stage));
+CREATE INDEX IF NOT EXISTS cells_state ON cells (sweep, state);
 """
 
 CELL_STATES = ("pending", "leased", "running", "done", "failed")
@@ -51,9 +56,12 @@ class Ledger:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
         self.db.executescript(SCHEMA)
-        cols = {r[1] for r in self.db.execute("PRAGMA table_info(attempts)")}
-        if "worker_pid" not in cols:  # ledgers written before worker pids were recorded
-            self.db.execute("ALTER TABLE attempts ADD COLUMN worker_pid INTEGER")
+        # Ledgers written by an older quantgrid gain the columns added since.
+        for table, col, typ in (("attempts", "worker_pid", "INTEGER"), ("attempts", "node", "TEXT"),
+                                ("attempts", "fallback", "TEXT"), ("attempts", "log_path", "TEXT"),
+                                ("cells", "started", "REAL"), ("cells", "seconds", "REAL")):
+            if col not in {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {col} {typ}")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -115,17 +123,53 @@ class Ledger:
         return [dict(zip(cols, r)) for r in rows]
 
     # -- leases and results ----------------------------------------------------------------------
-    def lease(self, sweep: str, stage: str, cell_keys: list[str], ttl_s: float, worker_pid: int | None = None) -> int:
+    def lease(self, sweep: str, stage: str, cell_keys: list[str], ttl_s: float, worker_pid: int | None = None,
+              node: str = "", fallback: dict | None = None, log_path: str = "") -> int:
         """Start an attempt on `cell_keys`; the returned token fences every result it sends."""
         now = time.time()
         with self._tx() as db:
             cur = db.execute(
-                "INSERT INTO attempts (sweep, stage, cells, state, lease_expires, started, worker_pid) VALUES (?,?,?,?,?,?,?)",
-                (sweep, stage, json.dumps(cell_keys), "leased", now + ttl_s, now, worker_pid),
+                "INSERT INTO attempts (sweep, stage, cells, state, lease_expires, started, worker_pid, node, fallback, log_path) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (sweep, stage, json.dumps(cell_keys), "leased", now + ttl_s, now, worker_pid, node,
+                 json.dumps(fallback) if fallback else None, log_path),
             )
             db.executemany("UPDATE cells SET state='leased', attempts=attempts+1, updated=? WHERE sweep=? AND cell_key=? AND state!='done'",
                            [(now, sweep, k) for k in cell_keys])
             return int(cur.lastrowid)
+
+    def start_cell(self, sweep: str, cell_key: str) -> None:
+        """The attempt holding this cell's lease has started scoring it (state running)."""
+        now = time.time()
+        with self._tx() as db:
+            db.execute("UPDATE cells SET state='running', started=?, updated=? WHERE sweep=? AND cell_key=? AND state='leased'",
+                       (now, now, sweep, cell_key))
+
+    def record_artifact(self, sweep: str, stage: str, path: str, content_hash: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO artifacts VALUES (?,?,?,?,?)", (sweep, stage, path, content_hash, time.time()))
+
+    def artifact_paths(self) -> set[str]:
+        return {p for (p,) in self.db.execute("SELECT path FROM artifacts")}
+
+    def attempts(self, sweep: str, cell_key: str | None = None) -> list[dict[str, Any]]:
+        cols = ("token", "stage", "cells", "state", "started", "finished", "failure_class", "failure", "worker_pid",
+                "node", "fallback", "log_path")
+        rows = [dict(zip(cols, r)) for r in self.db.execute(f"SELECT {', '.join(cols)} FROM attempts WHERE sweep=? ORDER BY token", (sweep,))]
+        for r in rows:
+            r["cells"] = json.loads(r["cells"])
+            r["fallback"] = json.loads(r["fallback"]) if r["fallback"] else None
+        return [r for r in rows if cell_key is None or any(k.startswith(cell_key) for k in r["cells"])]
+
+    def rates(self, sweep: str) -> list[dict[str, Any]]:
+        """Per (model, format): done / total cells, first start and last commit (status ETA)."""
+        rows = self.db.execute(
+            "SELECT model, format, COUNT(*), SUM(state='done'), SUM(state='failed'), SUM(state IN ('leased','running')), "
+            "MIN(CASE WHEN state='done' THEN started END), MAX(CASE WHEN state='done' THEN updated END), "
+            "SUM(CASE WHEN state='done' THEN seconds END) FROM cells WHERE sweep=? GROUP BY model, format ORDER BY model, format",
+            (sweep,))
+        cols = ("model", "format", "total", "done", "failed", "running", "first_start", "last_done", "cell_seconds")
+        return [dict(zip(cols, r)) for r in rows]
 
     def renew(self, token: int, ttl_s: float) -> bool:
         with self._tx() as db:
@@ -140,7 +184,7 @@ class Ledger:
                        (now, failure_class, message, token))
             keys = json.loads(db.execute("SELECT cells FROM attempts WHERE token=?", (token,)).fetchone()[0])
             db.executemany("UPDATE cells SET state='pending', updated=? WHERE sweep=(SELECT sweep FROM attempts WHERE token=?) "
-                           "AND cell_key=? AND state='leased'", [(now, token, k) for k in keys])
+                           "AND cell_key=? AND state IN ('leased', 'running')", [(now, token, k) for k in keys])
 
     def finish(self, token: int) -> None:
         with self._tx() as db:
@@ -168,8 +212,9 @@ class Ledger:
             rec = record if record is not None else {k: v for k, v in asdict(result).items() if k != "samples"}
             db.execute("INSERT INTO results VALUES (?,?,?,?,?,?)",
                        (sweep, result.cell_key, token, now, json.dumps(result.metrics), json.dumps(rec, default=str)))
-            db.execute("UPDATE cells SET state='done', failure_class=NULL, failure=NULL, updated=? WHERE sweep=? AND cell_key=?",
-                       (now, sweep, result.cell_key))
+            db.execute("UPDATE cells SET state='done', failure_class=NULL, failure=NULL, updated=?, seconds=?, "
+                       "started=COALESCE(started, ?) WHERE sweep=? AND cell_key=?",
+                       (now, result.seconds, now - result.seconds, sweep, result.cell_key))
             return True
 
     def fail_cells(self, sweep: str, cell_keys: list[str], failure_class: str, message: str) -> None:

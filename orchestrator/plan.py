@@ -9,8 +9,10 @@ engine load (the seed is fixed at engine construction in vLLM, so it splits grou
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 from orchestrator.config import Sweep
+from orchestrator.cost import CostModel, task_samples
 from quantgrid.types import Cell, Stage, StageKind
 
 
@@ -26,13 +28,41 @@ class Plan:
 
     def counts(self) -> dict[str, int]:
         by_kind = {k: sum(s.kind is k for s in self.stages) for k in StageKind}
+        default = CostModel().cfg["default_task"]
+        samples = {t.name: task_samples(t, default) for t in self.sweep.tasks}
         return {
             "cells": len(self.cells),
+            "samples": sum(samples[c.task.name] for c in self.cells),
             "stages": len(self.stages),
             "model_builds": by_kind[StageKind.BUILD_MODEL],
             "quantize_jobs": sum(s.kind is StageKind.QUANTIZE and not s.format.is_baseline for s in self.stages),
             "engine_loads": by_kind[StageKind.EVALUATE],
         }
+
+    def estimate(self, cost: CostModel | None = None) -> dict[str, Any]:
+        """Device-hours and tokens per (model, format) from the cost model (one engine load per
+        group, no data-parallel replicas). Devices = TP x PP GPUs on a GPU cluster, 1 on a CPU."""
+        cost = cost or CostModel(self.sweep.raw.get("cost") or {})
+        rows: dict[tuple[str, str], dict[str, float]] = {}
+        for s in self.stages:
+            if s.kind is not StageKind.EVALUATE:
+                continue
+            acc = s.cells[0].engine.accelerator
+            devices = s.model.tensor_parallel_size * s.model.pipeline_parallel_size if acc != "cpu" else 1
+            r = rows.setdefault((s.model.name, s.format.name), {"seconds": 0.0, "device_hours": 0.0, "prompt_tokens": 0,
+                                                                 "output_tokens": 0, "accelerator": acc})
+            secs = cost.load_seconds(s.model, acc) + sum(cost.cell_seconds(c) for c in s.cells)
+            if s.cells[0].seed == self.sweep.seeds[0]:  # quantized once, whatever the seeds
+                q = cost.quantize_seconds(s.model, s.format, acc)
+                secs += q
+            r["seconds"] += secs
+            r["device_hours"] += secs * devices / 3600
+            for c in s.cells:
+                p, o = cost.tokens(c.task)
+                r["prompt_tokens"] += p
+                r["output_tokens"] += o
+        total = sum(r["device_hours"] for r in rows.values())
+        return {"device_hours": total, "by_model_format": [{"model": m, "format": f, **r} for (m, f), r in rows.items()]}
 
 
 def expand(sweep: Sweep) -> Plan:
@@ -42,15 +72,20 @@ def expand(sweep: Sweep) -> Plan:
         build = Stage(StageKind.BUILD_MODEL, model)
         stages.append(build)
         for fname in sweep.format_names:
-            fmt = sweep.formats[model.name][fname]
+            fmt = sweep.formats[model.name].get(fname)
+            if fmt is None:  # a format this model does not come in (per-model format lists)
+                continue
             quant = Stage(StageKind.QUANTIZE, model, fmt, depends_on=[build.key])
             stages.append(quant)
+            # The engine runs the model with the format's parallelism (405B BF16 on two nodes,
+            # its quantized formats on one); quantize works on the base model as it is.
+            served = replace(model, **fmt.parallel) if fmt.parallel else model
             for seed in sweep.seeds:
                 engine = replace(sweep.engine, seed=seed)
                 group = [
-                    Cell(model=model, format=fmt, task=task, engine=engine, seed=seed, versions=sweep.versions)
+                    Cell(model=served, format=fmt, task=task, engine=engine, seed=seed, versions=sweep.versions)
                     for task in sweep.tasks
                 ]
                 cells += group
-                stages.append(Stage(StageKind.EVALUATE, model, fmt, cells=group, depends_on=[quant.key]))
+                stages.append(Stage(StageKind.EVALUATE, served, fmt, cells=group, depends_on=[quant.key]))
     return Plan(sweep=sweep, cells=cells, stages=stages)

@@ -15,6 +15,7 @@ from typing import Any
 
 from quantgrid.runtime import installed_versions
 from quantgrid.types import Artifact, Cell, EngineSettings, FormatSpec, ModelSpec, TaskResult
+from workers.faults import inject
 
 
 def hardware() -> dict[str, Any]:
@@ -60,16 +61,40 @@ class StageWorker:
     def pid(self) -> int:
         return os.getpid()
 
+    def ping(self) -> int:
+        """Heartbeat: answered from a second thread while a stage runs (max_concurrency=2), so a
+        busy actor renews its lease and a paused or partitioned one does not."""
+        return os.getpid()
+
+    def begin(self, log_path: str) -> int:
+        """Start of an attempt: this process's stdout/stderr (vLLM's C-level output included)
+        go to the attempt's log file, which `quantgrid logs` shows."""
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        for std in (1, 2):
+            os.dup2(fd, std)
+        os.close(fd)
+        return os.getpid()
+
     # -- prepare: build + quantize ---------------------------------------------------------
     def build_model(self, spec: ModelSpec) -> Artifact:
+        from quantgrid.checkpoint import model_dims, verify_checkpoint
         from workers.assets import build_model
 
-        return build_model(spec)
+        inject("build_model", spec.name)
+        art = build_model(spec)
+        verify_checkpoint(Path(art.path))  # a corrupt cached base is bad input, in one line
+        art.dims = model_dims(Path(art.path))
+        return art
 
     def quantize(self, base: Artifact, model: ModelSpec, fmt: FormatSpec, calibration_path: str | None) -> Artifact:
+        from quantgrid.checkpoint import verify_checkpoint
         from workers.quantize import quantize
 
-        return quantize(base, model, fmt, Path(calibration_path) if calibration_path else None)
+        inject("quantize", f"{model.name}/{fmt.name}")
+        art = quantize(base, model, fmt, Path(calibration_path) if calibration_path else None)
+        verify_checkpoint(Path(art.path))
+        return art
 
     # -- evaluate: one engine, many tasks ----------------------------------------------------
     def open_engine(self, checkpoint: Artifact, model: ModelSpec, fmt: FormatSpec, settings: EngineSettings,
@@ -77,10 +102,16 @@ class StageWorker:
         from quantgrid.checkpoint import verify_checkpoint
         from workers.engine import Engine
 
+        inject("open_engine", f"{model.name}/{fmt.name}")
         verify_checkpoint(Path(checkpoint.path))  # cheap: sizes + safetensors headers
         self.close()  # a reused actor serves groups one after another: one engine at a time
         self.group = f"{model.name}/{fmt.name}/seed{settings.seed}"
-        self.engine = Engine(checkpoint.path, model, fmt, settings)
+        # Multi-node engines (placement group) use vLLM's Ray executor; see orchestrator/placement.py.
+        self.engine = Engine(checkpoint.path, model, fmt, settings,
+                             distributed_executor_backend=os.environ.get("QUANTGRID_EXECUTOR") or None)
+        self.settings = {"batch_size": settings.batch_size, "max_model_len": model.max_model_len,
+                         "tensor_parallel_size": model.tensor_parallel_size,
+                         "pipeline_parallel_size": model.pipeline_parallel_size}
         self.group_loads[self.group] = self.group_loads.get(self.group, 0) + 1
         self.checkpoint = checkpoint
         self.calibration_hash = calibration_hash
@@ -90,6 +121,7 @@ class StageWorker:
     def evaluate(self, cell: Cell) -> TaskResult:
         from workers.score import evaluate_task
 
+        inject("evaluate", f"{cell.model.name}/{cell.format.name}/{cell.task.name}")
         if self.engine is None:
             raise RuntimeError("evaluate() before open_engine()")
         before = self.engine.token_counters()
@@ -108,6 +140,7 @@ class StageWorker:
             "engine_loads_for_group": self.group_loads[self.group],
             "engine_loads_in_process": type(self.engine).loads,
             "dtype": self.engine.dtype,
+            "engine": self.settings,  # as built: an OOM fallback shows here
             "n_shot": out["n_shot"],
             "model_note": cell.model.note,
             "time": time.time(),

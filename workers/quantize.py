@@ -34,7 +34,7 @@ def calibration_texts(path: Path, num_samples: int, seed: int) -> list[str]:
 
 def artifact_key(base_hash: str, fmt: FormatSpec, calibration_hash: str | None) -> str:
     versions = {p: md.version(p) for p in ("llmcompressor", "compressed-tensors", "transformers", "torch")}
-    return stable_hash({"base": base_hash, "format": fmt.key, "calibration": calibration_hash, "versions": versions})
+    return stable_hash({"base": base_hash, "format": fmt.recipe_key, "calibration": calibration_hash, "versions": versions})
 
 
 def quantize(

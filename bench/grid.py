@@ -1,0 +1,176 @@
+"""Grid-engine benches (`make bench BENCH="plan-500k resume-500k simulate ray-cluster engine-loads"`).
+
+Each runs in its own process (bench/run.py measures wall and peak RSS from outside too) and
+prints one JSON line: the figures beside their targets. Sweeps come from bench/synthetic.py
+(seeded; size and duration distributions stated there).
+
+  plan-500k     expand a 500,000-cell sweep (20 models x 25 recipes x 100 tasks x 10 seeds), hash
+                every cell key, count, estimate GPU-hours and make the jobs for 128 x 8 GPUs.
+                Targets: <= 5 s, peak RSS <= 1 GiB.
+  resume-500k   the same sweep with 499,000 cells done in its ledger: open the ledger, read the
+                done keys, plan only what is left. Target <= 5 s (ledger filling is untimed).
+  simulate      the real placement policy on 1,024 simulated GPUs (target makespan <= 1.05 x
+                lower bound), and the paper's grid on 2, 8 and 32 nodes of 8 GPUs.
+  ray-cluster   a real Ray cluster on this machine (head + 2 nodes x 8 fake GPUs,
+                ray.cluster_utils.Cluster) running sleep-workers through the real scheduler,
+                leases and ledger: every cell committed once, makespan vs the simulated one.
+  engine-loads  the paper grid: quantgrid's engine loads vs one lm-eval run per task.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from bench.synthetic import paper_sweep, wide_sweep
+from orchestrator.placement import NodeShape
+
+GPU_NODE = NodeShape(cpus=128, gpus=8, memory_gb=2000)
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def plan_500k() -> dict:
+    from orchestrator.plan import expand
+    from orchestrator.policy import PlacementPolicy
+
+    t0 = time.perf_counter()
+    plan = expand(wide_sweep())
+    keys = {c.key for c in plan.cells}
+    counts = plan.counts()
+    est = plan.estimate()
+    jobs = PlacementPolicy([GPU_NODE] * 128, {}).jobs(plan.stages)
+    wall = time.perf_counter() - t0
+    assert len(keys) == 500_000
+    return {"cells": counts["cells"], "samples": counts["samples"], "engine_loads": counts["engine_loads"],
+            "quantize_jobs": counts["quantize_jobs"], "jobs_on_1024_gpus": len(jobs),
+            "gpu_hours": round(est["device_hours"]), "wall_s": round(wall, 2), "target_wall_s": 5,
+            "peak_rss_mb": round(_rss_mb()), "target_peak_rss_mb": 1024}
+
+
+def resume_500k() -> dict:
+    from orchestrator.ledger import Ledger
+    from orchestrator.plan import expand
+    from orchestrator.policy import PlacementPolicy
+
+    tmp = Path(tempfile.mkdtemp(prefix="qg-bench-resume-"))
+    plan = expand(wide_sweep())
+    t_fill = time.perf_counter()
+    led = Ledger(tmp / "ledger.db")
+    led.open_sweep("synthetic", [], [], plan.cells)
+    done = [c.key for c in plan.cells[:499_000]]
+    with led._tx() as db:  # untimed setup: 499,000 cells marked done
+        db.executemany("UPDATE cells SET state='done' WHERE sweep='synthetic' AND cell_key=?", [(k,) for k in done])
+    led.close()
+    fill = time.perf_counter() - t_fill
+    del plan, done
+
+    t0 = time.perf_counter()
+    led = Ledger(tmp / "ledger.db")
+    done_keys = led.done_keys("synthetic")
+    plan = expand(wide_sweep())
+    jobs = PlacementPolicy([GPU_NODE] * 128, {}).jobs(plan.stages, lambda s: [c for c in s.cells if c.key not in done_keys])
+    wall = time.perf_counter() - t0
+    left = sum(len(j.cells) for j in jobs)
+    return {"cells": len(plan.cells), "done_in_ledger": len(done_keys), "cells_left": left, "jobs_left": len(jobs),
+            "wall_s": round(wall, 2), "target_wall_s": 5, "ledger_fill_s_untimed": round(fill, 1),
+            "peak_rss_mb": round(_rss_mb())}
+
+
+def simulate_all() -> dict:
+    from orchestrator.plan import expand
+    from orchestrator.simulate import simulate
+
+    out: dict = {}
+    t0 = time.perf_counter()
+    wide = expand(wide_sweep())
+    r = simulate(wide.stages, [GPU_NODE] * 128)
+    out["wide_1024_gpus"] = {**r.as_dict(), "target_ratio": 1.05, "sim_wall_s": round(time.perf_counter() - t0, 1)}
+    off = simulate(wide.stages, [GPU_NODE] * 128, {"data_parallel": "off"})
+    out["wide_1024_gpus_no_dp"] = off.as_dict()
+    paper = expand(paper_sweep())
+    for n in (2, 8, 32):
+        out[f"paper_{n}_nodes"] = simulate(paper.stages, [GPU_NODE] * n).as_dict()
+    return out
+
+
+def ray_cluster() -> dict:
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from orchestrator.cost import CostModel
+    from orchestrator.driver import Driver
+    from orchestrator.ledger import Ledger
+    from orchestrator.plan import expand
+    from orchestrator.placement import nodes_from_ray
+    from orchestrator.simulate import simulate
+    from workers.synthetic import SleepWorker
+
+    tmp = Path(tempfile.mkdtemp(prefix="qg-bench-ray-"))
+    sweep = wide_sweep(models=4, recipes=3, tasks=8, seeds=1, seed=1)
+    sweep = replace(sweep, run_dir=tmp, raw={"synthetic": True}, resources={"reuse_actors": False, "lease_s": 60},
+                    models=[replace(m, quantize_resources={"gpus": 1}) for m in sweep.models])
+    plan = expand(sweep)
+    cost = CostModel()
+    # Scale so the simulated makespan on this cluster is ~40 s of real sleeping.
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    for _ in range(2):
+        cluster.add_node(num_cpus=64, num_gpus=8)
+    ray.init(address=cluster.address, log_to_driver=False, configure_logging=True, logging_level="ERROR")
+    try:
+        nodes = nodes_from_ray(ray.nodes())
+        sim = simulate(plan.stages, nodes, sweep.resources)
+        scale = 40.0 / sim.makespan_s
+        secs = {c.key: cost.cell_seconds(c) for c in plan.cells}
+        ledger = Ledger(tmp / sweep.name / "ledger.db")
+        ledger.open_sweep(sweep.name, [], [], plan.cells)
+
+        class NullSink:
+            def __getattr__(self, name):
+                return lambda *a, **k: None
+
+        loads = {"n": 0}
+        drv = Driver(plan, NullSink(), ledger=ledger, nodes=nodes,
+                     progress=lambda e, **i: loads.__setitem__("n", loads["n"] + (e == "engine")),
+                     worker=(SleepWorker, ("", secs, scale, cost.load_seconds(plan.sweep.models[0], "h100-80gb"))))
+        t0 = time.perf_counter()
+        summary = drv.run()
+        wall = time.perf_counter() - t0
+        results = ledger.db.execute("SELECT COUNT(*), COUNT(DISTINCT cell_key) FROM results").fetchone()
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    return {"nodes": [f"{n.cpus} CPU / {n.gpus} GPU" for n in nodes], "cells": len(plan.cells), "jobs": summary.jobs,
+            "cells_done": summary.done, "results_rows": results[0], "distinct_results": results[1],
+            "failed": len(summary.failed), "engine_loads": loads["n"], "wall_s": round(wall, 1),
+            "simulated_makespan_s": round(sim.makespan_s * scale, 1),
+            "overhead_vs_simulation": round(wall / (sim.makespan_s * scale), 2)}
+
+
+def engine_loads() -> dict:
+    from orchestrator.plan import expand
+    from orchestrator.simulate import simulate
+
+    paper = expand(paper_sweep())
+    groups = len(paper.evaluate_stages)
+    per_task = sum(len(s.cells) for s in paper.evaluate_stages)  # lm-eval CLI: one engine per task run
+    return {"paper_grid_cells": len(paper.cells), "quantgrid_engine_loads": groups,
+            "lm_eval_run_per_task_loads": per_task,
+            "with_dp_replicas_on_8_nodes": simulate(paper.stages, [GPU_NODE] * 8).engine_loads,
+            "with_dp_replicas_on_32_nodes": simulate(paper.stages, [GPU_NODE] * 32).engine_loads}
+
+
+BENCHES = {"plan-500k": plan_500k, "resume-500k": resume_500k, "simulate": simulate_all,
+           "ray-cluster": ray_cluster, "engine-loads": engine_loads}
+
+
+if __name__ == "__main__":
+    name = sys.argv[1]
+    print(json.dumps(BENCHES[name]()))

@@ -1,0 +1,426 @@
+"""The Ray event loop: start jobs where the placement policy says, follow each attempt, recover.
+
+One `Attempt` per job run on an actor: begin (pid, log file) -> lease in the ledger -> build /
+quantize, or open_engine then one evaluate call per cell. The loop waits on every outstanding
+call at once (`ray.wait`), so many engines run concurrently on a cluster; concurrency is bounded
+by the resources Ray reports, through `ClusterState`.
+
+Failure classes (see driver.classify):
+- actor or node death -> the attempt is given up (fenced) and the job's remaining cells retried
+  on a new actor, up to resources.max_retries;
+- hang: a call running past resources.stage_timeout_s -> given up, actor killed, retried; an
+  actor that stops answering heartbeats for resources.lease_s (paused, partitioned) -> given
+  up and retried at once; the old actor is kept as a zombie (until its resources are needed,
+  at most stage_timeout_s) so a late result can arrive and be rejected by the ledger's fencing;
+- out of memory -> retried with the next fallback of resources.oom_fallbacks (smaller batch,
+  shorter max_model_len, larger TP), recorded on the attempt in the ledger;
+- anything deterministic (task error, bad checkpoint, bad config) -> that cell (or stage) fails
+  at once and the rest of the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from orchestrator.placement import ClusterState, NodeShape, Placement, ray_options
+from orchestrator.policy import Job, ReadyQueue
+from quantgrid.types import Cell, StageKind
+
+RETRYABLE = {"actor_died", "timeout", "lease_expired"}
+TICK_S = 0.25
+
+
+def apply_fallback(step: str, model, engine):
+    """One OOM fallback step -> (model, engine) or None when it cannot apply."""
+    if step == "halve_batch_size":
+        bs = engine.batch_size
+        new = 16 if isinstance(bs, str) else bs // 2  # "auto" filled the memory: fix a modest batch
+        return None if new < 1 else (model, replace(engine, batch_size=new))
+    if step == "halve_max_model_len":
+        return None if model.max_model_len <= 256 else (replace(model, max_model_len=model.max_model_len // 2), engine)
+    if step == "double_tensor_parallel":
+        return replace(model, tensor_parallel_size=model.tensor_parallel_size * 2), engine
+    raise ValueError(f"unknown OOM fallback {step!r}")
+
+
+@dataclass(eq=False)
+class Attempt:
+    job: Job
+    actor: Any
+    placement: Placement
+    pg: Any = None
+    token: int = 0
+    phase: str = "begin"
+    ref: Any = None
+    call_started: float = 0.0
+    cells: list[Cell] = field(default_factory=list)
+    current: Cell | None = None
+    ping_ref: Any = None
+    ping_sent: float = 0.0
+    last_alive: float = 0.0
+    zombie_until: float = 0.0
+    pid: int = 0
+    log_path: str = ""
+
+
+class Scheduler:
+    def __init__(self, drv, jobs: list[Job], nodes: list[NodeShape]):
+        import ray
+
+        self.ray = ray
+        self.drv = drv
+        res = drv.plan.sweep.resources
+        self.lease_s = float(res.get("lease_s") or 120)
+        self.heartbeat_s = self.lease_s / 4
+        self.stage_timeout_s = float(res.get("stage_timeout_s") or 3600)
+        self.start_timeout_s = float(res.get("start_timeout_s") or 600)
+        self.max_retries = int(res.get("max_retries", 2))
+        self.fallbacks = list(res.get("oom_fallbacks") or ["halve_batch_size", "halve_max_model_len", "double_tensor_parallel"])
+        self.reuse_actors = bool(res.get("reuse_actors", False))
+        self.nodes = nodes
+        self.state = ClusterState(nodes)
+        self.jobs = {j.id: j for j in jobs}
+        self.deps = {j.id: set(j.deps) for j in jobs}
+        self.children: dict[str, list[Job]] = {}
+        for j in jobs:
+            for d in j.deps:
+                self.children.setdefault(d, []).append(j)
+        self.ready = ReadyQueue()
+        for j in jobs:
+            if not j.deps:
+                self.ready.push(j)
+        self.left = len(jobs)
+        self.tries: dict[str, int] = {}
+        self.fallback_level: dict[str, int] = {}
+        self.overrides: dict[str, tuple] = {}  # job id -> (model, engine) after OOM fallbacks
+        self.running: list[Attempt] = []
+        self.zombies: list[Attempt] = []
+        self.idle: list[tuple[Any, Placement, tuple, Any]] = []  # (actor, placement, actor key, pg)
+        self.refs: dict[Any, tuple[Attempt, str]] = {}
+        self._reused: dict[str, tuple[Any, Any]] = {}
+
+    # -- main loop ---------------------------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            while self.left > 0:
+                if self.drv.cancelled():
+                    return
+                self._dispatch()
+                if not self.running and not self.zombies and self.left > 0 and not self.refs:
+                    raise RuntimeError(f"scheduler stalled: {len(self.ready)} ready jobs fit no node of the cluster "
+                                       f"(free per node: {self.state.free}; waiting: {self.ready.shapes()})")
+                done, _ = self.ray.wait(list(self.refs), num_returns=1, timeout=TICK_S) if self.refs else ([], [])
+                if done:  # take everything already finished, not just one
+                    more, _ = self.ray.wait(list(self.refs), num_returns=len(self.refs), timeout=0)
+                    done = list(dict.fromkeys([*done, *more]))
+                for ref in done:
+                    entry = self.refs.pop(ref, None)  # None: dropped while handling an earlier one
+                    if entry is not None:
+                        self._on_ping(entry[0], ref) if entry[1] == "ping" else self._on_work(entry[0], ref)
+                self._check_clocks()
+        finally:
+            for att in self.running + self.zombies:
+                self._kill(att.actor, att.placement, att.pg)
+            for actor, placement, _, pg in self.idle:
+                self._kill(actor, placement, pg)
+            self.running, self.zombies, self.idle = [], [], []
+
+    def _dispatch(self) -> None:
+        while self._dispatch_once():  # launching a zero-length job (baseline) readies its children
+            pass
+
+    def _dispatch_once(self) -> bool:
+        started = self.drv.policy.dispatch(self.ready, self.state, self._take_idle if self.reuse_actors else None)
+        if len(self.ready) and (self.idle or self.zombies):
+            # Idle actors, and zombies waiting to deliver a late result, hold what the next job
+            # needs: release them (a zombie otherwise lives until stage_timeout_s).
+            for actor, placement, _, pg in self.idle:
+                self._kill(actor, placement, pg)
+            self.idle = []
+            for att in list(self.zombies):
+                self._bury(att)
+            started += self.drv.policy.dispatch(self.ready, self.state)
+        before = len(self.ready)
+        for job, placement in started:
+            self._launch(job, placement)
+        return len(self.ready) > before
+
+    def _take_idle(self, job: Job) -> Placement | None:
+        for i, (actor, placement, key, pg) in enumerate(self.idle):
+            if key == job.actor_key:
+                self.idle.pop(i)
+                self._reused[job.id] = (actor, pg)
+                return placement
+        return None
+
+    # -- attempts ----------------------------------------------------------------------------------
+    def _launch(self, job: Job, placement: Placement) -> None:
+        if job.kind is StageKind.QUANTIZE and job.stage.format.is_baseline:
+            self.drv.baseline_artifact(job)  # the base checkpoint itself: no actor
+            self._job_done(job)
+            return
+        actor, pg = self._reused.pop(job.id, (None, None))
+        if actor is None:
+            actor, pg = self._create_actor(job, placement)
+        att = Attempt(job, actor, placement, pg, cells=list(job.cells), last_alive=time.time())
+        self.running.append(att)
+        n = self.tries.get(job.id, 0) + self.fallback_level.get(job.id, 0) + 1
+        att.log_path = str(Path(self.drv.run_dir) / "logs" / f"{re.sub(r'[^A-Za-z0-9_.#-]+', '_', job.name)}-try{n}.log")
+        self._call(att, "begin", actor.begin.remote(att.log_path))
+        self.drv.emit("start", stage=job.name, tasks=len(job.cells), attempt=n)
+
+    def _create_actor(self, job: Job, placement: Placement):
+        import os
+
+        from ray.util.placement_group import placement_group
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
+
+        opts = ray_options(placement, self.nodes, self.drv.plan.sweep.engine.kv_cache_gb)
+        bundles = opts.pop("_placement_group_bundles", None)
+        node_id = opts.pop("_node_id", None)
+        pg = None
+        if bundles:
+            pg = placement_group(bundles, strategy="PACK", name=f"quantgrid-{job.id[:24]}")
+            opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                pg, placement_group_bundle_index=0, placement_group_capture_child_tasks=True)
+        elif node_id and len(self.nodes) > 1:
+            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=False)
+        env = opts["runtime_env"]["env_vars"]
+        tmp = Path(self.drv.run_dir) / "tmp" / job.stage.key
+        tmp.mkdir(parents=True, exist_ok=True)
+        env["TMPDIR"] = str(tmp)  # vLLM leaves /tmp/vllm_dist_* files
+        for k in ("QUANTGRID_FAULTS", "QUANTGRID_FAULTS_DIR", "QUANTGRID_CACHE"):
+            if os.environ.get(k):
+                env[k] = os.environ[k]
+        cls, args = self.drv.worker
+        return self.ray.remote(cls).options(**opts).remote(*args), pg
+
+    def _call(self, att: Attempt, phase: str, ref) -> None:
+        att.phase, att.ref, att.call_started = phase, ref, time.time()
+        self.refs[ref] = (att, "work")
+
+    def _next_call(self, att: Attempt) -> None:
+        job, actor, drv = att.job, att.actor, self.drv
+        if att.phase == "begin":
+            model, engine = self.overrides.get(job.id, (job.stage.model, None))
+            fb = {"steps": self.fallbacks[:self.fallback_level[job.id]]} if self.fallback_level.get(job.id) else None
+            att.token = drv.lease(job, att, fallback=fb)
+            if job.kind is StageKind.BUILD_MODEL:
+                self._call(att, "work", actor.build_model.remote(job.stage.model))
+            elif job.kind is StageKind.QUANTIZE:
+                self._call(att, "work", actor.quantize.remote(*drv.quantize_args(job)))
+            else:
+                art, cal_hash = drv.engine_args(job)
+                engine = engine or job.cells[0].engine
+                self._call(att, "open", actor.open_engine.remote(art, model, job.stage.format, engine, cal_hash))
+            return
+        if att.cells and not self.drv.cancelled():
+            att.current = att.cells.pop(0)
+            drv.cell_started(att.current)
+            self._call(att, "eval", actor.evaluate.remote(att.current))
+            return
+        drv.attempt_finished(att.token)
+        self._release(att)
+        self._job_done(att.job)
+
+    def _on_work(self, att: Attempt, ref) -> None:
+        try:
+            value = self.ray.get(ref)
+        except Exception as exc:  # noqa: BLE001 - every failure is classified below
+            return self._on_error(att, exc)
+        if att in self.zombies:  # a late result from an attempt already given up
+            if att.phase == "eval":
+                self.drv.commit(att, value)  # rejected by the ledger's fencing, and counted
+            self._bury(att)
+            return
+        att.last_alive = time.time()
+        if att.phase == "begin":
+            att.pid = value
+            att.last_alive = time.time()  # the lease starts now
+        elif att.phase == "work":
+            if not self.drv.artifact_ready(att.job, value):
+                self._release(att)
+                self._fail_job(att.job)
+                return
+        elif att.phase == "open":
+            self.drv.engine_opened(att.job, value)
+        elif att.phase == "eval":
+            self.drv.commit(att, value)
+        self._next_call(att)
+
+    def _on_error(self, att: Attempt, exc: BaseException) -> None:
+        from orchestrator.driver import classify
+
+        if att in self.zombies:
+            self._bury(att)
+            return
+        cls, msg = classify(exc)
+        job = att.job
+        remaining = ([att.current] if att.phase == "eval" and att.current else []) + att.cells
+        if cls == "error" or cls == "bad_input":  # deterministic
+            if att.phase == "eval":
+                self.drv.fail_cells(job, [att.current], cls, msg)
+                att.current = None
+                self._next_call(att)  # the engine is still up: next task
+                return
+            self.drv.give_up(att.token, cls, msg)
+            self._kill(att.actor, att.placement, att.pg, att)
+            self._give_up_job(job, remaining, cls, msg)
+            return
+        self.drv.give_up(att.token, cls, msg)
+        self._kill(att.actor, att.placement, att.pg, att)
+        self._retry(job, remaining, cls, msg)
+
+    def _retry(self, job: Job, remaining: list[Cell], cls: str, msg: str) -> None:
+        if job.kind is StageKind.EVALUATE and not remaining:
+            self._job_done(job)
+            return
+        if cls == "oom" and job.kind is StageKind.EVALUATE:
+            level = self.fallback_level.get(job.id, 0)
+            model, engine = self.overrides.get(job.id, (job.stage.model, job.cells[0].engine))
+            while level < len(self.fallbacks):
+                step = self.fallbacks[level]
+                level += 1
+                nxt = apply_fallback(step, model, engine)
+                if nxt is not None and self._fits(nxt[0]):
+                    self.fallback_level[job.id] = level
+                    self.overrides[job.id] = nxt
+                    job.cells = remaining
+                    self.drv.emit("fallback", stage=job.name, step=step, message=msg)
+                    self._requeue(job)
+                    return
+            return self._give_up_job(job, remaining, cls, msg + " (no OOM fallback left)")
+        n = self.tries.get(job.id, 0)
+        if cls in RETRYABLE and n < self.max_retries:
+            self.tries[job.id] = n + 1
+            job.cells = remaining
+            self.drv.emit("retry", stage=job.name, error_class=cls, message=msg, attempt=n + 2)
+            self._requeue(job)
+            return
+        self._give_up_job(job, remaining, cls, msg)
+
+    def _fits(self, model) -> bool:
+        from orchestrator.placement import demand
+
+        try:
+            demand(model, self.nodes, self.drv.plan.sweep.resources, "evaluate")
+            return True
+        except ValueError:
+            return False
+
+    def _requeue(self, job: Job) -> None:
+        model = self.overrides.get(job.id, (job.stage.model,))[0]
+        if model is not job.stage.model:
+            from orchestrator.placement import demand
+
+            job.demand = demand(model, self.nodes, self.drv.plan.sweep.resources, "evaluate")
+        self.ready.push(job)
+
+    def _give_up_job(self, job: Job, remaining: list[Cell], cls: str, msg: str) -> None:
+        if job.kind is StageKind.EVALUATE:
+            self.drv.fail_cells(job, remaining, cls, msg)
+            self._job_done(job)
+        else:
+            self.drv.fail_stage(job, cls, msg)
+            self._fail_job(job)
+
+    def _on_ping(self, att: Attempt, ref) -> None:
+        att.ping_ref = None
+        try:
+            self.ray.get(ref)
+        except Exception:  # noqa: BLE001 - a dead actor shows on its work call too
+            return
+        if att in self.running:
+            att.last_alive = time.time()
+            self.drv.renew(att.token, self.lease_s)
+
+    def _check_clocks(self) -> None:
+        now = time.time()
+        for att in list(self.running):
+            if att.phase == "begin":  # actor still starting (or waiting for its placement group)
+                if now - att.call_started > self.start_timeout_s:
+                    self._kill(att.actor, att.placement, att.pg, att)
+                    self._retry(att.job, list(att.cells), "timeout",
+                                f"actor did not start within start_timeout_s={self.start_timeout_s:g}")
+                continue
+            if att.ping_ref is None and now - att.ping_sent >= self.heartbeat_s:
+                att.ping_ref, att.ping_sent = att.actor.ping.remote(), now
+                self.refs[att.ping_ref] = (att, "ping")
+            if now - att.call_started > self.stage_timeout_s:
+                msg = f"{att.phase} call ran past stage_timeout_s={self.stage_timeout_s:g}"
+                self._drop_refs(att)
+                self.drv.give_up(att.token, "timeout", msg)
+                self._kill(att.actor, att.placement, att.pg, att)
+                self._retry(att.job, ([att.current] if att.phase == "eval" and att.current else []) + att.cells, "timeout", msg)
+            elif now - att.last_alive > self.lease_s:
+                # Paused or cut off: fence it, retry elsewhere now, keep it one more lease so its
+                # late result (if any) arrives and is rejected rather than lost in a killed process.
+                msg = f"no heartbeat for {now - att.last_alive:.0f}s (lease_s={self.lease_s:g})"
+                self.drv.give_up(att.token, "lease_expired", msg)
+                self.running.remove(att)
+                att.zombie_until = now + self.stage_timeout_s
+                self.zombies.append(att)
+                self._retry(att.job, ([att.current] if att.phase == "eval" and att.current else []) + att.cells,
+                            "lease_expired", msg)
+        for att in list(self.zombies):
+            if now > att.zombie_until:
+                self._bury(att)
+
+    # -- bookkeeping -------------------------------------------------------------------------------
+    def _drop_refs(self, att: Attempt) -> None:
+        for ref in [r for r, (a, _) in self.refs.items() if a is att]:
+            self.refs.pop(ref)
+
+    def _bury(self, att: Attempt) -> None:
+        self._drop_refs(att)
+        if att in self.zombies:
+            self.zombies.remove(att)
+        self._kill(att.actor, att.placement, att.pg)
+
+    def _kill(self, actor, placement: Placement, pg=None, att: Attempt | None = None) -> None:
+        if att is not None:
+            self._drop_refs(att)
+            if att in self.running:
+                self.running.remove(att)
+        try:
+            self.ray.kill(actor)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+        if pg is not None:
+            from ray.util.placement_group import remove_placement_group
+
+            remove_placement_group(pg)
+        self.state.release(placement)
+
+    def _release(self, att: Attempt) -> None:
+        """A finished attempt's actor: kept idle for the next job of its kind, or killed."""
+        self._drop_refs(att)
+        if att in self.running:
+            self.running.remove(att)
+        if self.reuse_actors:
+            self.idle.append((att.actor, att.placement, att.job.actor_key, att.pg))
+        else:
+            self._kill(att.actor, att.placement, att.pg)
+
+    def _job_done(self, job: Job) -> None:
+        self.left -= 1
+        for child in self.children.get(job.id, []):
+            if self.deps.get(child.id) is None:  # already dropped with another failed parent
+                continue
+            self.deps[child.id].discard(job.id)
+            if not self.deps[child.id]:
+                self.ready.push(child)
+
+    def _fail_job(self, job: Job) -> None:
+        """A build or quantize job failed: everything downstream is dropped (its cells already
+        carry the first cause in the ledger)."""
+        self.left -= 1
+        for child in self.children.get(job.id, []):
+            if self.deps.get(child.id) is not None:
+                self.deps[child.id] = None
+                self.drv.dependency_failed(child)
+                self._fail_job(child)

@@ -1,0 +1,136 @@
+"""Scheduler fault handling with real Ray actor processes (sleep-workers, no vLLM): a paused
+actor's late result is rejected, an injected OOM takes the fallback, a hang hits its timeout,
+deterministic errors fail only their cell or format. The real-stack kill -9, driver-kill and
+cancel paths are in test_actor_kill / test_resume / test_cancel."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from bench.synthetic import wide_sweep
+from orchestrator.driver import Driver
+from orchestrator.ledger import Ledger
+from orchestrator.plan import expand
+from workers.synthetic import SleepWorker
+
+
+class NullSink:
+    def __getattr__(self, name):
+        return lambda *a, **k: None
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+def _plan(tmp_path, recipes, tasks, seconds, **resources):
+    sweep = wide_sweep(models=1, recipes=recipes, tasks=tasks, seeds=1, seed=3)
+    res = {"cpus_per_actor": 1, "data_parallel": "off", "reuse_actors": True, "max_retries": 2, **resources}
+    sweep = replace(sweep, run_dir=tmp_path, resources=res, raw={"synthetic": True},
+                    engine=replace(sweep.engine, accelerator="cpu", batch_size="auto"))
+    plan = expand(sweep)
+    secs = {c.key: seconds.get(c.task.name, 0.2) for c in plan.cells}
+    return plan, secs
+
+
+def _run(plan, secs, events):
+    ledger = Ledger(Path(plan.sweep.run_dir) / plan.sweep.name / "ledger.db")
+    ledger.open_sweep(plan.sweep.name, [], [], plan.cells)
+    drv = Driver(plan, NullSink(), progress=lambda e, **i: events.append((e, i)), ledger=ledger,
+                 worker=(SleepWorker, ("", secs, 1.0, 0.0)))
+    return drv.run()
+
+
+def _db(plan):
+    return sqlite3.connect(Path(plan.sweep.run_dir) / plan.sweep.name / "ledger.db", timeout=5)
+
+
+def test_actor_paused_past_its_lease_has_its_late_result_rejected(tmp_path, ray_local):
+    plan, secs = _plan(tmp_path, 1, 2, {"t000": 4.0, "t001": 0.5}, lease_s=2, stage_timeout_s=60)
+    events: list = []
+    out: dict = {}
+    th = threading.Thread(target=lambda: out.setdefault("summary", _run(plan, secs, events)))
+    th.start()
+    pid, deadline = None, time.time() + 60
+    while pid is None and time.time() < deadline:
+        time.sleep(0.1)
+        try:
+            with _db(plan) as db:
+                row = db.execute("SELECT a.worker_pid FROM attempts a JOIN cells c ON c.state='running' "
+                                 "WHERE a.state='leased' AND a.worker_pid IS NOT NULL").fetchone()
+            pid = row[0] if row else None
+        except sqlite3.Error:
+            pass
+    if pid is None:
+        with _db(plan) as db:
+            dump = (db.execute("SELECT * FROM attempts").fetchall(), db.execute("SELECT state FROM cells").fetchall())
+    assert pid, f"no attempt started scoring: {dump} {events}"
+    time.sleep(0.5)
+    os.kill(pid, signal.SIGSTOP)  # mid-evaluation of t000
+    try:
+        while time.time() < deadline:
+            with _db(plan) as db:
+                if db.execute("SELECT COUNT(*) FROM attempts WHERE state='given_up'").fetchone()[0]:
+                    break
+            time.sleep(0.1)
+    finally:
+        os.kill(pid, signal.SIGCONT)  # the paused actor resumes and delivers its (late) result
+    th.join(timeout=120)
+    summary = out["summary"]
+    with _db(plan) as db:
+        states = dict(db.execute("SELECT state, COUNT(*) FROM cells GROUP BY state").fetchall())
+        results = db.execute("SELECT COUNT(*), COUNT(DISTINCT cell_key) FROM results").fetchone()
+        given_up = db.execute("SELECT failure_class FROM attempts WHERE state='given_up'").fetchall()
+        rejected = db.execute("SELECT reason FROM rejected").fetchall()
+    assert states == {"done": 2} and results == (2, 2)  # 0 lost, 0 duplicated
+    assert given_up == [("lease_expired",)]
+    assert rejected == [("attempt given_up",)] and summary.rejected == 1
+    assert any(e == "rejected" for e, _ in events)
+
+
+def test_oom_fallback_hang_timeout_and_deterministic_errors(tmp_path, ray_local, monkeypatch):
+    plan, secs = _plan(tmp_path, 3, 5, {}, stage_timeout_s=3, lease_s=30)
+    model = plan.sweep.models[0].name
+    faults = [
+        {"at": "evaluate", "match": f"{model}/bf16/t001", "fault": "oom", "times": 1},
+        {"at": "evaluate", "match": f"{model}/bf16/t002", "fault": "error", "times": 1},
+        {"at": "evaluate", "match": f"{model}/bf16/t003", "fault": "hang", "times": 1},
+        {"at": "quantize", "match": f"{model}/r001", "fault": "error", "times": 1},
+    ]
+    monkeypatch.setenv("QUANTGRID_FAULTS", json.dumps(faults))
+    monkeypatch.setenv("QUANTGRID_FAULTS_DIR", str(tmp_path / "faults"))
+    events: list = []
+    summary = _run(plan, secs, events)
+    with _db(plan) as db:
+        cells = {(f, t): (s, cls) for f, t, s, cls in db.execute("SELECT format, task, state, failure_class FROM cells")}
+        attempts = db.execute("SELECT stage, state, failure_class, fallback FROM attempts WHERE stage LIKE 'evaluate/%/bf16' "
+                              "ORDER BY token").fetchall()
+        records = {json.loads(r)["task"]: json.loads(r) for (r,) in
+                   db.execute("SELECT record FROM results WHERE cell_key IN (SELECT cell_key FROM cells WHERE format='bf16')")}
+    # deterministic: only that cell, and only that format, fail; everything else is scored
+    assert cells[("bf16", "t002")] == ("failed", "error")
+    assert {v for (f, _), v in cells.items() if f == "r001"} == {("failed", "error")}
+    assert {v for k, v in cells.items() if k != ("bf16", "t002") and k[0] != "r001"} == {("done", None)}
+    # OOM: the group's next attempt runs with the first fallback, recorded in the ledger
+    assert attempts[0][1:] == ("given_up", "oom", None)
+    assert json.loads(attempts[1][3]) == {"steps": ["halve_batch_size"]}
+    assert records["t001"]["provenance"]["engine"]["batch_size"] == 16
+    assert records["t000"]["provenance"]["engine"]["batch_size"] == "auto"
+    # hang: past stage_timeout_s the attempt is given up and the rest retried
+    assert attempts[1][1:3] == ("given_up", "timeout") and attempts[2][1] == "finished"
+    assert any(e == "fallback" for e, _ in events) and any(e == "retry" and i["error_class"] == "timeout" for e, i in events)
+    assert len(summary.failed) == 2

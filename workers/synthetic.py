@@ -1,0 +1,65 @@
+"""A sleep-worker: the StageWorker interface with cost-model durations instead of real work.
+
+For the grid-engine benches and scheduler fault tests: real Ray actor processes going through
+the real scheduler, ledger, leases and fencing, on a cluster of fake GPUs (ray start
+--num-gpus / ray.cluster_utils.Cluster). It never produces a score: its results carry
+`synthetic: true` and no metrics beyond the time it slept, so nothing downstream can mistake
+them for measurements.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from quantgrid.types import Artifact, Cell, EngineSettings, FormatSpec, ModelSpec, TaskResult, stable_hash
+from workers.faults import inject
+
+
+class SleepWorker:
+    def __init__(self, git_commit: str = "", seconds_per_cell: dict[str, float] | None = None,
+                 time_scale: float = 1.0, load_seconds: float = 0.0):
+        self.seconds_per_cell = seconds_per_cell or {}
+        self.time_scale = time_scale
+        self.load_seconds = load_seconds
+        self.loads = 0
+        self.group = ""
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def ping(self) -> int:
+        return os.getpid()
+
+    def begin(self, log_path: str) -> int:
+        return os.getpid()
+
+    def build_model(self, spec: ModelSpec) -> Artifact:
+        inject("build_model", spec.name)
+        return Artifact(path=f"synthetic://{spec.name}", content_hash=stable_hash(spec.key), reused=True)
+
+    def quantize(self, base: Artifact, model: ModelSpec, fmt: FormatSpec, calibration_path: str | None) -> Artifact:
+        inject("quantize", f"{model.name}/{fmt.name}")
+        return Artifact(path=f"synthetic://{model.name}/{fmt.name}", content_hash=stable_hash([base.content_hash, fmt.key]))
+
+    def open_engine(self, checkpoint: Artifact, model: ModelSpec, fmt: FormatSpec, settings: EngineSettings,
+                    calibration_hash: str | None = None) -> dict:
+        inject("open_engine", f"{model.name}/{fmt.name}")
+        time.sleep(self.load_seconds * self.time_scale)
+        self.loads += 1
+        self.settings = settings
+        return {"load_seconds": self.load_seconds * self.time_scale, "engine_id": f"{os.getpid()}-{self.loads}",
+                "loads": self.loads, "process_loads": self.loads, "settings": {"batch_size": settings.batch_size}}
+
+    def evaluate(self, cell: Cell) -> TaskResult:
+        inject("evaluate", f"{cell.model.name}/{cell.format.name}/{cell.task.name}")
+        seconds = self.seconds_per_cell.get(cell.key, 0.0) * self.time_scale
+        time.sleep(seconds)
+        return TaskResult(cell_key=cell.key, model=cell.model.name, format=cell.format.name, task=cell.task.name,
+                          metrics={"slept_s": seconds}, samples=[], num_samples=0, seconds=seconds,
+                          provenance={"synthetic": True, "pid": os.getpid(),
+                                      "engine": {"batch_size": self.settings.batch_size}},
+                          primary_metric="slept_s")
+
+    def close(self) -> None:
+        pass
