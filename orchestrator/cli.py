@@ -96,7 +96,15 @@ def cmd_resume(args) -> int:
     if info is None:
         raise ConfigError(f"ledger {args.run_dir}/{args.sweep} holds no sweep named '{args.sweep}'")
     config.EXTRA_CONF_DIRS[:] = [Path(d) for d in info["conf_dirs"]] + config.EXTRA_CONF_DIRS
+    # Where and how to run may change on resume (another cluster, other workers); what a cell
+    # is may not: that would be a different sweep.
+    allowed = ("resources.", "+resources.", "ray_address=", "tracking_uri=", "cost.", "+cost.")
+    bad = [o for o in args.overrides if not o.startswith(allowed)]
+    if bad:
+        raise ConfigError(f"resume takes only resources.*, ray_address, tracking_uri and cost.* overrides, got {bad[0]} "
+                          "(other settings change the cells: start a new sweep with `quantgrid run`)")
     overrides = [o for o in info["overrides"] if not o.startswith("run_dir=")] + [f"run_dir={Path(args.run_dir).resolve()}"]
+    overrides += args.overrides
     return _execute(overrides, info["conf_dirs"], args.verbose)
 
 
@@ -261,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     p_plan.set_defaults(func=cmd_plan)
     p_resume = sub.add_parser("resume", help="rerun only missing and failed cells of a sweep, from its ledger")
     p_resume.add_argument("sweep")
+    p_resume.add_argument("overrides", nargs="*", help="where/how to run now, e.g. ray_address=auto resources.max_retries=4")
     p_resume.add_argument("--run-dir", default="runs", help="where the sweep's run directory lives (default: runs)")
     p_resume.add_argument("-v", "--verbose", action="store_true")
     p_resume.set_defaults(func=cmd_resume)
@@ -286,7 +295,14 @@ def main(argv: list[str] | None = None) -> int:
     for p in (p_run, p_plan, p_resume):
         p.add_argument("--conf-dir", action="append", default=[], metavar="DIR",
                        help="extra config tree (model/, format/, task/, sweep/) layered over conf/")
-    args = parser.parse_args(argv)
+    # Overrides may come before or after options (`resume S --run-dir R k=v`): argparse leaves
+    # positionals after an option unparsed, so take the ones that look like overrides.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from orchestrator import config
 
     conf_dirs = getattr(args, "conf_dir", [])

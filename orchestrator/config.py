@@ -13,7 +13,7 @@ import importlib.util
 import math
 import re
 import types
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
@@ -21,7 +21,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from quantgrid.checkpoint import model_dims, verify_checkpoint
+from quantgrid.checkpoint import checkpoint_revision, model_dims, verify_checkpoint
 from quantgrid.runtime import CONF_DIR, TASKS_DIR, installed_versions
 from quantgrid.types import EngineSettings, FormatSpec, ModelSpec, TaskSpec
 
@@ -172,7 +172,9 @@ def load_model(name: str, conf_dir: Path = CONF_DIR) -> ModelSpec:
         raise ConfigError(f"model {name}: unknown source kind '{kind}' (known: {', '.join(MODEL_SOURCES)})")
     if kind == "local":
         # A checkpoint the user brings: reject a corrupted or truncated one before any work.
-        verify_checkpoint(Path(spec.source.get("path", "")).expanduser())
+        path = Path(spec.source.get("path", "")).expanduser()
+        verify_checkpoint(path)
+        spec = replace(spec, revision=checkpoint_revision(path))
     for k in ("tensor_parallel_size", "pipeline_parallel_size", "max_model_len"):
         if int(getattr(spec, k)) < 1:
             raise ConfigError(f"model {name}: {k} must be >= 1")

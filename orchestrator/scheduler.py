@@ -169,7 +169,8 @@ class Scheduler:
         att = Attempt(job, actor, placement, pg, cells=list(job.cells), last_alive=time.time())
         self.running.append(att)
         n = self.tries.get(job.id, 0) + self.fallback_level.get(job.id, 0) + 1
-        att.log_path = str(Path(self.drv.run_dir) / "logs" / f"{re.sub(r'[^A-Za-z0-9_.#-]+', '_', job.name)}-try{n}.log")
+        if not self.drv.verbose:  # -v streams worker output to the console instead
+            att.log_path = str(Path(self.drv.run_dir) / "logs" / f"{re.sub(r'[^A-Za-z0-9_.#-]+', '_', job.name)}-try{n}.log")
         self._call(att, "begin", actor.begin.remote(att.log_path))
         self.drv.emit("start", stage=job.name, tasks=len(job.cells), attempt=n)
 

@@ -93,6 +93,26 @@ def verify_checkpoint(ckpt: Path, deep: bool = False) -> str:
     return manifest["content_hash"]
 
 
+REVISION_FILES = ("config.json", "generation_config.json", "tokenizer_config.json", "tokenizer.json",
+                  "chat_template.jinja", "chat_template.json", "special_tokens_map.json")
+
+
+def checkpoint_revision(ckpt: Path) -> str:
+    """A cheap identity for a user's checkpoint at plan time: its manifest's content hash, else a
+    hash of its config, tokenizer and chat template files plus the weight files' names and sizes
+    (weights are not read: a changed chat template or config is a new revision, for free)."""
+    ckpt = Path(ckpt)
+    if (ckpt / MANIFEST).exists():
+        return json.loads((ckpt / MANIFEST).read_text())["content_hash"]
+    h = hashlib.sha256()
+    for name in REVISION_FILES:
+        if (ckpt / name).is_file():
+            h.update(name.encode() + (ckpt / name).read_bytes())
+    for w in sorted(ckpt.glob("*.safetensors")):
+        h.update(f"{w.name}:{w.stat().st_size}".encode())
+    return h.hexdigest()[:16]
+
+
 def model_dims(ckpt: Path) -> dict[str, int]:
     """The Linear input dimensions a group-wise quantizer must divide."""
     cfg = json.loads((Path(ckpt) / "config.json").read_text())

@@ -49,6 +49,9 @@ class ModelSpec:
     # its result, so they stay out of the key.
     params_b: float = 0.0  # parameters in billions (cost model); 0 = estimate from the source dims
     quantize_resources: dict[str, Any] = field(default_factory=dict)  # {gpus, memory_gb, disk_gb}
+    # Content identity of a `local` checkpoint (config, tokenizer, chat template, weight sizes),
+    # filled in by the driver at plan time: in the key, so an edited checkpoint is a new cell.
+    revision: str = ""
 
     @cached_property
     def key(self) -> str:

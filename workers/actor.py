@@ -69,6 +69,8 @@ class StageWorker:
     def begin(self, log_path: str) -> int:
         """Start of an attempt: this process's stdout/stderr (vLLM's C-level output included)
         go to the attempt's log file, which `quantgrid logs` shows."""
+        if not log_path:  # verbose run: output stays on Ray's log stream to the driver
+            return os.getpid()
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         for std in (1, 2):
@@ -92,6 +94,17 @@ class StageWorker:
         from workers.quantize import quantize
 
         inject("quantize", f"{model.name}/{fmt.name}")
+        need = float((model.quantize_resources or {}).get("disk_gb", 0))
+        if need:  # disk is not a Ray resource: check it where the checkpoint will be written
+            import shutil
+
+            from quantgrid.runtime import cache_dir
+
+            (cache_dir() / "checkpoints").mkdir(parents=True, exist_ok=True)
+            free = shutil.disk_usage(cache_dir() / "checkpoints").free / 2**30
+            if free < need:
+                raise OSError(f"quantize {model.name}/{fmt.name} needs {need:g} GB free disk in "
+                              f"{cache_dir() / 'checkpoints'}, {free:.0f} GB free (quantize_resources.disk_gb)")
         art = quantize(base, model, fmt, Path(calibration_path) if calibration_path else None)
         verify_checkpoint(Path(art.path))
         return art

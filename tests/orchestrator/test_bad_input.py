@@ -109,3 +109,12 @@ def test_unwritable_run_dir(tmp_path):
 @pytest.mark.parametrize("args", [[], ["run", "--bogus"], ["frobnicate"]])
 def test_cli_usage_errors_are_one_line(args):
     assert_one_line_error(quantgrid(*args))
+
+
+def test_resume_refuses_overrides_that_change_cells(tmp_path):
+    from orchestrator.ledger import Ledger
+
+    Ledger(tmp_path / "tiny" / "ledger.db").open_sweep("tiny", ["sweep=tiny"], [], [])
+    r = subprocess.run([sys.executable, "-m", "orchestrator.cli", "resume", "tiny", "--run-dir", str(tmp_path),
+                        "sweep.tasks=[ppl_local]"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 2 and "resume takes only resources.*" in r.stderr and "Traceback" not in r.stderr
