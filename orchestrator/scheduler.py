@@ -307,6 +307,8 @@ class Scheduler:
     def _fits(self, model) -> bool:
         from orchestrator.placement import demand
 
+        if model.tensor_parallel_size > 1 and not any(n.gpus for n in self.nodes):
+            return False  # tensor parallelism is a GPU fallback: a CPU engine gains no memory from it
         try:
             demand(model, self.nodes, self.drv.plan.sweep.resources, "evaluate")
             return True
