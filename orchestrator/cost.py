@@ -87,6 +87,12 @@ class CostModel:
 
     def tokens(self, task: TaskSpec) -> tuple[int, int]:
         """(prompt, output) tokens a cell of this task processes."""
+        k = ("tokens", task.key, id(task.cost))
+        if k not in self._memo:
+            self._memo[k] = self._tokens(task)
+        return self._memo[k]
+
+    def _tokens(self, task: TaskSpec) -> tuple[int, int]:
         c = {**self.cfg["default_task"], **(task.cost or {})}
         n = task_samples(task, self.cfg["default_task"])
         prompt = float(c.get("prompt_tokens", 0)) + float(c.get("prompt_tokens_per_shot", 0)) * task.num_fewshot

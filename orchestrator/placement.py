@@ -185,7 +185,7 @@ def ray_options(placement: Placement, nodes: list[NodeShape], kv_cache_gb: int =
     gpus = sum(b.gpus for b in placement)
     cpus = placement[0].cpus
     env = worker_env(cpu_threads=cpus, kv_cache_gb=kv_cache_gb, gpu=gpus > 0)
-    opts: dict[str, Any] = {"max_restarts": 0, "max_concurrency": 2}  # 2: heartbeats answer during work
+    opts: dict[str, Any] = {"max_restarts": 0, "max_concurrency": 1}  # heartbeats: their own concurrency group
     if len(placement) == 1:
         b = placement[0]
         opts["num_cpus"] = b.cpus

@@ -2,10 +2,11 @@
 
 It turns a plan's stages into jobs (with resource demands and cost estimates), decides when an
 engine group is worth splitting into data-parallel replicas, and picks which ready jobs start
-where. Order: a job's priority is the longest chain of estimated work from its start to the end
-of the sweep (critical path; for independent jobs that is longest-processing-time first), so
-quantize jobs that gate long evaluations go first and every engine group runs all its tasks in
-one actor lifetime.
+where. Order: quantize before evaluate (a quantized checkpoint gates every evaluation of its
+format, and one actor does all of a model's recipes); within each, the longest chain of
+estimated work from the job to the end of the sweep first (critical path; for independent jobs
+that is longest-processing-time first). Every engine group runs all its tasks in one actor
+lifetime.
 
 Data parallelism: a group whose chain is longer than the sweep's ideal makespan
 (total work / devices) would leave devices idle at the end; it is split into replicas, each
@@ -187,18 +188,20 @@ class ReadyQueue:
         self._n = 0
 
     def push(self, job: Job) -> None:
-        heapq.heappush(self._heaps.setdefault(job.demand.shape, []), (-job.priority, next(self._seq), job))
+        # Quantize (and build) before evaluate, then longest chain first.
+        rank = 0 if job.kind is StageKind.EVALUATE else 1
+        heapq.heappush(self._heaps.setdefault(job.demand.shape, []), (-rank, -job.priority, next(self._seq), job))
         self._n += 1
 
     def pop_best(self, blocked: set[tuple]) -> Job | None:
         best = None
         for shape, heap in self._heaps.items():
-            if heap and shape not in blocked and (best is None or heap[0][:2] < self._heaps[best][0][:2]):
+            if heap and shape not in blocked and (best is None or heap[0][:3] < self._heaps[best][0][:3]):
                 best = shape
         if best is None:
             return None
         self._n -= 1
-        return heapq.heappop(self._heaps[best])[2]
+        return heapq.heappop(self._heaps[best])[3]
 
     def __len__(self) -> int:
         return self._n

@@ -198,7 +198,11 @@ class Scheduler:
             if os.environ.get(k):
                 env[k] = os.environ[k]
         cls, args = self.drv.worker
-        return self.ray.remote(cls).options(**opts).remote(*args), pg
+        # Work calls run one at a time on ONE thread (vLLM-CPU binds its OpenMP threads to the
+        # thread that built the engine: calls from another thread ran ~1.3-2x slower); `ping`
+        # has its own group so heartbeats are answered while a stage runs.
+        remote = self.ray.remote(concurrency_groups={"heartbeat": 1})(cls)
+        return remote.options(**opts).remote(*args), pg
 
     def _call(self, att: Attempt, phase: str, ref) -> None:
         att.phase, att.ref, att.call_started = phase, ref, time.time()

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import ray
+
 from quantgrid.runtime import installed_versions
 from quantgrid.types import Artifact, Cell, EngineSettings, FormatSpec, ModelSpec, TaskResult
 from workers.faults import inject
@@ -61,8 +63,9 @@ class StageWorker:
     def pid(self) -> int:
         return os.getpid()
 
+    @ray.method(concurrency_group="heartbeat")
     def ping(self) -> int:
-        """Heartbeat: answered from a second thread while a stage runs (max_concurrency=2), so a
+        """Heartbeat: answered by its own concurrency group's thread while a stage runs, so a
         busy actor renews its lease and a paused or partitioned one does not."""
         return os.getpid()
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import time
 
+import ray
+
 from quantgrid.types import Artifact, Cell, EngineSettings, FormatSpec, ModelSpec, TaskResult, stable_hash
 from workers.faults import inject
 
@@ -28,6 +30,7 @@ class SleepWorker:
     def pid(self) -> int:
         return os.getpid()
 
+    @ray.method(concurrency_group="heartbeat")
     def ping(self) -> int:
         return os.getpid()
 

@@ -19,7 +19,7 @@ def test_cpu_machine_one_actor_takes_every_core_with_cpu_env():
     d = demand(M8B, nodes, {})
     assert d == Demand(gpus=0, cpus=2)
     opts = ray_options(ClusterState(nodes).allocate(d), nodes)
-    assert opts["num_cpus"] == 2 and "num_gpus" not in opts and opts["max_concurrency"] == 2
+    assert opts["num_cpus"] == 2 and "num_gpus" not in opts and opts["max_concurrency"] == 1
     env = opts["runtime_env"]["env_vars"]
     assert env["VLLM_TARGET_DEVICE"] == "cpu" and env["OMP_NUM_THREADS"] == "2"
     assert env["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0" and env["HF_HUB_OFFLINE"] == "1"

@@ -20,13 +20,16 @@ def test_quantize_before_evaluate_and_longest_first():
         for d in j.deps:  # a job's priority covers everything after it
             assert jobs[d].priority >= j.priority + jobs[d].seconds - 1e-6
     ready = ReadyQueue()
-    evals = [j for j in jobs.values() if j.kind is StageKind.EVALUATE and not j.deps]
+    evals = [j for j in jobs.values() if j.kind is StageKind.EVALUATE and j.stage.format.is_baseline]
     quants = [j for j in jobs.values() if j.kind is StageKind.QUANTIZE and not j.stage.format.is_baseline]
+    assert evals and quants
     for j in evals + quants:
         ready.push(j)
     order = [job for job, _ in policy.dispatch(ready, ClusterState([NODE] * 4))]
-    assert [j.priority for j in order] == sorted((j.priority for j in order), reverse=True)
-    assert order[0].kind is StageKind.QUANTIZE  # gating long evaluations outranks a ready baseline group
+    assert [j.kind for j in order] == [StageKind.QUANTIZE] * len(quants) + [StageKind.EVALUATE] * len(evals)
+    for kind in (StageKind.QUANTIZE, StageKind.EVALUATE):  # longest chain first within each
+        prios = [j.priority for j in order if j.kind is kind]
+        assert prios == sorted(prios, reverse=True)
 
 
 def test_every_cell_in_exactly_one_job_and_splits_cost_loads():
