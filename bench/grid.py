@@ -115,8 +115,11 @@ def ray_cluster() -> dict:
 
     tmp = Path(tempfile.mkdtemp(prefix="qg-bench-ray-"))
     sweep = wide_sweep(models=4, recipes=3, tasks=8, seeds=1, seed=1)
+    # One model is served TP8 x PP2: a 16-GPU placement group across both nodes (the 405B path).
+    models = [replace(m, quantize_resources={"gpus": 1}) for m in sweep.models]
+    models[0] = replace(models[0], tensor_parallel_size=8, pipeline_parallel_size=2)
     sweep = replace(sweep, run_dir=tmp, raw={"synthetic": True}, resources={"reuse_actors": False, "lease_s": 60},
-                    models=[replace(m, quantize_resources={"gpus": 1}) for m in sweep.models])
+                    models=models)
     plan = expand(sweep)
     cost = CostModel()
     # Scale so the simulated makespan on this cluster is ~40 s of real sleeping.
@@ -140,6 +143,18 @@ def ray_cluster() -> dict:
         drv = Driver(plan, NullSink(), ledger=ledger, nodes=nodes,
                      progress=lambda e, **i: loads.__setitem__("n", loads["n"] + (e == "engine")),
                      worker=(SleepWorker, ("", secs, scale, cost.load_seconds(plan.sweep.models[0], "h100-80gb"))))
+        pgs: set = set()
+        from orchestrator import scheduler as sched
+
+        create = sched.Scheduler._create_actor
+
+        def spy(self, job, placement):  # record the placement groups the scheduler really made
+            actor, pg = create(self, job, placement)
+            if pg is not None:
+                pgs.add((job.stage.name, len(placement), sum(b.gpus for b in placement)))
+            return actor, pg
+
+        sched.Scheduler._create_actor = spy
         t0 = time.perf_counter()
         summary = drv.run()
         wall = time.perf_counter() - t0
@@ -150,6 +165,7 @@ def ray_cluster() -> dict:
     return {"nodes": [f"{n.cpus} CPU / {n.gpus} GPU" for n in nodes], "cells": len(plan.cells), "jobs": summary.jobs,
             "cells_done": summary.done, "results_rows": results[0], "distinct_results": results[1],
             "failed": len(summary.failed), "engine_loads": loads["n"], "wall_s": round(wall, 1),
+            "placement_groups": sorted(f"{name}: {n} nodes, {g} GPUs" for name, n, g in pgs),
             "simulated_makespan_s": round(sim.makespan_s * scale, 1),
             "overhead_vs_simulation": round(wall / (sim.makespan_s * scale), 2)}
 
