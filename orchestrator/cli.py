@@ -3,6 +3,7 @@
   quantgrid run  [hydra overrides...]   e.g. sweep=demo sweep.formats=[fp8,w4a16]
   quantgrid plan [hydra overrides...] [--json] [--nodes N --gpus-per-node G]
   quantgrid resume SWEEP | status SWEEP [--watch S] | logs SWEEP [CELL] | cancel SWEEP | gc
+  quantgrid report SWEEP   paper-layout tables with paired bootstrap CIs, HTML + PNG plots
 
 Bad input gets one line on stderr and exit 2, never a traceback; failed cells exit 1 after the
 rest of the sweep has run and been recorded.
@@ -84,6 +85,51 @@ def _ledger_for(name: str, run_root: str):
     if not path.exists():
         raise ConfigError(f"no sweep '{name}' under {Path(run_root).resolve()} (no {path})")
     return Ledger(path)
+
+
+def _sweep_plan(ledger, name: str, run_dir: str):
+    """The plan a ledger's sweep was run with (its overrides and config dirs, composed again)."""
+    from orchestrator import config
+
+    info = ledger.sweep_info(name)
+    if info is None:
+        raise ConfigError(f"ledger {ledger.path} holds no sweep named '{name}'")
+    config.EXTRA_CONF_DIRS[:] = [Path(d) for d in info["conf_dirs"]] + config.EXTRA_CONF_DIRS
+    overrides = [o for o in info["overrides"] if not o.startswith("run_dir=")] + [f"run_dir={Path(run_dir).resolve()}"]
+    return _plan(overrides)
+
+
+def make_report(plan, ledger, run_dir: Path, resamples: int = 2000, seed: int = 0, log=print) -> list[Path]:
+    """Write report/ (markdown, HTML, JSON, PNGs) and attach it to the sweep's MLflow parent run."""
+    from orchestrator import paper_report
+
+    sweep = plan.sweep
+    keys = {c.key for c in plan.cells}
+    results = [r for r in ledger.results(sweep.name) if r["cell_key"] in keys]
+    if not results:
+        raise ConfigError(f"sweep {sweep.name} has no results yet")
+    tasks = {t.name: {"metric": t.metric, "higher_is_better": t.higher_is_better, "chance": t.chance} for t in sweep.tasks}
+    rows = paper_report.build(results, run_dir, sweep.baseline, tasks, sweep.suites, sweep.format_names, resamples, seed)
+    paths = paper_report.write(rows, run_dir / "report", sweep.name, sweep.baseline, sweep.format_names,
+                               {m.name: m.note for m in sweep.models})
+    try:
+        from orchestrator.tracking import attach_report, local_tracking_uri
+
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or sweep.tracking_uri or local_tracking_uri(run_dir)
+        if attach_report(uri, f"quantgrid/{sweep.name}", paths):
+            log(f"report attached to the sweep's MLflow run ({uri})")
+    except Exception as exc:  # tracking down: the files are written, attach later with `report`
+        log(f"warning: could not attach the report to MLflow ({type(exc).__name__}: {exc})")
+    return paths
+
+
+def cmd_report(args) -> int:
+    ledger = _ledger_for(args.sweep, args.run_dir)
+    plan = _sweep_plan(ledger, args.sweep, args.run_dir)
+    paths = make_report(plan, ledger, Path(args.run_dir).resolve() / args.sweep, args.resamples, args.seed)
+    print((Path(args.run_dir) / args.sweep / "report" / "report.md").read_text())
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
 
 
 def cmd_resume(args) -> int:
@@ -224,6 +270,12 @@ def _execute(overrides: list[str], conf_dirs: list[str], verbose: bool) -> int:
     notes = {m.name: m.note for m in sweep.models}
     print_table(rows, sweep.format_names, console, notes)
     (run_dir / "table.md").write_text(to_markdown(rows, sweep.format_names, notes))
+    if rows and not summary.cancelled:
+        try:  # the paper-layout report with paired CIs: run_dir/report/
+            make_report(plan, ledger, run_dir, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+            console.print(f"report: {run_dir / 'report' / 'report.html'}")
+        except ConfigError as exc:
+            console.print(f"[yellow]report skipped: {exc}[/yellow]")
     sink.sweep_finished({"run_dir": str(run_dir), "cells_done": summary.done, "cells_failed": len(summary.failed),
                          "failed": len(summary.failed), "seconds": summary.seconds})
     console.print(f"done in {summary.seconds:.0f}s: {summary.done} cells scored, {summary.skipped} already done, "
@@ -288,6 +340,12 @@ def main(argv: list[str] | None = None) -> int:
     p_gc.add_argument("--run-dir", action="append", help="run root(s) whose ledgers keep artifacts (default: runs)")
     p_gc.add_argument("--dry-run", action="store_true")
     p_gc.set_defaults(func=cmd_gc)
+    p_report = sub.add_parser("report", help="paper-layout tables with paired bootstrap CIs, HTML page and plots")
+    p_report.add_argument("sweep")
+    p_report.add_argument("--run-dir", default="runs")
+    p_report.add_argument("--resamples", type=int, default=2000, help="paired bootstrap resamples (default 2000)")
+    p_report.add_argument("--seed", type=int, default=0)
+    p_report.set_defaults(func=cmd_report)
     p_cancel = sub.add_parser("cancel", help="stop a running sweep at its next cell (done cells are kept)")
     p_cancel.add_argument("sweep")
     p_cancel.add_argument("--run-dir", default="runs")

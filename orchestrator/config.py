@@ -54,6 +54,7 @@ class Sweep:
     resources: dict[str, Any]
     versions: tuple[tuple[str, str], ...] = ()
     raw: dict[str, Any] = field(default_factory=dict)
+    suites: dict[str, list[str]] = field(default_factory=dict)  # name -> tasks averaged (report)
 
 
 def compose(overrides: list[str], conf_dir: Path = CONF_DIR) -> DictConfig:
@@ -316,6 +317,22 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
             for f in formats[m.name].values():
                 check_group_size(f, m.name, dims)
     _check_resources(raw.get("resources") or {})
+    suites = s.get("suites") or {}
+    if not isinstance(suites, dict):
+        raise ConfigError("sweep.suites must map a suite name to a list of tasks")
+    by_name = {t.name: t for t in tasks}
+    for suite, members in list(suites.items()):
+        if not isinstance(members, list) or not members:
+            raise ConfigError(f"sweep.suites.{suite} must be a non-empty list of tasks")
+        unknown = [t for t in members if not any((d / "task" / f"{t}.yaml").exists() for d in _search(conf_dir))]
+        if unknown:
+            raise ConfigError(f"sweep.suites.{suite}: unknown task '{unknown[0]}'")
+        if not set(members) <= set(by_name):  # e.g. sweep.tasks narrowed on the command line
+            suites.pop(suite)
+            continue
+        for t in members:
+            if not by_name[t].higher_is_better:
+                raise ConfigError(f"sweep.suites.{suite}: '{t}' is lower-is-better; a suite averages scores of one kind (accuracies)")
     return Sweep(
         name=str(s.get("name", "sweep")),
         models=models,
@@ -331,6 +348,7 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
         resources=raw.get("resources") or {},
         versions=package_versions(),
         raw=raw,
+        suites={k: list(v) for k, v in suites.items()},
     )
 
 

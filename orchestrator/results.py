@@ -55,6 +55,8 @@ class RunStore:
                 "cell_key": result.cell_key, "doc_id": s.doc_id, "target": s.target, "response": s.response,
                 "metrics": json.dumps(s.metrics), "logprobs": s.logprobs,
                 **{f"m_{k}": v for k, v in s.metrics.items()},
+                **{f"ll_{k}": v[0] for k, v in s.extra.get("corpus", {}).items()},
+                **{f"units_{k}": v[1] for k, v in s.extra.get("corpus", {}).items()},
             }
             for s in result.samples
         ]

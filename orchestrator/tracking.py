@@ -160,3 +160,19 @@ class MlflowSink:
                 if path.exists():
                     self.client.log_artifact(self.parent_id, str(path))
             self.client.set_terminated(self.parent_id, status=status)
+
+
+def attach_report(tracking_uri: str, experiment: str, paths: list[Path]) -> bool:
+    """Log the report files to the sweep's latest parent run (under report/); False if none."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return False
+    runs = client.search_runs([exp.experiment_id], "tags.`quantgrid.kind` = 'sweep'", order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs:
+        return False
+    for p in paths:
+        client.log_artifact(runs[0].info.run_id, str(p), artifact_path="report")
+    return True

@@ -78,12 +78,17 @@ def _record(sample: dict[str, Any], output_type: str, metric_names: list[str]) -
     else:
         filtered = sample.get("filtered_resps") or [""]
         response = filtered[0] if isinstance(filtered[0], str) else str(filtered[0])
+    # Corpus metrics (perplexities): keep (loglikelihood, units) so a paired bootstrap can
+    # re-aggregate exp(-sum ll / sum units) per resample instead of averaging per-doc values.
+    corpus = {n: [float(v[0]), float(v[1])] for n in metric_names
+              if isinstance(v := sample.get(n), (tuple, list)) and len(v) == 2}
     return SampleRecord(
         doc_id=int(sample["doc_id"]),
         target=str(sample.get("target", "")),
         response=response,
         metrics=_per_sample_metrics(sample, metric_names),
         logprobs=logprobs,
+        extra={"corpus": corpus} if corpus else {},
     )
 
 

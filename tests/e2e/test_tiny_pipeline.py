@@ -96,3 +96,50 @@ def test_mlflow_holds_one_run_per_engine_group(tiny_run):
     assert len(children) == 4
     keys = {k for (k,) in db.execute("select distinct key from metrics")}
     assert {"mmlu_local/acc", "ppl_local/word_perplexity", "humaneval_local/pass_at_1"} <= keys
+
+
+def test_report_written_and_attached_and_rerunnable(tiny_run):
+    proc, out = tiny_run
+    rep = out / "report"
+    md = (rep / "report.md").read_text()
+    assert "recovery % [95% CI]" in md and "McNemar" in md and "ppl_local" in md
+    html = (rep / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 2 and "<table>" in html and "src=\"http" not in html
+    for png in ("recovery_heatmap.png", "task_differences.png"):
+        assert (rep / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = json.loads((rep / "report.json").read_text())
+    ppl = next(r for r in rows if r["name"] == "ppl_local")
+    # corpus perplexity re-aggregated from the same documents the run scored
+    assert set(ppl["formats"]) == {"fp8", "int8", "w4a16"} and ppl["n"] == 4
+    for f in ppl["formats"].values():
+        lo, hi = f["recovery_ci"]
+        assert lo <= f["recovery"] <= hi
+    db = sqlite3.connect(out / "mlflow.db")
+    assert db.execute("select count(*) from runs where name='sweep:tiny'").fetchone()[0] == 1
+    arts = list((out / "mlartifacts").rglob("report/report.html"))
+    assert len(arts) == 1  # attached to the sweep's parent run
+    again = subprocess.run([sys.executable, "-m", "orchestrator.cli", "report", "tiny", "--run-dir", str(out.parent),
+                            "--resamples", "300"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "ppl_local" in again.stdout
+
+
+def test_report_bad_input_is_one_line(tiny_run, tmp_path):
+    import shutil
+
+    _, out = tiny_run
+    cli = [sys.executable, "-m", "orchestrator.cli", "report"]
+    r = subprocess.run([*cli, "nosuch", "--run-dir", str(out.parent)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "no sweep 'nosuch'" in r.stderr and "Traceback" not in r.stderr
+    copy = tmp_path / "tiny"
+    shutil.copytree(out, copy)
+    victim = next((copy / "samples" / "model=tiny-llama" / "format=fp8" / "task=mmlu_local").glob("*.parquet"))
+    victim.write_bytes(victim.read_bytes()[:100])
+    r = subprocess.run([*cli, "tiny", "--run-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "corrupt samples file" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    for d in (copy / "samples" / "model=tiny-llama" / "format=bf16").iterdir():
+        shutil.rmtree(d)
+    with sqlite3.connect(copy / "ledger.db") as db:  # the baseline's results are gone from the ledger too
+        db.execute("DELETE FROM results WHERE cell_key IN (SELECT cell_key FROM cells WHERE format='bf16')")
+    r = subprocess.run([*cli, "tiny", "--run-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "no results for the baseline format 'bf16'" in r.stderr
