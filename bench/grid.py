@@ -15,6 +15,10 @@ prints one JSON line: the figures beside their targets. Sweeps come from bench/s
                 ray.cluster_utils.Cluster) running sleep-workers through the real scheduler,
                 leases and ledger: every cell committed once, makespan vs the simulated one.
   engine-loads  the paper grid: quantgrid's engine loads vs one lm-eval run per task.
+  export        20,000 ledger results pushed to a local `mlflow server` (target <= 20 ms per
+                cell), then re-exported: history length stays 1; runs a 500,000-cell sweep needs.
+  samples-10m   10M per-sample rows written as a partitioned Parquet dataset and queried for a
+                paired bootstrap comparison: throughput and peak RSS.
 """
 
 from __future__ import annotations
@@ -183,8 +187,119 @@ def engine_loads() -> dict:
             "with_dp_replicas_on_32_nodes": simulate(paper.stages, [GPU_NODE] * 32).engine_loads}
 
 
+def _mlflow_server(root: Path):
+    import socket
+    import subprocess
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                             "--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--default-artifact-root",
+                             str(root / "artifacts"), "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    for _ in range(240):
+        try:
+            if urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200:
+                return proc, uri
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError("mlflow server did not start")
+
+
+def export() -> dict:
+    """Tracking overhead per cell against a local MLflow server (target <= 20 ms), runs per
+    cells, and an idempotent re-export (every metric history still length 1)."""
+    import os
+    import signal
+
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.export import Exporter
+    from orchestrator.ledger import Ledger
+    from orchestrator.plan import expand
+    from quantgrid.types import TaskResult
+
+    tmp = Path(tempfile.mkdtemp(prefix="qg-bench-export-"))
+    sweep = replace(wide_sweep(models=2, recipes=10, tasks=100, seeds=10, seed=2), run_dir=tmp)  # 20,000 cells
+    plan = expand(sweep)
+    ledger = Ledger(tmp / "ledger.db")
+    ledger.open_sweep("synthetic", [], [], plan.cells)
+    token = ledger.lease("synthetic", "all", [c.key for c in plan.cells], 3600)
+    for i, c in enumerate(plan.cells):
+        ledger.commit_result("synthetic", token, TaskResult(
+            c.key, c.model.name, c.format.name, c.task.name, {"acc,none": (i % 13) / 13, "acc_stderr,none": 0.01},
+            [], 0, 1.0, {}, primary_metric="acc,none", tokens={"prompt_tokens": 1000, "generation_tokens": 10}))
+    proc, uri = _mlflow_server(tmp)
+    try:
+        t0 = time.perf_counter()
+        pushed = Exporter(tmp / "ledger.db", "synthetic", uri, plan).push()
+        first = time.perf_counter() - t0
+        ledger.db.execute("DELETE FROM exports")
+        t0 = time.perf_counter()
+        Exporter(tmp / "ledger.db", "synthetic", uri, plan).push()
+        again = time.perf_counter() - t0
+        c = MlflowClient(uri)
+        exp = c.get_experiment_by_name("quantgrid/synthetic")
+        runs = c.search_runs([exp.experiment_id], max_results=5000)
+        groups = [r for r in runs if r.data.tags.get("quantgrid.kind") == "engine_group"]
+        sample = groups[:5]
+        lengths = {len(c.get_metric_history(r.info.run_id, k)) for r in sample for k in list(r.data.metrics)[:20]}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+    big = expand(wide_sweep())
+    return {"cells_exported": pushed, "metrics_per_cell": 5, "ms_per_cell": round(1000 * first / pushed, 2), "target_ms_per_cell": 20,
+            "reexport_ms_per_cell": round(1000 * again / pushed, 2), "runs": len(runs), "history_lengths_after_2_exports": sorted(lengths),
+            "runs_for_500k_cells": len(big.evaluate_stages) + 1}
+
+
+def samples_10m() -> dict:
+    """10M per-sample rows as a Parquet dataset partitioned model/format/task (as the run store
+    writes them), then a paired comparison (baseline vs one format on one model's tasks)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    from orchestrator.analysis import Samples, paired_task
+
+    tmp = Path(tempfile.mkdtemp(prefix="qg-bench-samples-"))
+    rng = np.random.default_rng(0)
+    models, formats, tasks, docs = 10, 4, 25, 10_000  # 10 x 4 x 25 x 10,000 = 10,000,000 rows
+    t0 = time.perf_counter()
+    for m in range(models):
+        for f in ("bf16", "fp8", "int8", "w4a16")[:formats]:
+            for t in range(tasks):
+                p = 0.4 + 0.02 * t - (0.01 if f != "bf16" else 0)
+                table = pa.table({"cell_key": pa.array([f"{m}{f}{t}"] * docs), "doc_id": np.arange(docs),
+                                  "m_acc": (rng.random(docs) < p).astype(np.float64)})
+                d = tmp / "samples" / f"model=m{m}" / f"format={f}" / f"task=t{t}"
+                d.mkdir(parents=True)
+                pq.write_table(table, d / "part.parquet")
+    write = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    dataset = ds.dataset(tmp / "samples", format="parquet", partitioning="hive")
+    rows = dataset.count_rows()
+    t1 = time.perf_counter()
+    model = dataset.to_table(columns=["format", "task", "doc_id", "m_acc"], filter=ds.field("model") == "m3").to_pandas()
+    diffs = []
+    for task, g in model.groupby("task"):
+        base = g[g.format == "bf16"]
+        other = g[g.format == "fp8"]
+        p, _, _ = paired_task(task, Samples(base.doc_id.to_numpy(), base.m_acc.to_numpy()),
+                              Samples(other.doc_id.to_numpy(), other.m_acc.to_numpy()), True, resamples=1000)
+        diffs.append(p.diff)
+    query = time.perf_counter() - t0
+    return {"rows": rows, "write_s": round(write, 1), "write_rows_per_s": round(rows / write),
+            "count_s": round(t1 - t0, 2), "paired_query_s": round(query, 1),
+            "paired_rows_read": len(model), "tasks_compared": len(diffs), "bootstrap_resamples": 1000,
+            "peak_rss_mb": round(_rss_mb())}
+
+
 BENCHES = {"plan-500k": plan_500k, "resume-500k": resume_500k, "simulate": simulate_all,
-           "ray-cluster": ray_cluster, "engine-loads": engine_loads}
+           "ray-cluster": ray_cluster, "engine-loads": engine_loads, "export": export, "samples-10m": samples_10m}
 
 
 if __name__ == "__main__":

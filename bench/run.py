@@ -3,7 +3,8 @@
   python -m bench.run [NAME...]   (default: all; `make bench BENCH="plan-500k simulate"`)
 
 Foundation: setup-again, setup-cold, demo-cold, demo-warm. Grid engine (bench/grid.py, each in
-its own process): plan-500k, resume-500k, simulate, ray-cluster, engine-loads.
+its own process): plan-500k, resume-500k, simulate, ray-cluster, engine-loads; results layer:
+export (MLflow overhead per cell), samples-10m (10M per-sample rows, paired query).
 
 - setup-again: `make setup` on the existing venv (target <= 30 s).
 - setup-cold:  scripts/setup.sh into a fresh clone with an empty uv cache (target <= 5 min).
@@ -105,7 +106,7 @@ def setup_cold() -> dict:
     return res
 
 
-GRID = ("plan-500k", "resume-500k", "simulate", "ray-cluster", "engine-loads")
+GRID = ("plan-500k", "resume-500k", "simulate", "ray-cluster", "engine-loads", "export", "samples-10m")
 
 
 def grid(name: str) -> dict:

@@ -4,6 +4,7 @@
   quantgrid plan [hydra overrides...] [--json] [--nodes N --gpus-per-node G]
   quantgrid resume SWEEP | status SWEEP [--watch S] | logs SWEEP [CELL] | cancel SWEEP | gc
   quantgrid report SWEEP   paper-layout tables with paired bootstrap CIs, HTML + PNG plots
+  quantgrid export SWEEP [--tracking-uri URI]   (re-)push results from the ledger to MLflow
 
 Bad input gets one line on stderr and exit 2, never a traceback; failed cells exit 1 after the
 rest of the sweep has run and been recorded.
@@ -132,6 +133,31 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    """Push the ledger's results to MLflow (again, or to another server): idempotent."""
+    from orchestrator.export import Exporter
+    from orchestrator.tracking import local_tracking_uri
+
+    ledger = _ledger_for(args.sweep, args.run_dir)
+    plan = _sweep_plan(ledger, args.sweep, args.run_dir)
+    run_dir = Path(args.run_dir).resolve() / args.sweep
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or plan.sweep.tracking_uri or local_tracking_uri(run_dir)
+    exporter = Exporter(run_dir / "ledger.db", args.sweep, uri, plan, artifact_root=run_dir / "mlartifacts")
+    t0 = time.perf_counter()
+    try:
+        pushed = exporter.push(run_dir)
+        state = (ledger.sweep_info(args.sweep) or {}).get("state")
+        if state in ("done", "failed"):
+            exporter.finish({"cells_done": ledger.counts(args.sweep)["done"]}, "FAILED" if state == "failed" else "FINISHED")
+    except Exception as exc:
+        total, acked = ledger.export_counts(args.sweep, uri)
+        raise ConfigError(f"MLflow at {uri} unreachable or failing ({type(exc).__name__}: {' '.join(str(exc).split())[:160]}); "
+                          f"{acked} of {total} results exported, the rest stay in the ledger: run export again") from None
+    total, acked = ledger.export_counts(args.sweep, uri)
+    print(f"exported {pushed} results to {uri} in {time.perf_counter() - t0:.1f}s ({acked} of {total} acknowledged)")
+    return 0
+
+
 def cmd_resume(args) -> int:
     """Rerun only missing and failed cells, from the ledger alone (not MLflow)."""
     from orchestrator import config
@@ -187,13 +213,13 @@ def _execute(overrides: list[str], conf_dirs: list[str], verbose: bool) -> int:
     from rich.console import Console
 
     from orchestrator.driver import Driver
+    from orchestrator.export import BackgroundExport, Exporter
+    from orchestrator.ledger import Ledger
     from orchestrator.report import build_rows, print_table, to_markdown
-    from orchestrator.results import FanOut, RunStore
-    from orchestrator.tracking import MlflowSink, local_tracking_uri
+    from orchestrator.results import RunStore
+    from orchestrator.tracking import log_batch_chunked, local_tracking_uri
 
     console = Console(width=max(110, Console().width))
-    from orchestrator.ledger import Ledger
-
     plan = _plan(overrides)
     sweep = plan.sweep
     run_dir = (Path(sweep.run_dir) / sweep.name).resolve()
@@ -204,25 +230,27 @@ def _execute(overrides: list[str], conf_dirs: list[str], verbose: bool) -> int:
     except OSError as e:
         raise ConfigError(f"run_dir: cannot write {run_dir} ({e.strerror or e})") from None
     sweep.run_dir = run_dir
-    store = RunStore(run_dir)
+    sink = RunStore(run_dir)
     ledger = Ledger(run_dir / "ledger.db")
     ledger.open_sweep(sweep.name, list(overrides), conf_dirs, plan.cells)
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or sweep.tracking_uri or local_tracking_uri(run_dir)
-    warn = lambda sink, exc: console.print(f"[yellow]warning: {type(sink).__name__}: {exc}[/yellow]")
-    try:
-        sinks = [store, MlflowSink(uri, experiment=f"quantgrid/{sweep.name}", artifact_root=run_dir / "mlartifacts")]
-    except Exception as exc:  # tracking down: results still go to the run store, never lost
-        console.print(f"[yellow]warning: MLflow at {uri} unavailable ({type(exc).__name__}); "
-                      f"results are kept in {run_dir}[/yellow]")
-        sinks = [store]
-    sink = FanOut(*sinks, on_error=warn)
     counts = plan.counts()
     console.print(f"[bold]quantgrid[/bold] sweep [cyan]{sweep.name}[/cyan]: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()))
-    sink.sweep_started(sweep.name, {
-        "params": {"models": [m.name for m in sweep.models], "formats": sweep.format_names,
-                   "tasks": [t.name for t in sweep.tasks], "seeds": sweep.seeds, "baseline": sweep.baseline},
-        "tags": {"run_dir": str(run_dir), "versions": dict(sweep.versions)},
-    })
+    sink.sweep_started(sweep.name, {"params": {"models": [m.name for m in sweep.models], "formats": sweep.format_names,
+                                               "tasks": [t.name for t in sweep.tasks], "seeds": sweep.seeds}})
+    # MLflow is fed from the ledger by a background exporter: a slow or absent tracking server
+    # never slows the scheduler, and nothing is lost while it is down (`quantgrid export` drains).
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or sweep.tracking_uri or local_tracking_uri(run_dir)
+    exporter = Exporter(run_dir / "ledger.db", sweep.name, uri, plan, artifact_root=run_dir / "mlartifacts")
+    background = None
+    try:
+        log_batch_chunked(exporter.client(), exporter.parent(), params=[
+            ("models", [m.name for m in sweep.models]), ("formats", sweep.format_names),
+            ("tasks", [t.name for t in sweep.tasks]), ("seeds", sweep.seeds), ("baseline", sweep.baseline)],
+            tags=[("quantgrid.run_dir", str(run_dir)), ("quantgrid.versions", dict(sweep.versions))])
+        background = BackgroundExport(exporter, run_dir).start()
+    except Exception as exc:  # tracking down: the ledger buffers every result
+        console.print(f"[yellow]warning: MLflow at {uri} unavailable ({type(exc).__name__}); results are kept in the "
+                      f"ledger: `quantgrid export {sweep.name}` pushes them when it is back[/yellow]")
     t0 = time.perf_counter()
 
     def progress(event: str, **info) -> None:
@@ -276,8 +304,17 @@ def _execute(overrides: list[str], conf_dirs: list[str], verbose: bool) -> int:
             console.print(f"report: {run_dir / 'report' / 'report.html'}")
         except ConfigError as exc:
             console.print(f"[yellow]report skipped: {exc}[/yellow]")
-    sink.sweep_finished({"run_dir": str(run_dir), "cells_done": summary.done, "cells_failed": len(summary.failed),
-                         "failed": len(summary.failed), "seconds": summary.seconds})
+    final = {"run_dir": str(run_dir), "cells_done": summary.done, "cells_failed": len(summary.failed),
+             "failed": len(summary.failed), "seconds": summary.seconds}
+    sink.sweep_finished(final)
+    if background is not None:
+        background.stop()
+    try:
+        exporter.push(run_dir)
+        exporter.finish(final, "FAILED" if summary.failed else "FINISHED")
+    except Exception as exc:
+        console.print(f"[yellow]warning: MLflow export incomplete ({type(exc).__name__}); "
+                      f"`quantgrid export {sweep.name}` pushes the rest from the ledger[/yellow]")
     console.print(f"done in {summary.seconds:.0f}s: {summary.done} cells scored, {summary.skipped} already done, "
                   f"{len(summary.failed)} stages failed, {summary.rejected} late results rejected; "
                   f"engine loads {summary.engine_loads}")
@@ -346,6 +383,11 @@ def main(argv: list[str] | None = None) -> int:
     p_report.add_argument("--resamples", type=int, default=2000, help="paired bootstrap resamples (default 2000)")
     p_report.add_argument("--seed", type=int, default=0)
     p_report.set_defaults(func=cmd_report)
+    p_export = sub.add_parser("export", help="push a sweep's results from its ledger to MLflow (idempotent)")
+    p_export.add_argument("sweep")
+    p_export.add_argument("--run-dir", default="runs")
+    p_export.add_argument("--tracking-uri", default="", help="another server, e.g. http://127.0.0.1:5000")
+    p_export.set_defaults(func=cmd_export)
     p_cancel = sub.add_parser("cancel", help="stop a running sweep at its next cell (done cells are kept)")
     p_cancel.add_argument("sweep")
     p_cancel.add_argument("--run-dir", default="runs")

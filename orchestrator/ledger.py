@@ -42,6 +42,8 @@ CREATE TABLE IF NOT EXISTS rejected (
 CREATE TABLE IF NOT EXISTS artifacts (
   sweep TEXT, stage TEXT, path TEXT, content_hash TEXT, at REAL, PRIMARY KEY (sweep, stage));
 CREATE INDEX IF NOT EXISTS cells_state ON cells (sweep, state);
+CREATE TABLE IF NOT EXISTS exports (
+  sweep TEXT, target TEXT, cell_key TEXT, at REAL, PRIMARY KEY (sweep, target, cell_key));
 """
 
 CELL_STATES = ("pending", "leased", "running", "done", "failed")
@@ -224,6 +226,29 @@ class Ledger:
             db.executemany("UPDATE cells SET state='failed', failure_class=?, failure=?, updated=? WHERE sweep=? AND cell_key=? "
                            "AND state NOT IN ('done', 'failed')",
                            [(failure_class, message[:2000], now, sweep, k) for k in cell_keys])
+
+    def unexported(self, sweep: str, target: str, limit: int) -> list[tuple[str, float, dict[str, Any]]]:
+        """Results the tracking `target` has not acknowledged: (cell_key, commit time, record+seed)."""
+        rows = self.db.execute(
+            "SELECT r.cell_key, r.committed, r.record, c.seed FROM results r JOIN cells c ON c.sweep=r.sweep AND c.cell_key=r.cell_key "
+            "WHERE r.sweep=? AND NOT EXISTS (SELECT 1 FROM exports e WHERE e.sweep=r.sweep AND e.target=? AND e.cell_key=r.cell_key) "
+            "ORDER BY r.committed LIMIT ?", (sweep, target, limit)).fetchall()
+        return [(k, t, {**json.loads(rec), "seed": seed}) for k, t, rec, seed in rows]
+
+    def mark_exported(self, sweep: str, target: str, cell_keys: list[str]) -> None:
+        now = time.time()
+        with self._tx() as db:
+            db.executemany("INSERT OR IGNORE INTO exports VALUES (?,?,?,?)", [(sweep, target, k, now) for k in cell_keys])
+
+    def forget_exports(self, sweep: str, target: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM exports WHERE sweep=? AND target=?", (sweep, target))
+
+    def export_counts(self, sweep: str, target: str) -> tuple[int, int]:
+        """(results, results acknowledged by target)."""
+        total = self.db.execute("SELECT COUNT(*) FROM results WHERE sweep=?", (sweep,)).fetchone()[0]
+        done = self.db.execute("SELECT COUNT(*) FROM exports WHERE sweep=? AND target=?", (sweep, target)).fetchone()[0]
+        return total, done
 
     def results(self, sweep: str) -> list[dict[str, Any]]:
         return [json.loads(r) for (r,) in self.db.execute("SELECT record FROM results WHERE sweep=? ORDER BY committed", (sweep,))]

@@ -83,6 +83,8 @@ def build(results: list[dict[str, Any]], run_dir: Path, baseline: str, tasks: di
                 row["formats"][fmt] = d
                 draws[(task, fmt)] = (p.base, p.score, bs, ss)
             rows.append(row)
+        na_tasks = {r["name"] for r in rows if r["model"] == model and r["kind"] == "task"
+                    and any(f.get("note") for f in r["formats"].values())}
         for suite, members in suites.items():
             row = {"model": model, "kind": "suite", "name": suite, "metric": "average", "higher_is_better": True,
                    "baseline": None, "formats": {}}
@@ -94,6 +96,9 @@ def build(results: list[dict[str, Any]], run_dir: Path, baseline: str, tasks: di
                 row["baseline"] = float(np.mean([p[0] for p in parts]))
                 row["formats"][fmt] = {"score": float(np.mean([p[1] for p in parts])), "recovery": rec, "recovery_ci": ci,
                                        "diff": None, "diff_ci": None}
+                weak = sorted(set(members) & na_tasks)
+                if weak:  # a ratio of averages over tasks at chance or 0 says nothing about the format
+                    row["formats"][fmt].update(recovery=None, recovery_ci=None, note=f"N/A ({', '.join(weak)} N/A)")
             rows.append(row)
     return rows
 

@@ -2,7 +2,7 @@
 
 The driver talks to a `ResultSink`; this module has the local run store (JSON lines + Parquet
 per-sample records, written before anything else so no result is lost if MLflow is down) and a
-fan-out to several sinks. The MLflow sink lives in orchestrator/tracking.py.
+The MLflow exporter (orchestrator/export.py) reads the ledger, not this store.
 """
 
 from __future__ import annotations
@@ -74,23 +74,3 @@ class RunStore:
 
     def sweep_finished(self, summary: dict[str, Any]) -> None:
         self._append("events.jsonl", {"event": "sweep_finished", "time": time.time(), **summary})
-
-
-class FanOut:
-    """Calls every sink in order; a failing sink (e.g. MLflow unreachable) never loses the others' writes."""
-
-    def __init__(self, *sinks: ResultSink, on_error=None):
-        self.sinks = sinks
-        self.on_error = on_error or (lambda sink, exc: None)
-
-    def __getattr__(self, name: str):
-        def call(*args, **kwargs):
-            for sink in self.sinks:
-                try:
-                    getattr(sink, name)(*args, **kwargs)
-                except Exception as exc:  # the local store is first: its write already happened
-                    if sink is self.sinks[0]:
-                        raise
-                    self.on_error(sink, exc)
-
-        return call

@@ -52,4 +52,9 @@ def test_driver_killed_then_resume_from_ledger_alone(tmp_path, tiny_llama):
     assert states == {"done": 4}
     assert len(results) == 4 and all(n == 1 for _, n in results)  # 0 lost, 0 duplicated
     assert rejected == 0
-    assert (tmp_path / "tiny" / "mlflow.db").exists()  # the new MLflow store got the resumed results
+    # The new MLflow store holds every result, the ones done before the kill included (the
+    # ledger re-exports to a store that lacks the sweep), each metric logged once.
+    with sqlite3.connect(tmp_path / "tiny" / "mlflow.db") as db:
+        rows = db.execute("SELECT key, COUNT(*) FROM metrics WHERE key IN ('mmlu_local/acc', 'ppl_local/word_perplexity') "
+                          "GROUP BY key").fetchall()
+    assert dict(rows) == {"mmlu_local/acc": 1, "ppl_local/word_perplexity": 1}

@@ -28,3 +28,11 @@ def test_log_batch_chunks_within_limits_and_keeps_everything():
     assert sum(c[0] for c in client.calls) == 2500
     assert sum(c[1] for c in client.calls) == 250
     assert sum(c[2] for c in client.calls) == 130
+
+
+def test_metric_names_reverse_to_lm_eval_keys():
+    from orchestrator.tracking import lm_eval_key
+
+    for task, key in (("mmlu_local", "acc,none"), ("gsm8k", "exact_match,strict-match"), ("humaneval_local", "pass@1,none"),
+                      ("ppl_local", "word_perplexity,none")):
+        assert lm_eval_key(metric_name(task, key)) == (task, key)

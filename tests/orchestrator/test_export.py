@@ -1,0 +1,128 @@
+"""The MLflow exporter: ledger -> MLflow, idempotent (fixed timestamps), buffered while the
+server is down, safe to kill mid-batch; a real `mlflow server` process for the fault cases."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from bench.synthetic import wide_sweep
+from orchestrator.export import Exporter
+from orchestrator.ledger import Ledger
+from orchestrator.plan import expand
+from quantgrid.types import TaskResult
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def filled_ledger(root: Path, models=2, recipes=3, tasks=4, seeds=1):
+    sweep = replace(wide_sweep(models=models, recipes=recipes, tasks=tasks, seeds=seeds, seed=5), run_dir=root)
+    plan = expand(sweep)
+    ledger = Ledger(root / "synthetic" / "ledger.db")
+    ledger.open_sweep("synthetic", [], [], plan.cells)
+    token = ledger.lease("synthetic", "all", [c.key for c in plan.cells], 600)
+    for i, c in enumerate(plan.cells):
+        ledger.commit_result("synthetic", token, TaskResult(
+            c.key, c.model.name, c.format.name, c.task.name, {"acc,none": (i % 7) / 7, "acc_stderr,none": 0.01},
+            [], 0, 1.5, {"git_commit": "abc"}, primary_metric="acc,none"))
+    ledger.close()
+    return plan, root / "synthetic" / "ledger.db"
+
+
+def history_lengths(uri: str, sweep="synthetic") -> dict[tuple[str, str], int]:
+    from mlflow.tracking import MlflowClient
+
+    c = MlflowClient(uri)
+    exp = c.get_experiment_by_name(f"quantgrid/{sweep}")
+    out = {}
+    for run in c.search_runs([exp.experiment_id], "tags.`quantgrid.kind` = 'engine_group'", max_results=1000):
+        for key in run.data.metrics:
+            out[(run.info.run_id, key)] = len(c.get_metric_history(run.info.run_id, key))
+    return out
+
+
+def test_export_twice_and_after_a_crash_mid_batch_leaves_one_history_entry(tmp_path, monkeypatch):
+    plan, db = filled_ledger(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ex = Exporter(db, "synthetic", uri, plan, batch_cells=7)
+    from mlflow.tracking import MlflowClient
+
+    calls = {"n": 0}
+    real = MlflowClient.log_batch
+
+    def flaky(self, *a, **k):  # the exporter dies after a few batches, mid-push
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise ConnectionError("killed mid-batch")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", flaky)
+    with pytest.raises(ConnectionError):
+        ex.push()
+    led = Ledger(db)
+    total, acked = led.export_counts("synthetic", uri)
+    assert 0 < acked < total
+    monkeypatch.setattr(MlflowClient, "log_batch", real)
+    assert Exporter(db, "synthetic", uri, plan).push() == total - acked  # a fresh exporter: only the rest
+    led.db.execute("DELETE FROM exports")  # forget the acknowledgements: export everything again
+    assert Exporter(db, "synthetic", uri, plan).push() == total
+    hist = history_lengths(uri)
+    groups = len(plan.evaluate_stages)
+    assert len({run for run, _ in hist}) == groups  # one run per (model, format), not per cell
+    assert set(hist.values()) == {1}  # 0 duplicates after a crash and two full exports
+    metric_keys = {k for _, k in hist}
+    assert {f"{t.name}/acc" for t in plan.sweep.tasks} <= metric_keys
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_tracking_server_down_for_the_whole_sweep_then_back(tmp_path):
+    plan, db = filled_ledger(tmp_path, models=2, recipes=2, tasks=3)
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    cli = [sys.executable, "-m", "orchestrator.cli", "export", "synthetic", "--run-dir", str(tmp_path), "--tracking-uri", uri]
+    fail_fast = {**env, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    down = subprocess.run(cli, cwd=ROOT, env=fail_fast, capture_output=True, text=True, timeout=120)
+    assert down.returncode == 2 and "unreachable" in down.stderr and "0 of" in down.stderr
+    assert len(down.stderr.strip().splitlines()) == 1
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                               "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                               "--default-artifact-root", str(tmp_path / "server-artifacts"), "--workers", "1"],
+                              cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        import urllib.request
+
+        deadline = time.time() + 120
+        while time.time() < deadline:  # the app is ready when /health answers, not when the port opens
+            try:
+                if urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.5)
+        up = subprocess.run(cli, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert up.returncode == 0, up.stderr[-2000:]
+        again = subprocess.run(cli, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0 and "exported 0 results" in again.stdout
+        with sqlite3.connect(db) as con:  # forget acknowledgements: a full re-export to the same server
+            con.execute("DELETE FROM exports")
+        full = subprocess.run(cli, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert full.returncode == 0 and f"exported {len(plan.cells)} results" in full.stdout
+        hist = history_lengths(uri)
+        assert len({k for _, k in hist}) >= len(plan.sweep.tasks) * 4 and set(hist.values()) == {1}  # 0 lost, 0 doubled
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
