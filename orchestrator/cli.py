@@ -5,6 +5,7 @@
   quantgrid resume SWEEP | status SWEEP [--watch S] | logs SWEEP [CELL] | cancel SWEEP | gc
   quantgrid report SWEEP   paper-layout tables with paired bootstrap CIs, HTML + PNG plots
   quantgrid export SWEEP [--tracking-uri URI]   (re-)push results from the ledger to MLflow
+  quantgrid ui [SWEEP]     the MLflow UI on the sweep's store, 127.0.0.1
 
 Bad input gets one line on stderr and exit 2, never a traceback; failed cells exit 1 after the
 rest of the sweep has run and been recorded.
@@ -156,6 +157,12 @@ def cmd_export(args) -> int:
     total, acked = ledger.export_counts(args.sweep, uri)
     print(f"exported {pushed} results to {uri} in {time.perf_counter() - t0:.1f}s ({acked} of {total} acknowledged)")
     return 0
+
+
+def cmd_ui(args) -> int:
+    from orchestrator.ui import serve
+
+    return serve(Path(args.run_dir), args.sweep, args.host, args.port)
 
 
 def cmd_resume(args) -> int:
@@ -388,6 +395,12 @@ def main(argv: list[str] | None = None) -> int:
     p_export.add_argument("--run-dir", default="runs")
     p_export.add_argument("--tracking-uri", default="", help="another server, e.g. http://127.0.0.1:5000")
     p_export.set_defaults(func=cmd_export)
+    p_ui = sub.add_parser("ui", help="serve the MLflow UI on a sweep's tracking store (127.0.0.1; Ctrl-C stops it)")
+    p_ui.add_argument("sweep", nargs="?")
+    p_ui.add_argument("--run-dir", default="runs")
+    p_ui.add_argument("--host", default="127.0.0.1")
+    p_ui.add_argument("--port", type=int, default=0, help="default: a free port")
+    p_ui.set_defaults(func=cmd_ui)
     p_cancel = sub.add_parser("cancel", help="stop a running sweep at its next cell (done cells are kept)")
     p_cancel.add_argument("sweep")
     p_cancel.add_argument("--run-dir", default="runs")

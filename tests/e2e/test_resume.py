@@ -55,6 +55,6 @@ def test_driver_killed_then_resume_from_ledger_alone(tmp_path, tiny_llama):
     # The new MLflow store holds every result, the ones done before the kill included (the
     # ledger re-exports to a store that lacks the sweep), each metric logged once.
     with sqlite3.connect(tmp_path / "tiny" / "mlflow.db") as db:
-        rows = db.execute("SELECT key, COUNT(*) FROM metrics WHERE key IN ('mmlu_local/acc', 'ppl_local/word_perplexity') "
-                          "GROUP BY key").fetchall()
-    assert dict(rows) == {"mmlu_local/acc": 1, "ppl_local/word_perplexity": 1}
+        rows = db.execute("SELECT run_uuid, key, COUNT(*) FROM metrics WHERE key IN ('mmlu_local/acc', 'ppl_local/word_perplexity') "
+                          "GROUP BY run_uuid, key").fetchall()
+    assert len(rows) == 4 and {n for _, _, n in rows} == {1}  # (bf16, int8) x (mmlu, ppl), each logged once

@@ -143,3 +143,36 @@ def test_report_bad_input_is_one_line(tiny_run, tmp_path):
         db.execute("DELETE FROM results WHERE cell_key IN (SELECT cell_key FROM cells WHERE format='bf16')")
     r = subprocess.run([*cli, "tiny", "--run-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "no results for the baseline format 'bf16'" in r.stderr
+
+
+def test_ui_serves_the_sweep_and_stops_on_ctrl_c(tiny_run):
+    import signal
+    import time
+    import urllib.request
+
+    _, out = tiny_run
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "ui", "tiny", "--run-dir", str(out.parent)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        line = proc.stdout.readline()
+        assert "MLflow UI for sweep tiny: http://127.0.0.1:" in line, line
+        url = line.split(": ", 1)[1].split()[0]
+        base, exp_id = url.split("/#/experiments/")
+        assert "MLflow" in urllib.request.urlopen(base, timeout=10).read().decode(errors="replace")
+        req = urllib.request.Request(f"{base}/api/2.0/mlflow/runs/search", method="POST",
+                                     data=json.dumps({"experiment_ids": [exp_id]}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        runs = json.loads(urllib.request.urlopen(req, timeout=10).read())["runs"]
+        names = {r["info"]["run_name"] for r in runs}
+        assert {"sweep:tiny", "tiny-llama/bf16", "tiny-llama/w4a16"} <= names
+        metrics = {m["key"]: m["value"] for r in runs if r["info"]["run_name"] == "tiny-llama/bf16" for m in r["data"]["metrics"]}
+        assert "ppl_local/word_perplexity" in metrics and metrics["ppl_local/word_perplexity"] > 1
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
+        rest, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and "stopping" in rest
+        time.sleep(1)
+        with pytest.raises(OSError):
+            urllib.request.urlopen(base, timeout=3)  # the server is gone with it
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
