@@ -13,6 +13,7 @@ demo: setup
 	$(VENV)/bin/quantgrid run sweep=demo
 
 test: setup
+	@bash scripts/test-deps.sh
 	$(PY) -m pytest tests --durations=15
 
 # Measures the issue figures into bench/results.json: grid engine (plan-500k, resume-500k, simulate,

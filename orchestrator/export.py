@@ -53,7 +53,9 @@ class Exporter:
         if exp is not None:
             return exp.experiment_id
         location = Path(self.artifact_root).resolve().as_uri() if self.artifact_root else None
-        exp_id = c.create_experiment(name, artifact_location=location)
+        # experimentKind: MLflow 3's UI otherwise opens a GenAI (traces) overview, not the runs table.
+        exp_id = c.create_experiment(name, artifact_location=location,
+                                     tags={"mlflow.experimentKind": "custom_model_development", "quantgrid.sweep": self.sweep})
         # A target without this sweep's experiment is a new (or wiped) store: whatever the ledger
         # says was acknowledged at this URI is gone, so everything is pushed again.
         ledger = Ledger(self.ledger_path)

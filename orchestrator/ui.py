@@ -75,7 +75,7 @@ def experiment_url(url: str, sweep: str) -> str:
     from mlflow.tracking import MlflowClient
 
     exp = MlflowClient(url).get_experiment_by_name(f"quantgrid/{sweep}")
-    return f"{url}/#/experiments/{exp.experiment_id}" if exp else url
+    return f"{url}/#/experiments/{exp.experiment_id}/runs" if exp else url
 
 
 def serve(run_root: Path, sweep: str | None, host: str, port: int) -> int:

@@ -158,6 +158,7 @@ def test_ui_serves_the_sweep_and_stops_on_ctrl_c(tiny_run):
         assert "MLflow UI for sweep tiny: http://127.0.0.1:" in line, line
         url = line.split(": ", 1)[1].split()[0]
         base, exp_id = url.split("/#/experiments/")
+        exp_id = exp_id.split("/")[0]
         assert "MLflow" in urllib.request.urlopen(base, timeout=10).read().decode(errors="replace")
         req = urllib.request.Request(f"{base}/api/2.0/mlflow/runs/search", method="POST",
                                      data=json.dumps({"experiment_ids": [exp_id]}).encode(),
@@ -176,3 +177,40 @@ def test_ui_serves_the_sweep_and_stops_on_ctrl_c(tiny_run):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_ui_in_headless_chromium_shows_the_sweep_runs_and_a_metric(tiny_run):
+    """Debian's chromium through Playwright (executable_path; never a downloaded browser)."""
+    import shutil
+    import signal
+
+    from playwright.sync_api import sync_playwright
+
+    _, out = tiny_run
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian chromium is missing: `make test` installs it (scripts/test-deps.sh)"
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "ui", "tiny", "--run-dir", str(out.parent)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        url = proc.stdout.readline().split(": ", 1)[1].split()[0]
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(url)
+            page.get_by_text("quantgrid/tiny").first.wait_for(timeout=60_000)  # the sweep's experiment
+            page.get_by_text("sweep:tiny", exact=True).first.wait_for(timeout=60_000)  # its parent run
+            page.locator('button[data-component-id*="runnamecellrenderer"]').first.click()  # expand its child runs
+            for run in ("tiny-llama/bf16", "tiny-llama/w4a16"):  # its (model, format) runs
+                page.get_by_text(run, exact=True).first.wait_for(timeout=60_000)
+            page.screenshot(path=str(out / "ui-experiment.png"), full_page=True)
+            page.get_by_text("tiny-llama/bf16", exact=True).first.click()
+            page.get_by_text("ppl_local/word_perplexity").first.wait_for(timeout=60_000)  # a metric on the run page
+            value = json.loads((out / "report" / "report.json").read_text())
+            ppl = next(r for r in value if r["name"] == "ppl_local")["baseline"]
+            assert f"{ppl:.2f}"[:4] in page.content()  # its value is on the page
+            page.screenshot(path=str(out / "ui-run.png"), full_page=True)
+            browser.close()
+        assert (out / "ui-experiment.png").stat().st_size > 10_000
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.communicate(timeout=60)
