@@ -187,34 +187,9 @@ def engine_loads() -> dict:
             "with_dp_replicas_on_32_nodes": simulate(paper.stages, [GPU_NODE] * 32).engine_loads}
 
 
-def _mlflow_server(root: Path):
-    import socket
-    import subprocess
-    import urllib.request
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--default-artifact-root",
-                             str(root / "artifacts"), "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        try:
-            if urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200:
-                return proc, uri
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError("mlflow server did not start")
-
-
 def export() -> dict:
     """Tracking overhead per cell against a local MLflow server (target <= 20 ms), runs per
     cells, and an idempotent re-export (every metric history still length 1)."""
-    import os
-    import signal
-
     from mlflow.tracking import MlflowClient
 
     from orchestrator.export import Exporter
@@ -232,7 +207,9 @@ def export() -> dict:
         ledger.commit_result("synthetic", token, TaskResult(
             c.key, c.model.name, c.format.name, c.task.name, {"acc,none": (i % 13) / 13, "acc_stderr,none": 0.01},
             [], 0, 1.0, {}, primary_metric="acc,none", tokens={"prompt_tokens": 1000, "generation_tokens": 10}))
-    proc, uri = _mlflow_server(tmp)
+    from orchestrator.ui import start_server, stop
+
+    proc, uri = start_server(f"sqlite:///{tmp / 'server.db'}", tmp / "artifacts", tmp / "server.log")
     try:
         t0 = time.perf_counter()
         pushed = Exporter(tmp / "ledger.db", "synthetic", uri, plan).push()
@@ -248,7 +225,7 @@ def export() -> dict:
         sample = groups[:5]
         lengths = {len(c.get_metric_history(r.info.run_id, k)) for r in sample for k in list(r.data.metrics)[:20]}
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        stop(proc)
     big = expand(wide_sweep())
     return {"cells_exported": pushed, "metrics_per_cell": 5, "ms_per_cell": round(1000 * first / pushed, 2), "target_ms_per_cell": 20,
             "reexport_ms_per_cell": round(1000 * again / pushed, 2), "runs": len(runs), "history_lengths_after_2_exports": sorted(lengths),

@@ -89,8 +89,9 @@ def _ledger_for(name: str, run_root: str):
     return Ledger(path)
 
 
-def _sweep_plan(ledger, name: str, run_dir: str):
-    """The plan a ledger's sweep was run with (its overrides and config dirs, composed again)."""
+def _stored_overrides(ledger, name: str, run_dir: str) -> tuple[list[str], list[str]]:
+    """(overrides, config dirs) a ledger's sweep was run with, pointed at `run_dir`; the config
+    dirs are layered in so composing them again finds the same files."""
     from orchestrator import config
 
     info = ledger.sweep_info(name)
@@ -98,7 +99,12 @@ def _sweep_plan(ledger, name: str, run_dir: str):
         raise ConfigError(f"ledger {ledger.path} holds no sweep named '{name}'")
     config.EXTRA_CONF_DIRS[:] = [Path(d) for d in info["conf_dirs"]] + config.EXTRA_CONF_DIRS
     overrides = [o for o in info["overrides"] if not o.startswith("run_dir=")] + [f"run_dir={Path(run_dir).resolve()}"]
-    return _plan(overrides)
+    return overrides, info["conf_dirs"]
+
+
+def _sweep_plan(ledger, name: str, run_dir: str):
+    """The plan a ledger's sweep was run with, composed again."""
+    return _plan(_stored_overrides(ledger, name, run_dir)[0])
 
 
 def make_report(plan, ledger, run_dir: Path, resamples: int = 2000, seed: int = 0, log=print) -> list[Path]:
@@ -167,14 +173,9 @@ def cmd_ui(args) -> int:
 
 def cmd_resume(args) -> int:
     """Rerun only missing and failed cells, from the ledger alone (not MLflow)."""
-    from orchestrator import config
-
     ledger = _ledger_for(args.sweep, args.run_dir)
-    info = ledger.sweep_info(args.sweep)
+    overrides, conf_dirs = _stored_overrides(ledger, args.sweep, args.run_dir)
     ledger.close()
-    if info is None:
-        raise ConfigError(f"ledger {args.run_dir}/{args.sweep} holds no sweep named '{args.sweep}'")
-    config.EXTRA_CONF_DIRS[:] = [Path(d) for d in info["conf_dirs"]] + config.EXTRA_CONF_DIRS
     # Where and how to run may change on resume (another cluster, other workers); what a cell
     # is may not: that would be a different sweep.
     allowed = ("resources.", "+resources.", "ray_address=", "tracking_uri=", "cost.", "+cost.")
@@ -182,9 +183,7 @@ def cmd_resume(args) -> int:
     if bad:
         raise ConfigError(f"resume takes only resources.*, ray_address, tracking_uri and cost.* overrides, got {bad[0]} "
                           "(other settings change the cells: start a new sweep with `quantgrid run`)")
-    overrides = [o for o in info["overrides"] if not o.startswith("run_dir=")] + [f"run_dir={Path(args.run_dir).resolve()}"]
-    overrides += args.overrides
-    return _execute(overrides, info["conf_dirs"], args.verbose)
+    return _execute(overrides + args.overrides, conf_dirs, args.verbose)
 
 
 def cmd_status(args) -> int:

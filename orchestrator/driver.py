@@ -95,6 +95,8 @@ class Driver:
         self.worker = worker
         self.nodes = nodes
         self.policy: PlacementPolicy | None = None
+        # Heartbeats renew a lease for this long (the scheduler's clock and the ledger's agree).
+        self.lease_s = float(plan.sweep.resources.get("lease_s") or 120)
         self._cancel_checked = 0.0
 
     def emit(self, event: str, **info: Any) -> None:
@@ -155,11 +157,8 @@ class Driver:
         if self.ledger is None:
             return 0
         node = ",".join(str(b.node) for b in att.placement)
-        return self.ledger.lease(self.sweep_name, job.name, [c.key for c in att.cells], self._lease_s(),
+        return self.ledger.lease(self.sweep_name, job.name, [c.key for c in att.cells], self.lease_s,
                                  worker_pid=att.pid, node=node, fallback=fallback, log_path=att.log_path)
-
-    def _lease_s(self) -> float:
-        return float(self.plan.sweep.resources.get("lease_s") or 120)
 
     def renew(self, token: int, ttl_s: float) -> None:
         if self.ledger and token:
@@ -230,7 +229,7 @@ class Driver:
         self.sink.task_result(cell, result)
         self.summary.done += 1
         if self.ledger:
-            self.ledger.renew(att.token, self._lease_s())
+            self.ledger.renew(att.token, self.lease_s)
         self.emit("result", stage=att.job.name, task=cell.task.name, score=result.score, metric=cell.task.metric,
                   seconds=result.seconds, tokens=result.tokens)
         return True

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.ledger import Ledger
+from orchestrator.results import samples_file
 from orchestrator.tracking import log_batch_chunked, metric_name
 
 
@@ -122,8 +123,6 @@ class Exporter:
                       ("metric", "num_fewshot", "apply_chat_template", "fewshot_as_multiturn", "gen_kwargs", "subset")]
         sample = None
         if run_dir is not None:
-            from orchestrator.paper_report import samples_file
-
             f = samples_file(run_dir, rec["model"], rec["format"], task, rec["cell_key"])
             sample = f if f.exists() else None
         return metrics, params, tags, sample
@@ -141,8 +140,6 @@ class Exporter:
                 if not rows:
                     break
                 if wait_for_samples and run_dir is not None:
-                    from orchestrator.paper_report import samples_file
-
                     ready = [r for r in rows if not r[2].get("num_samples") or
                              samples_file(run_dir, r[2]["model"], r[2]["format"], r[2]["task"], r[0]).exists()]
                     if not ready:

@@ -21,10 +21,7 @@ import numpy as np
 
 from orchestrator.analysis import Samples, baseline_ci, paired_task, suite_recovery
 from orchestrator.config import ConfigError
-
-
-def samples_file(run_dir: Path, model: str, fmt: str, task: str, cell_key: str) -> Path:
-    return Path(run_dir) / "samples" / f"model={model}" / f"format={fmt}" / f"task={task}" / f"{cell_key}.parquet"
+from orchestrator.results import samples_file
 
 
 def load_samples(path: Path, metric: str) -> Samples:

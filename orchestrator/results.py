@@ -16,6 +16,11 @@ from typing import Any, Protocol
 from quantgrid.types import Artifact, Cell, Stage, TaskResult
 
 
+def samples_file(run_dir: Path, model: str, fmt: str, task: str, cell_key: str) -> Path:
+    """Where a cell's per-sample records live: a Parquet dataset partitioned model/format/task."""
+    return Path(run_dir) / "samples" / f"model={model}" / f"format={fmt}" / f"task={task}" / f"{cell_key}.parquet"
+
+
 class ResultSink(Protocol):
     def sweep_started(self, sweep_name: str, info: dict[str, Any]) -> None: ...
     def artifact_ready(self, stage: Stage, artifact: Artifact) -> None: ...
@@ -43,7 +48,7 @@ class RunStore:
         self._append("artifacts.jsonl", {"stage": stage.name, "key": stage.key, **asdict(artifact)})
 
     def samples_path(self, result: TaskResult) -> Path:
-        return self.root / "samples" / f"model={result.model}" / f"format={result.format}" / f"task={result.task}" / f"{result.cell_key}.parquet"
+        return samples_file(self.root, result.model, result.format, result.task, result.cell_key)
 
     def task_result(self, cell: Cell, result: TaskResult) -> None:
         import pandas as pd

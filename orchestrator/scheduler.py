@@ -66,6 +66,11 @@ class Attempt:
     pid: int = 0
     log_path: str = ""
 
+    @property
+    def unscored(self) -> list[Cell]:
+        """The cell in flight (if a scoring call is out) and those not started yet."""
+        return ([self.current] if self.phase == "eval" and self.current else []) + self.cells
+
 
 class Scheduler:
     def __init__(self, drv, jobs: list[Job], nodes: list[NodeShape]):
@@ -74,7 +79,7 @@ class Scheduler:
         self.ray = ray
         self.drv = drv
         res = drv.plan.sweep.resources
-        self.lease_s = float(res.get("lease_s") or 120)
+        self.lease_s = drv.lease_s
         self.heartbeat_s = self.lease_s / 4
         self.stage_timeout_s = float(res.get("stage_timeout_s") or 3600)
         self.start_timeout_s = float(res.get("start_timeout_s") or 600)
@@ -265,7 +270,7 @@ class Scheduler:
             return
         cls, msg = classify(exc)
         job = att.job
-        remaining = ([att.current] if att.phase == "eval" and att.current else []) + att.cells
+        remaining = att.unscored
         if cls == "error" or cls == "bad_input":  # deterministic
             if att.phase == "eval":
                 self.drv.fail_cells(job, [att.current], cls, msg)
@@ -362,7 +367,7 @@ class Scheduler:
                 self._drop_refs(att)
                 self.drv.give_up(att.token, "timeout", msg)
                 self._kill(att.actor, att.placement, att.pg, att)
-                self._retry(att.job, ([att.current] if att.phase == "eval" and att.current else []) + att.cells, "timeout", msg)
+                self._retry(att.job, att.unscored, "timeout", msg)
             elif now - att.last_alive > self.lease_s:
                 # Paused or cut off: fence it, retry elsewhere now, keep it one more lease so its
                 # late result (if any) arrives and is rejected rather than lost in a killed process.
@@ -371,8 +376,7 @@ class Scheduler:
                 self.running.remove(att)
                 att.zombie_until = now + self.stage_timeout_s
                 self.zombies.append(att)
-                self._retry(att.job, ([att.current] if att.phase == "eval" and att.current else []) + att.cells,
-                            "lease_expired", msg)
+                self._retry(att.job, att.unscored, "lease_expired", msg)
         for att in list(self.zombies):
             if now > att.zombie_until:
                 self._bury(att)

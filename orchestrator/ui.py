@@ -37,28 +37,35 @@ def free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
-def start(run_dir: Path, host: str = "127.0.0.1", port: int = 0) -> tuple[subprocess.Popen, str]:
-    """Start the server on the sweep's store; returns (process, base URL) once /health answers."""
-    db = run_dir / "mlflow.db"
-    if not db.exists():
-        raise ConfigError(f"{db} does not exist: this sweep was tracked elsewhere (see `quantgrid export --tracking-uri`)")
+def start_server(backend_uri: str, artifact_root: Path, log_path: Path, host: str = "127.0.0.1",
+                 port: int = 0) -> tuple[subprocess.Popen, str]:
+    """`mlflow server` in its own process group; returns (process, base URL) once /health
+    answers (the port opens before the app is ready)."""
     port = port or free_port(host)
     cmd = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port), "--workers", "1",
-           "--backend-store-uri", f"sqlite:///{db.resolve()}", "--default-artifact-root", str((run_dir / "mlartifacts").resolve())]
-    log = open(run_dir / "mlflow-ui.log", "ab")
+           "--backend-store-uri", backend_uri, "--default-artifact-root", str(Path(artifact_root).resolve())]
+    log = open(log_path, "ab")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://{host}:{port}"
     deadline = time.time() + 180
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise ConfigError(f"mlflow server exited with {proc.returncode} (see {run_dir / 'mlflow-ui.log'})")
+            raise ConfigError(f"mlflow server exited with {proc.returncode} (see {log_path})")
         try:
             if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
                 return proc, url
         except OSError:
             time.sleep(0.5)
     stop(proc)
-    raise ConfigError(f"mlflow server did not answer on {url} within 180 s (see {run_dir / 'mlflow-ui.log'})")
+    raise ConfigError(f"mlflow server did not answer on {url} within 180 s (see {log_path})")
+
+
+def start(run_dir: Path, host: str = "127.0.0.1", port: int = 0) -> tuple[subprocess.Popen, str]:
+    """The server on a sweep's own store (its sqlite database and artifact folder)."""
+    db = run_dir / "mlflow.db"
+    if not db.exists():
+        raise ConfigError(f"{db} does not exist: this sweep was tracked elsewhere (see `quantgrid export --tracking-uri`)")
+    return start_server(f"sqlite:///{db.resolve()}", run_dir / "mlartifacts", run_dir / "mlflow-ui.log", host, port)
 
 
 def stop(proc: subprocess.Popen) -> None:

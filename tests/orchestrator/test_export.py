@@ -4,12 +4,10 @@ server is down, safe to kill mid-batch; a real `mlflow server` process for the f
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -99,20 +97,11 @@ def test_tracking_server_down_for_the_whole_sweep_then_back(tmp_path):
     down = subprocess.run(cli, cwd=ROOT, env=fail_fast, capture_output=True, text=True, timeout=120)
     assert down.returncode == 2 and "unreachable" in down.stderr and "0 of" in down.stderr
     assert len(down.stderr.strip().splitlines()) == 1
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                               "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-                               "--default-artifact-root", str(tmp_path / "server-artifacts"), "--workers", "1"],
-                              cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        import urllib.request
+    from orchestrator.ui import start_server, stop
 
-        deadline = time.time() + 120
-        while time.time() < deadline:  # the app is ready when /health answers, not when the port opens
-            try:
-                if urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.5)
+    server, _ = start_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server-artifacts", tmp_path / "server.log",
+                             port=port)
+    try:
         up = subprocess.run(cli, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert up.returncode == 0, up.stderr[-2000:]
         again = subprocess.run(cli, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -124,5 +113,4 @@ def test_tracking_server_down_for_the_whole_sweep_then_back(tmp_path):
         hist = history_lengths(uri)
         assert len({k for _, k in hist}) >= len(plan.sweep.tasks) * 4 and set(hist.values()) == {1}  # 0 lost, 0 doubled
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        stop(server)
