@@ -17,7 +17,10 @@ def _leased_pid(ledger: Path):
         return None
     try:
         with sqlite3.connect(ledger, timeout=1) as db:
-            row = db.execute("SELECT worker_pid FROM attempts WHERE state='leased' AND worker_pid IS NOT NULL").fetchone()
+            # The evaluate attempt while it scores (build/quantize attempts hold leases too, and
+            # their actor may already be gone by the time we look).
+            row = db.execute("SELECT a.worker_pid FROM attempts a JOIN cells c ON c.state='running' "
+                             "WHERE a.state='leased' AND a.stage LIKE 'evaluate/%' AND a.worker_pid IS NOT NULL").fetchone()
             return row[0] if row else None
     except sqlite3.Error:
         return None
