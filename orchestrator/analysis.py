@@ -110,6 +110,16 @@ def suite_recovery(per_task: list[tuple[float, float, np.ndarray, np.ndarray]]) 
     return float(100.0 * score / base) if base else math.nan, _ci(_ratio(ss, bs, True))
 
 
+def not_applicable(base: float, ci_low: float, chance: float | None) -> str:
+    """The paper's rule, one for every table: no recovery ratio where the baseline scored 0 or its
+    95% interval reaches chance level (1/k for k choices). '' = a ratio is meaningful."""
+    if base == 0:
+        return "N/A (baseline 0)"
+    if chance is not None and ci_low <= chance:
+        return "N/A (baseline at chance)"
+    return ""
+
+
 def baseline_ci(base: Samples, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
     """The baseline score's own bootstrap interval (the N/A-at-chance rule)."""
     idx = resample_indices(len(base.doc_ids), resamples, np.random.default_rng(seed))

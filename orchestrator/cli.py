@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from orchestrator import run
 from orchestrator.config import ConfigError, compose, load_sweep
 from quantgrid.checkpoint import CheckpointError
 
@@ -77,7 +78,7 @@ def cmd_plan(args) -> int:
 def cmd_run(args) -> int:
     from orchestrator import config
 
-    return _execute(args.overrides, [str(d) for d in config.EXTRA_CONF_DIRS], args.verbose)
+    return run.execute(_plan(args.overrides), args.overrides, [str(d) for d in config.EXTRA_CONF_DIRS], args.verbose)
 
 
 def _ledger_for(name: str, run_root: str):
@@ -107,34 +108,10 @@ def _sweep_plan(ledger, name: str, run_dir: str):
     return _plan(_stored_overrides(ledger, name, run_dir)[0])
 
 
-def make_report(plan, ledger, run_dir: Path, resamples: int = 2000, seed: int = 0, log=print) -> list[Path]:
-    """Write report/ (markdown, HTML, JSON, PNGs) and attach it to the sweep's MLflow parent run."""
-    from orchestrator import paper_report
-
-    sweep = plan.sweep
-    keys = {c.key for c in plan.cells}
-    results = [r for r in ledger.results(sweep.name) if r["cell_key"] in keys]
-    if not results:
-        raise ConfigError(f"sweep {sweep.name} has no results yet")
-    tasks = {t.name: {"metric": t.metric, "higher_is_better": t.higher_is_better, "chance": t.chance} for t in sweep.tasks}
-    rows = paper_report.build(results, run_dir, sweep.baseline, tasks, sweep.suites, sweep.format_names, resamples, seed)
-    paths = paper_report.write(rows, run_dir / "report", sweep.name, sweep.baseline, sweep.format_names,
-                               {m.name: m.note for m in sweep.models})
-    try:
-        from orchestrator.tracking import attach_report, local_tracking_uri
-
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or sweep.tracking_uri or local_tracking_uri(run_dir)
-        if attach_report(uri, f"quantgrid/{sweep.name}", paths):
-            log(f"report attached to the sweep's MLflow run ({uri})")
-    except Exception as exc:  # tracking down: the files are written, attach later with `report`
-        log(f"warning: could not attach the report to MLflow ({type(exc).__name__}: {exc})")
-    return paths
-
-
 def cmd_report(args) -> int:
     ledger = _ledger_for(args.sweep, args.run_dir)
     plan = _sweep_plan(ledger, args.sweep, args.run_dir)
-    paths = make_report(plan, ledger, Path(args.run_dir).resolve() / args.sweep, args.resamples, args.seed)
+    paths = run.make_report(plan, ledger, Path(args.run_dir).resolve() / args.sweep, args.resamples, args.seed)
     print((Path(args.run_dir) / args.sweep / "report" / "report.md").read_text())
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
@@ -183,7 +160,7 @@ def cmd_resume(args) -> int:
     if bad:
         raise ConfigError(f"resume takes only resources.*, ray_address, tracking_uri and cost.* overrides, got {bad[0]} "
                           "(other settings change the cells: start a new sweep with `quantgrid run`)")
-    return _execute(overrides + args.overrides, conf_dirs, args.verbose)
+    return run.execute(_plan(overrides + args.overrides), overrides + args.overrides, conf_dirs, args.verbose)
 
 
 def cmd_status(args) -> int:
@@ -213,121 +190,6 @@ def cmd_gc(args) -> int:
     print(f"gc: {verb} {len(removed)} unreferenced artifacts ({sum(s for _, s in removed) / 2**20:.1f} MiB); "
           f"kept {kept} referenced by ledgers under {', '.join(map(str, roots))} or being built")
     return 0
-
-
-def _execute(overrides: list[str], conf_dirs: list[str], verbose: bool) -> int:
-    from rich.console import Console
-
-    from orchestrator.driver import Driver
-    from orchestrator.export import BackgroundExport, Exporter
-    from orchestrator.ledger import Ledger
-    from orchestrator.report import build_rows, print_table, to_markdown
-    from orchestrator.results import RunStore
-    from orchestrator.tracking import log_batch_chunked, local_tracking_uri
-
-    console = Console(width=max(110, Console().width))
-    plan = _plan(overrides)
-    sweep = plan.sweep
-    run_dir = (Path(sweep.run_dir) / sweep.name).resolve()
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / ".write-test").touch()
-        (run_dir / ".write-test").unlink()
-    except OSError as e:
-        raise ConfigError(f"run_dir: cannot write {run_dir} ({e.strerror or e})") from None
-    sweep.run_dir = run_dir
-    sink = RunStore(run_dir)
-    ledger = Ledger(run_dir / "ledger.db")
-    ledger.open_sweep(sweep.name, list(overrides), conf_dirs, plan.cells)
-    counts = plan.counts()
-    console.print(f"[bold]quantgrid[/bold] sweep [cyan]{sweep.name}[/cyan]: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()))
-    sink.sweep_started(sweep.name, {"params": {"models": [m.name for m in sweep.models], "formats": sweep.format_names,
-                                               "tasks": [t.name for t in sweep.tasks], "seeds": sweep.seeds}})
-    # MLflow is fed from the ledger by a background exporter: a slow or absent tracking server
-    # never slows the scheduler, and nothing is lost while it is down (`quantgrid export` drains).
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or sweep.tracking_uri or local_tracking_uri(run_dir)
-    exporter = Exporter(run_dir / "ledger.db", sweep.name, uri, plan, artifact_root=run_dir / "mlartifacts")
-    background = None
-    try:
-        log_batch_chunked(exporter.client(), exporter.parent(), params=[
-            ("models", [m.name for m in sweep.models]), ("formats", sweep.format_names),
-            ("tasks", [t.name for t in sweep.tasks]), ("seeds", sweep.seeds), ("baseline", sweep.baseline)],
-            tags=[("quantgrid.run_dir", str(run_dir)), ("quantgrid.versions", dict(sweep.versions))])
-        background = BackgroundExport(exporter, run_dir).start()
-    except Exception as exc:  # tracking down: the ledger buffers every result
-        console.print(f"[yellow]warning: MLflow at {uri} unavailable ({type(exc).__name__}); results are kept in the "
-                      f"ledger: `quantgrid export {sweep.name}` pushes them when it is back[/yellow]")
-    t0 = time.perf_counter()
-
-    def progress(event: str, **info) -> None:
-        elapsed = f"[dim]{time.perf_counter() - t0:7.1f}s[/dim]"
-        if event == "start":
-            console.print(f"{elapsed} ▶ {info['stage']}" + (f" ({info['tasks']} tasks)" if info.get("tasks") else ""))
-        elif event == "done":
-            took = "cached" if info.get("reused") else f"{info.get('seconds', 0):.1f}s"
-            console.print(f"{elapsed} ✓ {info['stage']} ({took})")
-        elif event == "engine":
-            console.print(f"{elapsed}   {info['stage']}: engine loaded in {info['load_seconds']:.1f}s")
-        elif event == "result":
-            tok = info.get("tokens") or {}
-            rate = (tok.get("prompt_tokens", 0) + tok.get("generation_tokens", 0)) / max(info["seconds"], 1e-9)
-            score = "—" if info["score"] is None else f"{info['score']:.4g}"
-            console.print(f"{elapsed}   {info['stage']} {info['task']}: {info['metric'].split(',')[0]} = {score} "
-                          f"({info['seconds']:.1f}s, {rate:.0f} tok/s)")
-        elif event == "retry":
-            console.print(f"{elapsed} [yellow]↻ {info['stage']}: {info['error_class']}: {info['message']} "
-                          f"(attempt {info['attempt']})[/yellow]")
-        elif event == "fallback":
-            console.print(f"{elapsed} [yellow]↻ {info['stage']}: out of memory, retrying with {info['step']} "
-                          f"({info['message']})[/yellow]")
-        elif event == "rejected":
-            console.print(f"{elapsed} [yellow]  {info['task']}: late result from a given-up attempt rejected[/yellow]")
-        elif event == "failed":
-            console.print(f"{elapsed} [red]✗ {info['stage']}: {info['error_class']}: {info['message']}[/red]")
-
-    done_before = len(ledger.done_keys(sweep.name) & {c.key for c in plan.cells})
-    if done_before:
-        console.print(f"ledger {run_dir / 'ledger.db'}: {done_before} of {len(plan.cells)} cells already done, not rescored")
-    driver = Driver(plan, sink, progress=progress, verbose=verbose, ledger=ledger)
-    try:
-        summary = driver.run()
-    finally:
-        import ray
-
-        if ray.is_initialized():
-            ray.shutdown()
-    tasks = {t.name: {"metric": t.metric, "higher_is_better": t.higher_is_better, "chance": t.chance} for t in sweep.tasks}
-    keys = {c.key for c in plan.cells}
-    rows = build_rows([r for r in ledger.results(sweep.name) if r["cell_key"] in keys], sweep.baseline, tasks)
-    if not summary.cancelled:
-        ledger.set_sweep_state(sweep.name, "failed" if summary.failed else "done")
-    notes = {m.name: m.note for m in sweep.models}
-    print_table(rows, sweep.format_names, console, notes)
-    (run_dir / "table.md").write_text(to_markdown(rows, sweep.format_names, notes))
-    if rows and not summary.cancelled:
-        try:  # the paper-layout report with paired CIs: run_dir/report/
-            make_report(plan, ledger, run_dir, log=lambda m: console.print(f"[dim]{m}[/dim]"))
-            console.print(f"report: {run_dir / 'report' / 'report.html'}")
-        except ConfigError as exc:
-            console.print(f"[yellow]report skipped: {exc}[/yellow]")
-    final = {"run_dir": str(run_dir), "cells_done": summary.done, "cells_failed": len(summary.failed),
-             "failed": len(summary.failed), "seconds": summary.seconds}
-    sink.sweep_finished(final)
-    if background is not None:
-        background.stop()
-    try:
-        exporter.push(run_dir)
-        exporter.finish(final, "FAILED" if summary.failed else "FINISHED")
-    except Exception as exc:
-        console.print(f"[yellow]warning: MLflow export incomplete ({type(exc).__name__}); "
-                      f"`quantgrid export {sweep.name}` pushes the rest from the ledger[/yellow]")
-    console.print(f"done in {summary.seconds:.0f}s: {summary.done} cells scored, {summary.skipped} already done, "
-                  f"{len(summary.failed)} stages failed, {summary.rejected} late results rejected; "
-                  f"engine loads {summary.engine_loads}")
-    console.print(f"results: {run_dir}  MLflow: {uri}")
-    if summary.cancelled:
-        console.print("[yellow]sweep cancelled: `quantgrid resume` picks it up where it stopped[/yellow]")
-    return 1 if summary.failed or summary.cancelled else 0
 
 
 def cmd_cancel(args) -> int:

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from quantgrid.checkpoint import checkpoint_revision, model_dims, verify_checkpoint
-from quantgrid.runtime import CONF_DIR, TASKS_DIR, installed_versions
+from quantgrid.runtime import CONF_DIR, TASKS_DIR, encoder_path, installed_versions
 from quantgrid.types import EngineSettings, FormatSpec, ModelSpec, TaskSpec
 
 # Calibration corpora by name: (package, file inside it). Read as files, never imported.
@@ -55,6 +55,8 @@ class Sweep:
     versions: tuple[tuple[str, str], ...] = ()
     raw: dict[str, Any] = field(default_factory=dict)
     suites: dict[str, list[str]] = field(default_factory=dict)  # name -> tasks averaged (report)
+    # Output similarity vs the baseline: {tasks: [generative tasks], encoder: name or path}
+    similarity: dict[str, Any] = field(default_factory=dict)
 
 
 def compose(overrides: list[str], conf_dir: Path = CONF_DIR) -> DictConfig:
@@ -212,6 +214,24 @@ def task_folder(name: str, tasks_dir: Path = TASKS_DIR) -> Path | None:
     return None
 
 
+def task_output_type(name: str, tasks_dir: Path = TASKS_DIR) -> str:
+    """The lm-eval output_type of a task (following `include:`); lm-eval's default is generate_until."""
+    pattern = re.compile(rf"^task:\s*{re.escape(name)}\s*$", re.M)
+    for y in sorted(Path(tasks_dir).rglob("*.yaml")):
+        text = y.read_text(errors="replace")
+        if not pattern.search(text):
+            continue
+        for _ in range(8):  # an include chain, not a cycle
+            m = re.search(r"^output_type:\s*(\S+)", text, re.M)
+            if m:
+                return m.group(1)
+            inc = re.search(r"^include:\s*(\S+)", text, re.M)
+            if not inc or not (y.parent / inc.group(1)).is_file():
+                break
+            text = (y.parent / inc.group(1)).read_text(errors="replace")
+    return "generate_until"
+
+
 def task_version_hash(name: str, tasks_dir: Path = TASKS_DIR) -> str:
     """Hash of the lm-eval task folder (YAML + utils): a changed prompt is a new result."""
     folder = task_folder(name, tasks_dir)
@@ -333,6 +353,7 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
         for t in members:
             if not by_name[t].higher_is_better:
                 raise ConfigError(f"sweep.suites.{suite}: '{t}' is lower-is-better; a suite averages scores of one kind (accuracies)")
+    similarity = _similarity(s.get("similarity"), by_name)
     return Sweep(
         name=str(s.get("name", "sweep")),
         models=models,
@@ -349,7 +370,33 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
         versions=package_versions(),
         raw=raw,
         suites={k: list(v) for k, v in suites.items()},
+        similarity=similarity,
     )
+
+
+def _similarity(node: Any, tasks: dict[str, TaskSpec]) -> dict[str, Any]:
+    """sweep.similarity: which generated outputs are compared with the baseline's, and the encoder."""
+    if not node:
+        return {}
+    if not isinstance(node, dict) or set(node) - {"tasks", "encoder"}:
+        raise ConfigError("sweep.similarity must be {tasks: [generative tasks], encoder: all-minilm-l6-v2 or a path}")
+    names = node.get("tasks") or []
+    if not isinstance(names, list):
+        raise ConfigError("sweep.similarity.tasks must be a list of tasks")
+    for t in names:
+        if t not in tasks and task_folder(str(t)) is None:
+            raise ConfigError(f"sweep.similarity.tasks: unknown task '{t}'")
+        if t in tasks and task_output_type(t) != "generate_until":
+            raise ConfigError(f"sweep.similarity.tasks: '{t}' is a {task_output_type(t)} task; only generated text "
+                              "(output_type generate_until) can be compared")
+    encoder = str(node.get("encoder") or "all-minilm-l6-v2")
+    try:
+        encoder_path(encoder)
+    except FileNotFoundError as e:
+        raise ConfigError(str(e)) from None
+    # Tasks narrowed away on the command line simply have no comparison (as suites).
+    kept = [t for t in names if t in tasks]
+    return {"tasks": kept, "encoder": encoder} if kept else {}
 
 
 RESOURCE_KEYS: dict[str, tuple[type, ...]] = {

@@ -37,6 +37,8 @@ DEFAULT_COST: dict[str, Any] = {
     # cpu: GPTQ on SmolLM2-135M with 64 x 256 calibration tokens took ~80 s (600 s per B params).
     "quantize_s_per_b": {"calibrated": 600.0, "data_free": 20.0, "cpu_factor": 1.0},
     "build_s_per_b": 30.0,  # base checkpoint build / staging
+    # Similarity stage (CPU, any cluster): MiniLM load, then ROUGE + embeddings per document pair.
+    "similarity": {"load_s": 15.0, "s_per_sample": 0.02},
     "default_task": {"samples": 100, "prompt_tokens": 512, "output_tokens": 0},
 }
 
@@ -75,7 +77,7 @@ class CostModel:
 
     def __post_init__(self) -> None:
         merged = {**DEFAULT_COST, **(self.cfg or {})}
-        for k in ("accelerators", "format_speed", "quantize_s_per_b"):
+        for k in ("accelerators", "format_speed", "quantize_s_per_b", "similarity"):
             merged[k] = {**DEFAULT_COST[k], **(self.cfg or {}).get(k, {})}
         self.cfg = merged
         self._memo: dict[tuple, float] = {}
@@ -126,6 +128,11 @@ class CostModel:
         q = self.cfg["quantize_s_per_b"]
         s = model_params_b(model) * (q["calibrated"] if fmt.calibration else q["data_free"])
         return s * (q["cpu_factor"] if accelerator == "cpu" else 1.0)
+
+    def similarity_seconds(self, comparisons: list) -> float:
+        c = self.cfg["similarity"]
+        n = sum(task_samples(comp.cell.task, self.cfg["default_task"]) for comp in comparisons)
+        return c["load_s"] + c["s_per_sample"] * n
 
     def build_seconds(self, model: ModelSpec) -> float:
         return self.cfg["build_s_per_b"] * model_params_b(model)

@@ -21,10 +21,10 @@ from orchestrator.ledger import Ledger
 from orchestrator.placement import NodeShape, nodes_from_ray
 from orchestrator.plan import Plan
 from orchestrator.policy import Job, PlacementPolicy
-from orchestrator.results import ResultSink
+from orchestrator.results import ResultSink, samples_file
 from quantgrid.checkpoint import CheckpointError
 from quantgrid.runtime import PROJECT_ROOT
-from quantgrid.types import Artifact, Cell, Stage, StageKind, TaskResult, file_sha256
+from quantgrid.types import SCORING, Artifact, Cell, Comparison, Stage, StageKind, TaskResult, file_sha256
 
 
 @dataclass
@@ -76,12 +76,13 @@ class Driver:
 
     def __init__(self, plan: Plan, sink: ResultSink, progress=None, verbose: bool = False,
                  ledger: Ledger | None = None, worker: tuple[type, tuple] | None = None,
-                 nodes: list[NodeShape] | None = None):
+                 nodes: list[NodeShape] | None = None, run_dir: Path | None = None):
         self.plan = plan
         self.sink = sink
         self.ledger = ledger
         self.sweep_name = plan.sweep.name
-        self.run_dir = (Path(plan.sweep.run_dir) / plan.sweep.name).resolve()
+        # The sweep's folder (ledger, run store, logs): the CLI passes the one it created.
+        self.run_dir = Path(run_dir).resolve() if run_dir else (Path(plan.sweep.run_dir) / plan.sweep.name).resolve()
         # Cells the ledger already holds results for are never scored again (resume).
         self.done: set[str] = ledger.done_keys(self.sweep_name) if ledger else set()
         self.progress = progress  # callable(event: str, **info) for the CLI's rich progress
@@ -135,9 +136,9 @@ class Driver:
         from orchestrator.scheduler import Scheduler
 
         t0 = time.perf_counter()
-        evals = self.plan.evaluate_stages
-        self.summary.skipped = sum(len(s.cells) - len(self.todo(s)) for s in evals)
-        if not any(self.todo(s) for s in evals):
+        scoring = [s for s in self.plan.stages if s.kind in SCORING]
+        self.summary.skipped = sum(len(s.cells) - len(self.todo(s)) for s in scoring)
+        if not any(self.todo(s) for s in scoring):
             return self.summary  # everything is in the ledger: no Ray, no engine load
         self._init_ray()
         import ray
@@ -213,7 +214,31 @@ class Driver:
         self.sink.artifact_ready(stage, art)
         self.emit("done", stage=stage.name, seconds=art.seconds, reused=art.reused)
 
+    def comparison_pairs(self, comp: Comparison) -> tuple[list[tuple[int, str, str]] | None, str]:
+        """(doc_id, baseline output, output) for every document both cells generated for, read
+        from the run store; (None, why) when a side has no result (its cell failed)."""
+        import pandas as pd
+
+        missing = [c for c in (comp.baseline, comp.cell) if c.key not in self.done]
+        if missing:
+            return None, f"no outputs to compare: {', '.join(f'{c.format.name}/{c.task.name}' for c in missing)} has no result"
+        if self.plan.sweep.raw.get("synthetic"):
+            return [], ""
+        outputs = []
+        for c in (comp.baseline, comp.cell):
+            path = samples_file(self.run_dir, c.model.name, c.format.name, c.task.name, c.key)
+            try:
+                df = pd.read_parquet(path, columns=["doc_id", "response"])
+            except Exception as exc:  # noqa: BLE001 - missing or damaged file: this comparison fails
+                return None, f"cannot read the outputs of {c.format.name}/{c.task.name} ({path}): {type(exc).__name__}: {one_line(exc)}"
+            outputs.append(dict(zip(df["doc_id"].astype(int), df["response"].fillna("").astype(str))))
+        base, other = outputs
+        return [(d, base[d], other[d]) for d in sorted(set(base) & set(other))], ""
+
     def engine_opened(self, job: Job, info: dict) -> None:
+        if job.kind is StageKind.SIMILARITY:  # an encoder, not an engine load
+            self.emit("engine", stage=job.name, **info)
+            return
         group = f"{job.stage.model.name}/{job.stage.format.name}/seed{job.cells[0].seed}"
         self.summary.engine_loads[group] = self.summary.engine_loads.get(group, 0) + 1
         self.emit("engine", stage=job.name, **info)
@@ -237,7 +262,7 @@ class Driver:
     def fail_cells(self, job: Job, cells: list[Cell], cls: str, msg: str) -> None:
         if not cells:
             return
-        stage = Stage(StageKind.EVALUATE, job.stage.model, job.stage.format, cells=cells)
+        stage = Stage(job.kind, job.stage.model, job.stage.format, cells=cells)
         name = stage.name + (f" [{', '.join(c.task.name for c in cells)}]" if len(cells) < len(job.stage.cells) else "")
         self.summary.failed.append((name, cls, msg))
         if self.ledger:
@@ -257,8 +282,9 @@ class Driver:
         self.emit("failed", stage=stage.name, error_class=cls, message=msg)
 
     def dependency_failed(self, job: Job) -> None:
-        if job.kind is StageKind.EVALUATE:
-            msg = f"{job.stage.name}: no checkpoint (an upstream stage failed)"
+        if job.kind in SCORING:
+            msg = (f"{job.stage.name}: no checkpoint (an upstream stage failed)" if job.kind is StageKind.EVALUATE
+                   else f"{job.stage.name}: an engine group it compares failed")
             if self.ledger:  # first cause sticks: cells already failed keep the upstream reason
                 self.ledger.fail_cells(self.sweep_name, [c.key for c in job.cells], "dependency_failed", msg)
             self.sink.stage_failed(job.stage, "dependency_failed", msg)

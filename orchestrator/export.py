@@ -111,6 +111,11 @@ class Exporter:
         metrics += [(f"{task}/num_samples", rec.get("num_samples", 0), ts, 0), (f"{task}/seconds", rec.get("seconds", 0.0), ts, 0)]
         metrics += [(f"{task}/{k}", v, ts, 0) for k, v in (rec.get("tokens") or {}).items()]
         p = rec.get("provenance") or {}
+        if rec.get("kind") == "similarity":  # the comparison's lineage, not the engine's
+            tags = [(f"quantgrid.cell.{task}", rec["cell_key"]), (f"quantgrid.{task}.encoder", p.get("encoder", "")),
+                    (f"quantgrid.{task}.baseline_cell", p.get("baseline_cell", ""))]
+            f = samples_file(run_dir, rec["model"], rec["format"], task, rec["cell_key"]) if run_dir is not None else None
+            return metrics, [], tags, f if f is not None and f.exists() else None
         tags = [(f"quantgrid.cell.{task}", rec["cell_key"]), ("quantgrid.checkpoint_hash", p.get("checkpoint_content_hash", "")),
                 ("quantgrid.recipe_hash", p.get("recipe_hash", "")), ("quantgrid.calibration_hash", p.get("calibration_hash", "")),
                 (f"quantgrid.task_hash.{task}", p.get("task_config_hash", "")), ("quantgrid.git_commit", p.get("git_commit", "")),

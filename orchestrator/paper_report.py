@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.analysis import Samples, baseline_ci, paired_task, suite_recovery
+from orchestrator.analysis import Samples, baseline_ci, not_applicable, paired_task, suite_recovery
 from orchestrator.config import ConfigError
 from orchestrator.results import samples_file
+from quantgrid.types import SIMILARITY_SUFFIX
 
 
 def load_samples(path: Path, metric: str) -> Samples:
@@ -64,8 +65,7 @@ def build(results: list[dict[str, Any]], run_dir: Path, baseline: str, tasks: di
             lo, hi = baseline_ci(base, resamples, seed)
             chance = spec.get("chance")
             base_score = float(base.statistic(np.arange(len(base.doc_ids))[None, :])[0])
-            na = "N/A (baseline 0)" if base_score == 0 else (
-                "N/A (baseline at chance)" if chance is not None and lo <= chance else "")
+            na = not_applicable(base_score, lo, chance)
             row = {"model": model, "kind": "task", "name": task, "metric": metric.split(",")[0], "higher_is_better": hib,
                    "baseline": base_score, "baseline_ci": [lo, hi], "n": len(base.doc_ids), "formats": {}}
             for fmt in formats:
@@ -167,15 +167,59 @@ def to_html(markdown_text: str, images: list[Path], title: str) -> str:
     return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body><h1>{html.escape(title)}</h1>{''.join(body)}</body></html>"
 
 
-def write(rows: list[dict], out_dir: Path, sweep: str, baseline: str, formats: list[str], notes: dict[str, str]) -> list[Path]:
-    from orchestrator.plots import recovery_heatmap, task_differences
+SIMILARITY_COLUMNS = {"rouge1": "ROUGE-1", "rougeL": "ROUGE-L", "semantic": "semantic (MiniLM cosine)"}
+
+
+def similarity(records: list[dict[str, Any]], run_dir: Path, formats: list[str]) -> tuple[list[dict], dict]:
+    """Rows (model, task, format: mean and median per measure, share identical) from the
+    similarity stage's results, and per-document values for the distribution plot."""
+    import pandas as pd
+
+    rows, dists = [], {}
+    order = {f: i for i, f in enumerate(formats)}
+    for r in sorted(records, key=lambda r: (r["model"], r["task"], order.get(r["format"], 99))):
+        task = r["task"].removesuffix(SIMILARITY_SUFFIX)
+        m = r["metrics"]
+        rows.append({"model": r["model"], "task": task, "format": r["format"], "n": r.get("num_samples", 0),
+                     **{k: m.get(f"{k},none") for k in (*SIMILARITY_COLUMNS, "identical")},
+                     **{f"{k}_median": m.get(f"{k}_median,none") for k in SIMILARITY_COLUMNS}})
+        path = samples_file(run_dir, r["model"], r["format"], r["task"], r["cell_key"])
+        try:
+            df = pd.read_parquet(path, columns=[f"m_{k}" for k in SIMILARITY_COLUMNS])
+        except Exception as e:  # noqa: BLE001 - the table still has the means
+            raise ConfigError(f"corrupt or missing similarity file {path}: {type(e).__name__}") from None
+        dists.setdefault((r["model"], task), {})[r["format"]] = {k: df[f"m_{k}"].tolist() for k in SIMILARITY_COLUMNS}
+    return rows, dists
+
+
+def similarity_markdown(rows: list[dict], baseline: str) -> str:
+    if not rows:
+        return ""
+    head = ["model", "task", "format", "n", *(f"{v} mean (median)" for v in SIMILARITY_COLUMNS.values()), "identical outputs"]
+    out = [f"### Output similarity to {baseline}", "",
+           f"Each document's generation compared with {baseline}'s for the same prompt "
+           "(ROUGE F1, Porter-stemmed; cosine of all-MiniLM-L6-v2 embeddings, first 256 word pieces).", "",
+           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["model"], r["task"], r["format"], str(r["n"])]
+        cells += [f"{_fmt(r[k], 3)} ({_fmt(r[f'{k}_median'], 3)})" for k in SIMILARITY_COLUMNS]
+        cells.append("—" if r["identical"] is None else f"{100 * r['identical']:.0f}%")
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out + [""])
+
+
+def write(rows: list[dict], out_dir: Path, sweep: str, baseline: str, formats: list[str], notes: dict[str, str],
+          similarity_records: list[dict[str, Any]] | None = None) -> list[Path]:
+    from orchestrator.plots import recovery_heatmap, similarity_distributions, task_differences
 
     out_dir.mkdir(parents=True, exist_ok=True)
     others = [f for f in formats if f != baseline]
-    md = to_markdown(rows, baseline, formats, notes)
+    sim_rows, dists = similarity(similarity_records or [], out_dir.parent, formats)
+    md = to_markdown(rows, baseline, formats, notes) + similarity_markdown(sim_rows, baseline)
     images = [p for p in (recovery_heatmap(rows, others, out_dir / "recovery_heatmap.png"),
-                          task_differences(rows, others, out_dir / "task_differences.png")) if p]
+                          task_differences(rows, others, out_dir / "task_differences.png"),
+                          similarity_distributions(dists, list(SIMILARITY_COLUMNS), out_dir / "similarity_distributions.png")) if p]
     (out_dir / "report.md").write_text(f"# quantgrid report: {sweep}\n\n{md}")
     (out_dir / "report.html").write_text(to_html(md, images, f"quantgrid report: {sweep}"))
-    (out_dir / "report.json").write_text(json.dumps(rows, indent=1, default=float))
+    (out_dir / "report.json").write_text(json.dumps({"rows": rows, "similarity": sim_rows}, indent=1, default=float))
     return [out_dir / "report.md", out_dir / "report.html", out_dir / "report.json", *images]

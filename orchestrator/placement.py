@@ -67,7 +67,7 @@ def nodes_from_ray(ray_nodes: list[dict[str, Any]]) -> list[NodeShape]:
 
 
 def demand(model, nodes: list[NodeShape], cfg: dict[str, Any], role: str = "evaluate") -> Demand:
-    """Resources for a job of `role` (build | quantize | evaluate) of `model` on this cluster.
+    """Resources for a job of `role` (build | quantize | evaluate | similarity) of `model` on this cluster.
 
     Refuses, in one line, an engine no node set can hold."""
     if not nodes:
@@ -76,7 +76,7 @@ def demand(model, nodes: list[NodeShape], cfg: dict[str, Any], role: str = "eval
     largest_gpus = max(n.gpus for n in nodes)
     qres = dict(getattr(model, "quantize_resources", None) or {})
     memory = float(qres.get("memory_gb", 0)) if role == "quantize" else 0.0
-    if role == "build" or largest_gpus == 0:
+    if role in ("build", "similarity") or largest_gpus == 0:
         gpus = 0
     elif role == "quantize":
         gpus = int(qres.get("gpus", 1))
@@ -99,8 +99,8 @@ def demand(model, nodes: list[NodeShape], cfg: dict[str, Any], role: str = "eval
         raise ConfigError(f"model {model.name}: quantize_resources.memory_gb {memory:g} is more than any node has "
                           f"({largest_mem:.0f} GB)")
     cpus = cfg.get("cpus_per_actor") or (min(largest_cpus, CPUS_PER_GPU * gpus) if gpus else largest_cpus)
-    if role == "build" and largest_gpus > 0 and not cfg.get("cpus_per_actor"):
-        cpus = min(largest_cpus, CPUS_PER_GPU)  # staging weights on a GPU cluster: a few cores
+    if role in ("build", "similarity") and largest_gpus > 0 and not cfg.get("cpus_per_actor"):
+        cpus = min(largest_cpus, CPUS_PER_GPU)  # staging weights, a sentence encoder: a few cores
     cpus = max(1, min(int(cpus), largest_cpus))
     return Demand(gpus=gpus, cpus=cpus, memory_gb=memory, nodes=n_nodes)
 

@@ -2,18 +2,19 @@
 
 model x format x task x seed -> cells. Stages:
   build_model(model) -> quantize(model, format) -> evaluate(model, format, seed)
+                                              -> similarity(model, format, seed) [with the baseline's evaluate]
 One evaluate stage per engine group: every task of a (model, format, seed) is served by one
 engine load (the seed is fixed at engine construction in vLLM, so it splits groups).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from orchestrator.config import Sweep
 from orchestrator.cost import CostModel, task_samples
-from quantgrid.types import Cell, Stage, StageKind
+from quantgrid.types import Cell, Comparison, Stage, StageKind
 
 
 @dataclass
@@ -21,6 +22,7 @@ class Plan:
     sweep: Sweep
     cells: list[Cell]
     stages: list[Stage]
+    comparisons: list[Comparison] = field(default_factory=list)  # similarity vs the baseline
 
     @property
     def evaluate_stages(self) -> list[Stage]:
@@ -37,6 +39,7 @@ class Plan:
             "model_builds": by_kind[StageKind.BUILD_MODEL],
             "quantize_jobs": sum(s.kind is StageKind.QUANTIZE and not s.format.is_baseline for s in self.stages),
             "engine_loads": by_kind[StageKind.EVALUATE],
+            "comparisons": len(self.comparisons),
         }
 
     def estimate(self, cost: CostModel | None = None) -> dict[str, Any]:
@@ -88,4 +91,25 @@ def expand(sweep: Sweep) -> Plan:
                 ]
                 cells += group
                 stages.append(Stage(StageKind.EVALUATE, served, fmt, cells=group, depends_on=[quant.key]))
-    return Plan(sweep=sweep, cells=cells, stages=stages)
+    comparisons = _similarity_stages(sweep, stages)
+    stages += comparisons
+    return Plan(sweep=sweep, cells=cells, stages=stages, comparisons=[c for s in comparisons for c in s.cells])
+
+
+def _similarity_stages(sweep: Sweep, stages: list[Stage]) -> list[Stage]:
+    """One similarity stage per (model, quantized format, seed): its generations vs the baseline's,
+    after both engine groups."""
+    tasks = set((sweep.similarity or {}).get("tasks") or [])
+    if not tasks:
+        return []
+    evals = {(s.model.name, s.format.name, s.cells[0].seed): s for s in stages if s.kind is StageKind.EVALUATE}
+    out = []
+    for (model, fmt, seed), s in evals.items():
+        base = evals.get((model, sweep.baseline, seed))
+        if fmt == sweep.baseline or base is None:
+            continue
+        base_cells = {c.task.name: c for c in base.cells}
+        comps = [Comparison(c, base_cells[c.task.name], sweep.similarity["encoder"]) for c in s.cells if c.task.name in tasks]
+        if comps:
+            out.append(Stage(StageKind.SIMILARITY, s.model, s.format, cells=comps, depends_on=[base.key, s.key]))
+    return out

@@ -56,3 +56,29 @@ def task_differences(rows: list[dict], formats: list[str], path: Path) -> Path |
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def similarity_distributions(dists: dict[tuple[str, str], dict[str, dict[str, list[float]]]], measures: list[str],
+                             path: Path) -> Path | None:
+    """Per-document similarity to the baseline's outputs: one row per (model, task), one column
+    per measure, a box per format (median, quartiles, every document as a dot)."""
+    if not dists:
+        return None
+    keys = sorted(dists)
+    fig, axes = plt.subplots(len(keys), len(measures), figsize=(3.4 * len(measures), 0.8 + 2.4 * len(keys)), squeeze=False)
+    for i, key in enumerate(keys):
+        formats = list(dists[key])
+        for j, m in enumerate(measures):
+            ax = axes[i][j]
+            data = [dists[key][f][m] for f in formats]
+            ax.boxplot(data, showfliers=False)
+            for k, d in enumerate(data, start=1):  # a few hundred dots at most per box: show them all
+                ax.scatter([k + 0.08 * ((n % 5) - 2) for n in range(len(d))], d, s=6, alpha=0.5, color="tab:blue")
+            ax.set_xticks(range(1, len(formats) + 1), formats)
+            ax.set_ylim(-0.05, 1.05)
+            ax.set_title(f"{key[0]} / {key[1]}: {m}", fontsize=9)
+    fig.suptitle("Output similarity to the baseline format, per document")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

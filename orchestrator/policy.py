@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable
 
 from orchestrator.cost import CostModel
 from orchestrator.placement import ClusterState, Demand, NodeShape, Placement, demand
-from quantgrid.types import Cell, Stage, StageKind
+from quantgrid.types import SCORING, Cell, Stage, StageKind
 
 
 @dataclass(eq=False)
@@ -42,7 +42,7 @@ class Job:
     @property
     def actor_key(self) -> tuple:
         """Jobs with equal keys may run one after another in the same actor process."""
-        role = "evaluate" if self.kind is StageKind.EVALUATE else "prepare"
+        role = {StageKind.EVALUATE: "evaluate", StageKind.SIMILARITY: "similarity"}.get(self.kind, "prepare")
         return (role, self.stage.model.name, self.demand.shape)
 
     @property
@@ -128,6 +128,16 @@ class PlacementPolicy:
                 jid = s.key if len(bins) == 1 else f"{s.key}#{i}"
                 jobs[jid] = Job(jid, s.kind, s, part, d, load + sum(cell_s[c.key] for c in part),
                                 deps=[q for q in s.depends_on if q in jobs], replica=i, replicas=len(bins))
+        # Similarity: after the baseline's and the format's engine groups (every replica of each).
+        by_stage: dict[str, list[str]] = {}
+        for j in jobs.values():
+            by_stage.setdefault(j.stage.key, []).append(j.id)
+        for s in stages:
+            cells = todo(s) if s.kind is StageKind.SIMILARITY else None
+            if cells:
+                jobs[s.key] = Job(s.key, s.kind, s, cells, demand(s.model, self.nodes, self.cfg, "similarity"),
+                                  self.cost.similarity_seconds(cells),
+                                  deps=[j for d in s.depends_on for j in by_stage.get(d, [])])
         self._prioritize(jobs)
         return list(jobs.values())
 
@@ -150,7 +160,7 @@ class PlacementPolicy:
         for j in jobs.values():
             for d in j.deps:
                 children.setdefault(d, []).append(j)
-        order = {StageKind.EVALUATE: 0, StageKind.QUANTIZE: 1, StageKind.BUILD_MODEL: 2}
+        order = {StageKind.SIMILARITY: 0, StageKind.EVALUATE: 1, StageKind.QUANTIZE: 2, StageKind.BUILD_MODEL: 3}
         for j in sorted(jobs.values(), key=lambda j: order[j.kind]):
             j.priority = j.seconds + max((c.priority for c in children.get(j.id, [])), default=0.0)
 
@@ -189,7 +199,7 @@ class ReadyQueue:
 
     def push(self, job: Job) -> None:
         # Quantize (and build) before evaluate, then longest chain first.
-        rank = 0 if job.kind is StageKind.EVALUATE else 1
+        rank = 0 if job.kind in SCORING else 1
         heapq.heappush(self._heaps.setdefault(job.demand.shape, []), (-rank, -job.priority, next(self._seq), job))
         self._n += 1
 

@@ -1,14 +1,16 @@
 """The end-of-run table: per format and task, score and recovery vs the baseline format.
 
 Recovery as the paper defines it: quantized / baseline x 100, and baseline / quantized x 100 for
-lower-is-better metrics (perplexity). "N/A" where the baseline is 0 or at chance level: its 95%
-interval (score +- 1.96 stderr, lm-eval's stderr) contains 1/k for a k-choice task.
+lower-is-better metrics (perplexity). "N/A" by analysis.not_applicable, the rule the paired report
+uses, with the baseline's 95% interval as score +- 1.96 x lm-eval's stderr (no per-sample data here).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+from orchestrator.analysis import not_applicable
 
 
 @dataclass
@@ -33,12 +35,10 @@ def recovery(score: float | None, base: float | None, base_stderr: float | None,
              chance: float | None) -> tuple[float | None, str]:
     if score is None or base is None:
         return None, "missing"
-    if base == 0 or score == 0 and not higher_is_better:
-        return None, "N/A (baseline 0)"
-    if chance is not None:
-        half = 1.96 * (base_stderr or 0.0)
-        if base - half <= chance <= base + half or base <= chance:
-            return None, "N/A (baseline at chance)"
+    # The same rule as the paired report, with lm-eval's stderr for the baseline's interval.
+    na = not_applicable(base, base - 1.96 * (base_stderr or 0.0), chance)
+    if na or (score == 0 and not higher_is_better):
+        return None, na or "N/A (score 0)"
     ratio = score / base if higher_is_better else base / score
     return 100.0 * ratio, ""
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from orchestrator.placement import ClusterState, NodeShape, Placement, ray_options
 from orchestrator.policy import Job, ReadyQueue
-from quantgrid.types import Cell, StageKind
+from quantgrid.types import SCORING, Cell, StageKind
 
 RETRYABLE = {"actor_died", "timeout", "lease_expired"}
 TICK_S = 0.25
@@ -223,16 +223,27 @@ class Scheduler:
                 self._call(att, "work", actor.build_model.remote(job.stage.model))
             elif job.kind is StageKind.QUANTIZE:
                 self._call(att, "work", actor.quantize.remote(*drv.quantize_args(job)))
+            elif job.kind is StageKind.SIMILARITY:
+                self._call(att, "open", actor.open_encoder.remote(job.cells[0].encoder))
             else:
                 art, cal_hash = drv.engine_args(job)
                 engine = engine or job.cells[0].engine
                 self._call(att, "open", actor.open_engine.remote(art, model, job.stage.format, engine, cal_hash))
             return
-        if att.cells and not self.drv.cancelled():
+        while att.cells and not self.drv.cancelled():
             att.current = att.cells.pop(0)
+            if job.kind is StageKind.SIMILARITY:
+                pairs, why = drv.comparison_pairs(att.current)
+                if pairs is None:  # a side of the comparison has no result: nothing to score
+                    drv.fail_cells(job, [att.current], "dependency_failed", why)
+                    continue
+                drv.cell_started(att.current)
+                self._call(att, "eval", actor.compare.remote(att.current, pairs))
+                return
             drv.cell_started(att.current)
             self._call(att, "eval", actor.evaluate.remote(att.current))
             return
+        att.current = None
         drv.attempt_finished(att.token)
         self._release(att)
         self._job_done(att.job)
@@ -286,7 +297,7 @@ class Scheduler:
         self._retry(job, remaining, cls, msg)
 
     def _retry(self, job: Job, remaining: list[Cell], cls: str, msg: str) -> None:
-        if job.kind is StageKind.EVALUATE and not remaining:
+        if job.kind in SCORING and not remaining:
             self._job_done(job)
             return
         if cls == "oom" and job.kind is StageKind.EVALUATE:
@@ -333,7 +344,7 @@ class Scheduler:
         self.ready.push(job)
 
     def _give_up_job(self, job: Job, remaining: list[Cell], cls: str, msg: str) -> None:
-        if job.kind is StageKind.EVALUATE:
+        if job.kind in SCORING:
             self.drv.fail_cells(job, remaining, cls, msg)
             self._job_done(job)
         else:

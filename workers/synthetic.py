@@ -14,7 +14,7 @@ import time
 
 import ray
 
-from quantgrid.types import Artifact, Cell, EngineSettings, FormatSpec, ModelSpec, TaskResult, stable_hash
+from quantgrid.types import Artifact, Cell, Comparison, EngineSettings, FormatSpec, ModelSpec, TaskResult, stable_hash
 from workers.faults import inject
 
 
@@ -63,6 +63,16 @@ class SleepWorker:
                           provenance={"synthetic": True, "pid": os.getpid(),
                                       "engine": {"batch_size": self.settings.batch_size}},
                           primary_metric="slept_s")
+
+    def open_encoder(self, encoder: str) -> dict:
+        inject("open_encoder", encoder)
+        return {"load_seconds": 0.0, "encoder": encoder}
+
+    def compare(self, comp: Comparison, pairs: list) -> TaskResult:
+        inject("compare", f"{comp.model.name}/{comp.format.name}/{comp.task.name}")
+        return TaskResult(cell_key=comp.key, model=comp.model.name, format=comp.format.name, task=comp.task.name,
+                          metrics={"pairs": float(len(pairs))}, samples=[], num_samples=0, seconds=0.0,
+                          provenance={"synthetic": True, "pid": os.getpid()}, primary_metric="pairs", kind="similarity")
 
     def close(self) -> None:
         pass

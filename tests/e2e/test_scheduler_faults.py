@@ -37,11 +37,12 @@ def ray_local():
     ray.shutdown()
 
 
-def _plan(tmp_path, recipes, tasks, seconds, **resources):
+def _plan(tmp_path, recipes, tasks, seconds, similarity=None, **resources):
     sweep = wide_sweep(models=1, recipes=recipes, tasks=tasks, seeds=1, seed=3)
     res = {"cpus_per_actor": 1, "data_parallel": "off", "reuse_actors": True, "max_retries": 2, **resources}
     sweep = replace(sweep, run_dir=tmp_path, resources=res, raw={"synthetic": True},
-                    engine=replace(sweep.engine, accelerator="cpu", batch_size="auto"))
+                    engine=replace(sweep.engine, accelerator="cpu", batch_size="auto"),
+                    similarity={"tasks": similarity, "encoder": "all-minilm-l6-v2"} if similarity else {})
     plan = expand(sweep)
     secs = {c.key: seconds.get(c.task.name, 0.2) for c in plan.cells}
     return plan, secs
@@ -49,7 +50,7 @@ def _plan(tmp_path, recipes, tasks, seconds, **resources):
 
 def _run(plan, secs, events):
     ledger = Ledger(Path(plan.sweep.run_dir) / plan.sweep.name / "ledger.db")
-    ledger.open_sweep(plan.sweep.name, [], [], plan.cells)
+    ledger.open_sweep(plan.sweep.name, [], [], [*plan.cells, *plan.comparisons])
     drv = Driver(plan, NullSink(), progress=lambda e, **i: events.append((e, i)), ledger=ledger,
                  worker=(SleepWorker, ("", secs, 1.0, 0.0)))
     return drv.run()
@@ -134,3 +135,23 @@ def test_oom_fallback_hang_timeout_and_deterministic_errors(tmp_path, ray_local,
     assert attempts[1][1:3] == ("given_up", "timeout") and attempts[2][1] == "finished"
     assert any(e == "fallback" for e, _ in events) and any(e == "retry" and i["error_class"] == "timeout" for e, i in events)
     assert len(summary.failed) == 2
+
+
+def test_similarity_runs_after_both_groups_and_fails_only_where_a_side_failed(tmp_path, ray_local, monkeypatch):
+    plan, secs = _plan(tmp_path, 3, 2, {}, similarity=["t000", "t001"])  # bf16, r000, r001
+    model = plan.sweep.models[0].name
+    monkeypatch.setenv("QUANTGRID_FAULTS", json.dumps([{"at": "evaluate", "match": f"{model}/r000/t001", "fault": "error"}]))
+    monkeypatch.setenv("QUANTGRID_FAULTS_DIR", str(tmp_path / "faults"))
+    summary = _run(plan, secs, [])
+    with _db(plan) as db:
+        cells = {(f, t): (s, cls) for f, t, s, cls in db.execute("SELECT format, task, state, failure_class FROM cells")}
+        spans = {stage: (start, end) for stage, start, end in db.execute("SELECT stage, started, finished FROM attempts")}
+    assert cells[("r000", "t001")] == ("failed", "error")
+    assert cells[("r000", "t001.similarity")] == ("failed", "dependency_failed")  # its generations are missing
+    assert cells[("r000", "t000.similarity")] == ("done", None)
+    assert cells[("r001", "t000.similarity")] == cells[("r001", "t001.similarity")] == ("done", None)
+    assert ("bf16", "t000.similarity") not in cells  # the baseline is not compared with itself
+    for fmt in ("r000", "r001"):  # after the baseline's group and its own
+        sim_start = spans[f"similarity/{model}/{fmt}"][0]
+        assert sim_start >= spans[f"evaluate/{model}/bf16"][1] and sim_start >= spans[f"evaluate/{model}/{fmt}"][1]
+    assert summary.engine_loads == {f"{model}/{f}/seed{plan.sweep.seeds[0]}": 1 for f in ("bf16", "r000", "r001")}

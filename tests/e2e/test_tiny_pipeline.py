@@ -38,9 +38,13 @@ def test_cli_exits_zero_and_prints_table(tiny_run):
     assert "recovery" in proc.stdout and "w4a16" in proc.stdout
 
 
+def _task_results(out: Path) -> list[dict]:
+    return [r for r in _jsonl(out / "results.jsonl") if r.get("kind", "evaluate") == "evaluate"]
+
+
 def test_every_format_task_scored_with_samples(tiny_run):
     _, out = tiny_run
-    results = _jsonl(out / "results.jsonl")
+    results = _task_results(out)
     got = {(r["format"], r["task"]) for r in results}
     assert got == {(f, t) for f in FORMATS for t in TASKS}
     for r in results:
@@ -56,7 +60,7 @@ def test_every_format_task_scored_with_samples(tiny_run):
 def test_engine_loaded_once_per_model_format(tiny_run):
     _, out = tiny_run
     engines = defaultdict(set)
-    for r in _jsonl(out / "results.jsonl"):
+    for r in _task_results(out):
         engines[r["format"]].add(r["provenance"]["engine_id"])
         assert r["provenance"]["engine_loads_for_group"] == 1
     assert {f: len(ids) for f, ids in engines.items()} == {f: 1 for f in FORMATS}
@@ -96,6 +100,32 @@ def test_mlflow_holds_one_run_per_engine_group(tiny_run):
     assert len(children) == 4
     keys = {k for (k,) in db.execute("select distinct key from metrics")}
     assert {"mmlu_local/acc", "ppl_local/word_perplexity", "humaneval_local/pass_at_1"} <= keys
+    assert {"humaneval_local.similarity/rouge1", "humaneval_local.similarity/semantic"} <= keys
+
+
+def test_similarity_of_generations_to_the_baseline(tiny_run):
+    import pandas as pd
+
+    _, out = tiny_run
+    sims = [r for r in _jsonl(out / "results.jsonl") if r.get("kind") == "similarity"]
+    assert sorted(r["format"] for r in sims) == ["fp8", "int8", "w4a16"]  # every format but the baseline
+    outputs = {}
+    for r in _task_results(out):
+        if r["task"] == "humaneval_local":
+            df = pd.read_parquet(r["samples_path"])
+            outputs[r["format"]] = dict(zip(df["doc_id"], df["response"]))
+    for r in sims:
+        assert r["task"] == "humaneval_local.similarity" and r["num_samples"] == 2
+        m = r["metrics"]
+        assert 0.0 <= m["rouge1,none"] <= 1.0 and 0.0 <= m["rougeL,none"] <= 1.0 and -1.0 <= m["semantic,none"] <= 1.0
+        per_doc = pd.read_parquet(r["samples_path"])
+        for _, row in per_doc.iterrows():  # each row pairs the two formats' stored outputs for one document
+            assert row["target"] == outputs["bf16"][row["doc_id"]] and row["response"] == outputs[r["format"]][row["doc_id"]]
+            assert (row["m_identical"] == 1.0) == (row["target"] == row["response"])
+            if row["target"] == row["response"]:
+                assert row["m_rouge1"] == row["m_rougeL"] == row["m_semantic"] == 1.0
+        assert abs(m["rouge1,none"] - per_doc["m_rouge1"].mean()) < 1e-9
+        assert r["provenance"]["baseline_format"] == "bf16" and r["provenance"]["encoder"] == "all-minilm-l6-v2"
 
 
 def test_report_written_and_attached_and_rerunnable(tiny_run):
@@ -104,10 +134,13 @@ def test_report_written_and_attached_and_rerunnable(tiny_run):
     md = (rep / "report.md").read_text()
     assert "recovery % [95% CI]" in md and "McNemar" in md and "ppl_local" in md
     html = (rep / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 2 and "<table>" in html and "src=\"http" not in html
-    for png in ("recovery_heatmap.png", "task_differences.png"):
+    assert html.count("data:image/png;base64,") == 3 and "<table>" in html and "src=\"http" not in html
+    assert "Output similarity to bf16" in md and "ROUGE-L" in md
+    for png in ("recovery_heatmap.png", "task_differences.png", "similarity_distributions.png"):
         assert (rep / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    rows = json.loads((rep / "report.json").read_text())
+    report = json.loads((rep / "report.json").read_text())
+    assert {r["format"] for r in report["similarity"]} == {"fp8", "int8", "w4a16"}
+    rows = report["rows"]
     ppl = next(r for r in rows if r["name"] == "ppl_local")
     # corpus perplexity re-aggregated from the same documents the run scored
     assert set(ppl["formats"]) == {"fp8", "int8", "w4a16"} and ppl["n"] == 4
@@ -205,7 +238,7 @@ def test_ui_in_headless_chromium_shows_the_sweep_runs_and_a_metric(tiny_run):
             page.screenshot(path=str(out / "ui-experiment.png"), full_page=True)
             page.get_by_text("tiny-llama/bf16", exact=True).first.click()
             page.get_by_text("ppl_local/word_perplexity").first.wait_for(timeout=60_000)  # a metric on the run page
-            value = json.loads((out / "report" / "report.json").read_text())
+            value = json.loads((out / "report" / "report.json").read_text())["rows"]
             ppl = next(r for r in value if r["name"] == "ppl_local")["baseline"]
             assert f"{ppl:.2f}"[:4] in page.content()  # its value is on the page
             page.screenshot(path=str(out / "ui-run.png"), full_page=True)

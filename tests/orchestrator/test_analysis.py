@@ -55,3 +55,14 @@ def test_pairs_only_documents_both_formats_scored():
     b = Samples(np.array([2, 3, 9]), np.array([0.0, 1.0, 1.0]))
     x, y = align(a, b)
     assert list(x.doc_ids) == [2, 3] and list(x.values) == [1.0, 1.0] and list(y.values) == [0.0, 1.0]
+
+
+def test_one_not_applicable_rule_for_both_tables():
+    from orchestrator.analysis import not_applicable
+    from orchestrator.report import recovery
+
+    assert not_applicable(0.0, 0.0, None) == "N/A (baseline 0)"
+    assert not_applicable(0.30, 0.24, 0.25) == "N/A (baseline at chance)"  # interval reaches 1/4
+    assert not_applicable(0.30, 0.26, 0.25) == "" and not_applicable(0.30, 0.1, None) == ""
+    # the console table applies the same rule with lm-eval's stderr: 0.30 - 1.96 x 0.03 = 0.241 <= 0.25
+    assert recovery(0.29, 0.30, 0.03, True, 0.25) == (None, not_applicable(0.30, 0.30 - 1.96 * 0.03, 0.25))

@@ -37,6 +37,9 @@ def assert_one_line_error(proc, *needles):
     ("+sweep.task_settings.ppl_local.apply_chat_template=maybe", ("apply_chat_template must be bool",)),
     ("engine.batch_size=lots", ("batch_size must be a positive integer",)),
     ("sweep.calibration.num_samples=0", ("calibration.num_samples must be > 0",)),
+    ("sweep.similarity.tasks=[mmlu_local]", ("'mmlu_local' is a multiple_choice task", "generate_until")),
+    ("sweep.similarity.tasks=[arc_local]", ("sweep.similarity.tasks: unknown task 'arc_local'",)),
+    ("sweep.similarity.encoder=/no/such/encoder", ("similarity encoder '/no/such/encoder'", "all-minilm-l6-v2")),
 ])
 def test_unknown_names_and_missing_data(tmp_path, override, needles):
     proc = quantgrid("run", "sweep=tiny", override, f"run_dir={tmp_path}")

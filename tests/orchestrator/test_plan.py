@@ -11,8 +11,8 @@ def plan(*overrides):
 
 def test_demo_grid_shape():
     p = plan()
-    assert p.counts() == {"cells": 12, "samples": 4 * (57 + 20 + 50), "stages": 9, "model_builds": 1, "quantize_jobs": 3,
-                          "engine_loads": 4}
+    assert p.counts() == {"cells": 12, "samples": 4 * (57 + 20 + 50), "stages": 12, "model_builds": 1, "quantize_jobs": 3,
+                          "engine_loads": 4, "comparisons": 3}
     # One engine group per (model, format) serving every task.
     for s in p.evaluate_stages:
         assert [c.task.name for c in s.cells] == ["mmlu_local", "humaneval_local", "ppl_local"]
@@ -40,3 +40,25 @@ def test_model_override_feeds_recipe():
     w4 = next(s for s in p.stages if s.kind is StageKind.QUANTIZE and s.format.name == "w4a16")
     group = w4.format.recipe["quant_stage"]["quant_modifiers"]["GPTQModifier"]["config_groups"]["group_0"]
     assert group["weights"]["group_size"] == 64  # SmolLM2: hidden 576 = 9 x 64
+
+
+def test_similarity_stages_compare_each_format_with_the_baseline_after_both_groups():
+    p = plan("sweep.seeds=[1,2]")
+    evals = {(s.format.name, s.cells[0].seed): s for s in p.evaluate_stages}
+    sims = [s for s in p.stages if s.kind is StageKind.SIMILARITY]
+    assert sorted((s.format.name, s.cells[0].seed) for s in sims) == [(f, seed) for f in ("fp8", "int8", "w4a16") for seed in (1, 2)]
+    for s in sims:
+        seed = s.cells[0].seed
+        assert s.depends_on == [evals[("bf16", seed)].key, evals[(s.format.name, seed)].key]
+        (comp,) = s.cells
+        assert comp.task.name == "humaneval_local.similarity"
+        assert comp.baseline.format.name == "bf16" and comp.cell.format.name == s.format.name
+        assert comp.baseline.task.name == comp.cell.task.name == "humaneval_local" and comp.baseline.seed == comp.cell.seed == seed
+    assert len(p.comparisons) == 6 and len({c.key for c in p.comparisons}) == 6
+    # A comparison's identity follows both cells' and the encoder's.
+    a = {c.format.name: c.key for c in plan().comparisons}
+    assert a == {c.format.name: c.key for c in plan().comparisons}
+    b = {c.format.name: c.key for c in plan("sweep.task_settings.humaneval_local.gen_kwargs.max_gen_toks=64").comparisons}
+    assert all(a[f] != b[f] for f in a)
+    assert not plan("sweep.tasks=[mmlu_local,ppl_local]").comparisons  # narrowed away: nothing to compare
+    assert not plan("~sweep.similarity").comparisons
