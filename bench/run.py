@@ -10,6 +10,7 @@ export (MLflow overhead per cell), samples-10m (10M per-sample rows, paired quer
 - setup-cold:  scripts/setup.sh into a fresh clone with an empty uv cache (target <= 5 min).
 - demo-cold:   `quantgrid run sweep=demo` with an empty model/checkpoint cache (target <= 15 min).
 - demo-warm:   the same with checkpoints cached (target <= 8 min).
+- demo-perf:   `quantgrid run sweep=demo_perf`: vllm serve + GuideLLM per format (target <= 10 min).
 Wall time, peak RSS (whole process tree and largest single process, sampled every 0.5 s) and the
 engine's tokens/s (vLLM's own counters per task) go to bench/results.json and stdout.
 """
@@ -96,6 +97,33 @@ def demo(cold: bool) -> dict:
     return res
 
 
+def demo_perf() -> dict:
+    """`quantgrid run sweep=demo_perf` (checkpoints cached): the perf stage's wall time and the
+    sync / async figures per format (GuideLLM against vllm serve on this CPU)."""
+    import sqlite3
+
+    tmp = Path(tempfile.mkdtemp(prefix="qg-bench-perf-"))
+    res = measured([str(ROOT / ".venv/bin/quantgrid"), "run", "sweep=demo_perf", f"run_dir={tmp}"])
+    out = tmp / "demo_perf"
+    if (out / "results.jsonl").exists():
+        figures = {}
+        for line in (out / "results.jsonl").read_text().splitlines():
+            r = json.loads(line)
+            m = {k.split(",")[0]: v for k, v in r["metrics"].items()}
+            figures[f"{r['format']}/{r['task']}"] = {
+                "sync": {k: round(m[f"sync_{k}"], 4) for k in ("ttft_ms_p50", "itl_ms_p50", "request_latency_s_p50",
+                                                            "request_latency_s_p99", "output_tok_per_s")},
+                "c4": {k: round(m[f"c4_{k}"], 4) for k in ("requests_per_s", "output_tok_per_s", "ttft_ms_p99")
+                       if f"c4_{k}" in m},
+                "server_start_s": round(r["provenance"]["server_start_seconds"], 1), "guidellm_s": round(r["seconds"], 1)}
+        db = sqlite3.connect(out / "ledger.db")
+        figures["stage_wall_s"] = {stage: round(end - start, 1) for stage, start, end in
+                                   db.execute("SELECT stage, started, finished FROM attempts WHERE stage LIKE 'perf/%'")}
+        res["figures"] = figures
+    shutil.rmtree(tmp, ignore_errors=True)
+    return res
+
+
 def setup_cold() -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="qg-bench-setup-"))
     subprocess.run(["git", "clone", "-q", str(ROOT), str(tmp / "clone")], check=True)
@@ -118,7 +146,7 @@ def grid(name: str) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    wanted = argv or [*GRID, "setup-again", "setup-cold", "demo-cold", "demo-warm"]
+    wanted = argv or [*GRID, "setup-again", "setup-cold", "demo-cold", "demo-warm", "demo-perf"]
     results = json.loads(OUT.read_text()) if OUT.exists() else {}
     for name in wanted:
         if name == "setup-again":
@@ -130,10 +158,12 @@ def main(argv: list[str]) -> int:
         elif name == "demo-warm":
             demo(cold=False) if not (Path(os.environ.get("QUANTGRID_CACHE", Path.home() / ".cache/quantgrid")) / "checkpoints").exists() else None
             res = demo(cold=False)
+        elif name == "demo-perf":
+            res = demo_perf()
         elif name in GRID:
             res = grid(name)
         else:
-            print(f"bench: unknown benchmark {name!r} (known: {', '.join((*GRID, 'setup-again', 'setup-cold', 'demo-cold', 'demo-warm'))})",
+            print(f"bench: unknown benchmark {name!r} (known: {', '.join((*GRID, 'setup-again', 'setup-cold', 'demo-cold', 'demo-warm', 'demo-perf'))})",
                   file=sys.stderr)
             return 2
         res["when"] = time.strftime("%Y-%m-%d %H:%M:%S")

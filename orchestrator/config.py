@@ -57,6 +57,8 @@ class Sweep:
     suites: dict[str, list[str]] = field(default_factory=dict)  # name -> tasks averaged (report)
     # Output similarity vs the baseline: {tasks: [generative tasks], encoder: name or path}
     similarity: dict[str, Any] = field(default_factory=dict)
+    # Serving performance: {scenarios, load, server, price_per_hour, latency_limits, recovery_floors}
+    perf: dict[str, Any] = field(default_factory=dict)
 
 
 def compose(overrides: list[str], conf_dir: Path = CONF_DIR) -> DictConfig:
@@ -300,7 +302,8 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
     s = raw.get("sweep") or {}
     model_names = _as_list(s.get("models"), "models")
     format_names = _as_list(s.get("formats"), "formats")
-    task_names = _as_list(s.get("tasks"), "tasks")
+    # A perf-only sweep (serving scenarios, no accuracy tasks) may leave tasks empty.
+    task_names = list(s.get("tasks") or []) if s.get("perf") and not s.get("tasks") else _as_list(s.get("tasks"), "tasks")
     seeds = _as_list(s.get("seeds", [1234]), "seeds")
     if not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds):
         raise ConfigError(f"sweep.seeds must be integers, got {seeds}")
@@ -354,6 +357,9 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
             if not by_name[t].higher_is_better:
                 raise ConfigError(f"sweep.suites.{suite}: '{t}' is lower-is-better; a suite averages scores of one kind (accuracies)")
     similarity = _similarity(s.get("similarity"), by_name)
+    from orchestrator.perf_config import load_perf
+
+    perf = load_perf(s.get("perf"), models, conf_dir)
     return Sweep(
         name=str(s.get("name", "sweep")),
         models=models,
@@ -371,6 +377,7 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
         raw=raw,
         suites={k: list(v) for k, v in suites.items()},
         similarity=similarity,
+        perf=perf,
     )
 
 

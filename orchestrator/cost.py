@@ -39,6 +39,9 @@ DEFAULT_COST: dict[str, Any] = {
     "build_s_per_b": 30.0,  # base checkpoint build / staging
     # Similarity stage (CPU, any cluster): MiniLM load, then ROUGE + embeddings per document pair.
     "similarity": {"load_s": 15.0, "s_per_sample": 0.02},
+    # Perf stage: `vllm serve` start (CPU: ~60 s of imports over three processes) and GuideLLM's
+    # fixed cost per run (~15 s: import, tokenizer, worker spawn), measured on this machine.
+    "perf": {"server_start_s": 60.0, "load_generator_s": 15.0},
     "default_task": {"samples": 100, "prompt_tokens": 512, "output_tokens": 0},
 }
 
@@ -77,7 +80,7 @@ class CostModel:
 
     def __post_init__(self) -> None:
         merged = {**DEFAULT_COST, **(self.cfg or {})}
-        for k in ("accelerators", "format_speed", "quantize_s_per_b", "similarity"):
+        for k in ("accelerators", "format_speed", "quantize_s_per_b", "similarity", "perf"):
             merged[k] = {**DEFAULT_COST[k], **(self.cfg or {}).get(k, {})}
         self.cfg = merged
         self._memo: dict[tuple, float] = {}
@@ -133,6 +136,20 @@ class CostModel:
         c = self.cfg["similarity"]
         n = sum(task_samples(comp.cell.task, self.cfg["default_task"]) for comp in comparisons)
         return c["load_s"] + c["s_per_sample"] * n
+
+    def perf_seconds(self, model: ModelSpec, cells: list) -> float:
+        """Server start, then per scenario GuideLLM's overhead plus each level's requests (one
+        stream's latency bounds a level: requests run `streams` at a time), capped by max_seconds."""
+        c = self.cfg["perf"]
+        total = c["server_start_s"]
+        for cell in cells:
+            kind, acc = self._acc(cell.engine.accelerator)
+            speed = self.cfg["format_speed"].get(kind, {}).get(cell.format.name, 1.0)
+            p = model_params_b(model)
+            request = p * (cell.scenario.prompt_tokens / acc["prefill_tok_s_b"] + cell.scenario.output_tokens / acc["decode_tok_s_b"]) / speed
+            total += c["load_generator_s"] + sum(min(cell.load.max_seconds, request * cell.load.max_requests / n)
+                                                 for n in cell.load.streams)
+        return total
 
     def build_seconds(self, model: ModelSpec) -> float:
         return self.cfg["build_s_per_b"] * model_params_b(model)

@@ -65,6 +65,8 @@ def classify(exc: BaseException) -> tuple[str, str]:
         return "timeout", one_line(exc)
     if isinstance(cause, (CheckpointError, ConfigError)):
         return "bad_input", one_line(cause)
+    if isinstance(getattr(cause, "failure_class", None), str):  # the perf stage's classes (workers/perf.py)
+        return cause.failure_class, one_line(cause)
     if cause is exc and isinstance(exc, rex.RayTaskError):  # no cause object: the text ends with it
         return "error", one_line(exc, last=True)
     return "error", f"{type(cause).__name__}: {one_line(cause)}"
@@ -236,7 +238,7 @@ class Driver:
         return [(d, base[d], other[d]) for d in sorted(set(base) & set(other))], ""
 
     def engine_opened(self, job: Job, info: dict) -> None:
-        if job.kind is StageKind.SIMILARITY:  # an encoder, not an engine load
+        if job.kind is not StageKind.EVALUATE:  # an encoder or a vllm serve, not an lm-eval engine load
             self.emit("engine", stage=job.name, **info)
             return
         group = f"{job.stage.model.name}/{job.stage.format.name}/seed{job.cells[0].seed}"
@@ -274,7 +276,7 @@ class Driver:
         """A build or quantize stage failed: every cell downstream of it fails with this cause."""
         stage = job.stage
         self.summary.failed.append((stage.name, cls, msg))
-        cells = [c for s in self.plan.evaluate_stages if s.model.name == stage.model.name
+        cells = [c for s in self.plan.stages if s.kind in SCORING and s.model.name == stage.model.name
                  and (stage.format is None or s.format.name == stage.format.name) for c in s.cells if c.key not in self.done]
         if self.ledger:
             self.ledger.fail_cells(self.sweep_name, [c.key for c in cells], cls, msg)

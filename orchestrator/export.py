@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.ledger import Ledger
-from orchestrator.results import samples_file
+from orchestrator.results import attachment_file, samples_file
 from orchestrator.tracking import log_batch_chunked, metric_name
 
 
@@ -115,7 +115,12 @@ class Exporter:
             tags = [(f"quantgrid.cell.{task}", rec["cell_key"]), (f"quantgrid.{task}.encoder", p.get("encoder", "")),
                     (f"quantgrid.{task}.baseline_cell", p.get("baseline_cell", ""))]
             f = samples_file(run_dir, rec["model"], rec["format"], task, rec["cell_key"]) if run_dir is not None else None
-            return metrics, [], tags, f if f is not None and f.exists() else None
+            return metrics, [], tags, [(f"samples/{task}", f)] if f is not None and f.exists() else []
+        if rec.get("kind") == "perf":  # the server's hardware and GuideLLM's raw report
+            tags = [(f"quantgrid.cell.{task}", rec["cell_key"]), ("quantgrid.checkpoint_hash", p.get("checkpoint_content_hash", "")),
+                    (f"quantgrid.{task}.hardware", p.get("hardware", {})), (f"quantgrid.{task}.load", p.get("load", {}))]
+            f = attachment_file(run_dir, rec["model"], rec["format"], task, rec["cell_key"], "guidellm.json") if run_dir else None
+            return metrics, [], tags, [(f"perf/{task}", f)] if f is not None and f.exists() else []
         tags = [(f"quantgrid.cell.{task}", rec["cell_key"]), ("quantgrid.checkpoint_hash", p.get("checkpoint_content_hash", "")),
                 ("quantgrid.recipe_hash", p.get("recipe_hash", "")), ("quantgrid.calibration_hash", p.get("calibration_hash", "")),
                 (f"quantgrid.task_hash.{task}", p.get("task_config_hash", "")), ("quantgrid.git_commit", p.get("git_commit", "")),
@@ -126,11 +131,18 @@ class Exporter:
             t = cell.task
             params = [(f"task.{t.name}.{k}", getattr(t, k)) for k in
                       ("metric", "num_fewshot", "apply_chat_template", "fewshot_as_multiturn", "gen_kwargs", "subset")]
-        sample = None
+        files = []
         if run_dir is not None:
             f = samples_file(run_dir, rec["model"], rec["format"], task, rec["cell_key"])
-            sample = f if f.exists() else None
-        return metrics, params, tags, sample
+            files = [(f"samples/{task}", f)] if f.exists() else []
+        return metrics, params, tags, files
+
+    @staticmethod
+    def _files_written(run_dir: Path, key: str, rec: dict[str, Any]) -> bool:
+        """Has the driver written the files this result links (its Parquet, or its raw report)?"""
+        if rec.get("kind") == "perf":
+            return attachment_file(run_dir, rec["model"], rec["format"], rec["task"], key, "guidellm.json").exists()
+        return not rec.get("num_samples") or samples_file(run_dir, rec["model"], rec["format"], rec["task"], key).exists()
 
     def push(self, run_dir: Path | None = None, limit: int | None = None, wait_for_samples: bool = False) -> int:
         """Push every unacknowledged result (or up to `limit`); returns how many were pushed.
@@ -145,8 +157,7 @@ class Exporter:
                 if not rows:
                     break
                 if wait_for_samples and run_dir is not None:
-                    ready = [r for r in rows if not r[2].get("num_samples") or
-                             samples_file(run_dir, r[2]["model"], r[2]["format"], r[2]["task"], r[0]).exists()]
+                    ready = [r for r in rows if self._files_written(run_dir, r[0], r[2])]
                     if not ready:
                         break
                     rows = ready
@@ -154,17 +165,16 @@ class Exporter:
                 for key, committed, rec in rows:
                     by_run.setdefault(self._group_run(rec), []).append((key, committed, rec))
                 for run_id, group in by_run.items():
-                    metrics, params, tags, samples = [], [], [], []
+                    metrics, params, tags, files = [], [], [], []
                     for _, committed, rec in group:
-                        m, p, t, s = self._payload(rec, committed, run_dir)
+                        m, p, t, f = self._payload(rec, committed, run_dir)
                         metrics += m
                         params += p
                         tags += t
-                        if s:
-                            samples.append((rec["task"], s))
+                        files += f
                     log_batch_chunked(self.client(), run_id, metrics=metrics, params=list(dict(params).items()), tags=tags)
-                    for task, path in samples:
-                        self.client().log_artifact(run_id, str(path), artifact_path=f"samples/{task}")
+                    for where, path in files:
+                        self.client().log_artifact(run_id, str(path), artifact_path=where)
                     ledger.mark_exported(self.sweep, self.uri, [k for k, _, _ in group])
                     pushed += len(group)
         finally:

@@ -211,7 +211,7 @@ class Ledger:
             if reason:
                 db.execute("INSERT INTO rejected VALUES (?,?,?,?,?)", (sweep, result.cell_key, token, reason, now))
                 return False
-            rec = record if record is not None else {k: v for k, v in asdict(result).items() if k != "samples"}
+            rec = record if record is not None else {k: v for k, v in asdict(result).items() if k not in ("samples", "attachments")}
             db.execute("INSERT INTO results VALUES (?,?,?,?,?,?)",
                        (sweep, result.cell_key, token, now, json.dumps(result.metrics), json.dumps(rec, default=str)))
             db.execute("UPDATE cells SET state='done', failure_class=NULL, failure=NULL, updated=?, seconds=?, "

@@ -209,17 +209,24 @@ def similarity_markdown(rows: list[dict], baseline: str) -> str:
 
 
 def write(rows: list[dict], out_dir: Path, sweep: str, baseline: str, formats: list[str], notes: dict[str, str],
-          similarity_records: list[dict[str, Any]] | None = None) -> list[Path]:
-    from orchestrator.plots import recovery_heatmap, similarity_distributions, task_differences
+          similarity_records: list[dict[str, Any]] | None = None, perf: dict[str, Any] | None = None) -> list[Path]:
+    """`perf`: {table, recommendations, limits, note} from orchestrator/recommend.py, or None."""
+    from orchestrator import recommend
+    from orchestrator.plots import perf_frontier, recovery_heatmap, similarity_distributions, task_differences
 
     out_dir.mkdir(parents=True, exist_ok=True)
     others = [f for f in formats if f != baseline]
     sim_rows, dists = similarity(similarity_records or [], out_dir.parent, formats)
-    md = to_markdown(rows, baseline, formats, notes) + similarity_markdown(sim_rows, baseline)
+    perf = perf or {"table": [], "recommendations": [], "limits": {}, "note": ""}
+    md = "\n".join(part for part in (to_markdown(rows, baseline, formats, notes), similarity_markdown(sim_rows, baseline),
+                                      recommend.to_markdown(perf["table"], perf["recommendations"], perf["limits"], perf["note"]))
+                    if part)
     images = [p for p in (recovery_heatmap(rows, others, out_dir / "recovery_heatmap.png"),
                           task_differences(rows, others, out_dir / "task_differences.png"),
-                          similarity_distributions(dists, list(SIMILARITY_COLUMNS), out_dir / "similarity_distributions.png")) if p]
+                          similarity_distributions(dists, list(SIMILARITY_COLUMNS), out_dir / "similarity_distributions.png"),
+                          perf_frontier(perf["table"], out_dir / "perf_frontier.png")) if p]
     (out_dir / "report.md").write_text(f"# quantgrid report: {sweep}\n\n{md}")
     (out_dir / "report.html").write_text(to_html(md, images, f"quantgrid report: {sweep}"))
-    (out_dir / "report.json").write_text(json.dumps({"rows": rows, "similarity": sim_rows}, indent=1, default=float))
+    (out_dir / "report.json").write_text(json.dumps({"rows": rows, "similarity": sim_rows, "perf": perf["table"],
+                                                     "recommendations": perf["recommendations"]}, indent=1, default=float))
     return [out_dir / "report.md", out_dir / "report.html", out_dir / "report.json", *images]

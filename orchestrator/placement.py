@@ -67,7 +67,7 @@ def nodes_from_ray(ray_nodes: list[dict[str, Any]]) -> list[NodeShape]:
 
 
 def demand(model, nodes: list[NodeShape], cfg: dict[str, Any], role: str = "evaluate") -> Demand:
-    """Resources for a job of `role` (build | quantize | evaluate | similarity) of `model` on this cluster.
+    """Resources for a job of `role` (build | quantize | evaluate | similarity | perf) of `model` on this cluster.
 
     Refuses, in one line, an engine no node set can hold."""
     if not nodes:
@@ -84,6 +84,15 @@ def demand(model, nodes: list[NodeShape], cfg: dict[str, Any], role: str = "eval
         gpus = cfg.get("gpus_per_actor")
         gpus = model.tensor_parallel_size * model.pipeline_parallel_size if gpus is None else int(gpus)
     n_nodes = 1
+    if role == "perf":
+        # Exclusive: every device and core of the node(s) the server runs on, so nothing else is
+        # scheduled beside the measurement.
+        tp, pp = model.tensor_parallel_size, model.pipeline_parallel_size
+        if largest_gpus and tp * pp > largest_gpus and not (pp > 1 and tp <= largest_gpus and sum(n.gpus >= tp for n in nodes) >= pp):
+            raise ConfigError(f"model {model.name} needs {tp * pp} GPUs for perf (tensor_parallel_size {tp} x "
+                              f"pipeline_parallel_size {pp}) but the largest node has {largest_gpus}")
+        n = pp if largest_gpus and tp * pp > largest_gpus else 1
+        return Demand(gpus=largest_gpus * n, cpus=largest_cpus, memory_gb=0.0, nodes=n)
     if gpus > largest_gpus:
         tp, pp = model.tensor_parallel_size, model.pipeline_parallel_size
         fits = role == "evaluate" and pp > 1 and tp <= largest_gpus and sum(n.gpus >= tp for n in nodes) >= pp

@@ -3,6 +3,7 @@
 model x format x task x seed -> cells. Stages:
   build_model(model) -> quantize(model, format) -> evaluate(model, format, seed)
                                               -> similarity(model, format, seed) [with the baseline's evaluate]
+                                              -> perf(model, format) [vllm serve + GuideLLM per scenario]
 One evaluate stage per engine group: every task of a (model, format, seed) is served by one
 engine load (the seed is fixed at engine construction in vLLM, so it splits groups).
 """
@@ -14,7 +15,7 @@ from typing import Any
 
 from orchestrator.config import Sweep
 from orchestrator.cost import CostModel, task_samples
-from quantgrid.types import Cell, Comparison, Stage, StageKind
+from quantgrid.types import Cell, Comparison, PerfCell, Stage, StageKind
 
 
 @dataclass
@@ -23,6 +24,7 @@ class Plan:
     cells: list[Cell]
     stages: list[Stage]
     comparisons: list[Comparison] = field(default_factory=list)  # similarity vs the baseline
+    perf_cells: list[PerfCell] = field(default_factory=list)  # serving performance per scenario
 
     @property
     def evaluate_stages(self) -> list[Stage]:
@@ -40,6 +42,8 @@ class Plan:
             "quantize_jobs": sum(s.kind is StageKind.QUANTIZE and not s.format.is_baseline for s in self.stages),
             "engine_loads": by_kind[StageKind.EVALUATE],
             "comparisons": len(self.comparisons),
+            "perf_cells": len(self.perf_cells),
+            "server_starts": by_kind[StageKind.PERF],
         }
 
     def estimate(self, cost: CostModel | None = None) -> dict[str, Any]:
@@ -48,12 +52,18 @@ class Plan:
         cost = cost or CostModel(self.sweep.raw.get("cost") or {})
         rows: dict[tuple[str, str], dict[str, float]] = {}
         for s in self.stages:
-            if s.kind is not StageKind.EVALUATE:
+            if s.kind not in (StageKind.EVALUATE, StageKind.PERF):
                 continue
             acc = s.cells[0].engine.accelerator
             devices = s.model.tensor_parallel_size * s.model.pipeline_parallel_size if acc != "cpu" else 1
             r = rows.setdefault((s.model.name, s.format.name), {"seconds": 0.0, "device_hours": 0.0, "prompt_tokens": 0,
-                                                                 "output_tokens": 0, "accelerator": acc})
+                                                                 "output_tokens": 0, "accelerator": acc, "perf_hours": 0.0})
+            if s.kind is StageKind.PERF:  # the server holds its node(s) exclusively: bill the devices it uses
+                secs = cost.perf_seconds(s.model, s.cells)
+                r["seconds"] += secs
+                r["device_hours"] += secs * devices / 3600
+                r["perf_hours"] += secs * devices / 3600
+                continue
             secs = cost.load_seconds(s.model, acc) + sum(cost.cell_seconds(c) for c in s.cells)
             if s.cells[0].seed == self.sweep.seeds[0]:  # quantized once, whatever the seeds
                 q = cost.quantize_seconds(s.model, s.format, acc)
@@ -83,7 +93,12 @@ def expand(sweep: Sweep) -> Plan:
             # The engine runs the model with the format's parallelism (405B BF16 on two nodes,
             # its quantized formats on one); quantize works on the base model as it is.
             served = replace(model, **fmt.parallel) if fmt.parallel else model
-            for seed in sweep.seeds:
+            perf = sweep.perf or {}
+            if perf:  # one server start per (model, format) serves every scenario
+                engine = replace(sweep.engine, seed=sweep.seeds[0])
+                pcells = [PerfCell(served, fmt, sc, engine, perf["load"], sweep.versions) for sc in perf["scenarios"]]
+                stages.append(Stage(StageKind.PERF, served, fmt, cells=pcells, depends_on=[quant.key]))
+            for seed in sweep.seeds if sweep.tasks else []:  # a perf-only sweep has no engine groups
                 engine = replace(sweep.engine, seed=seed)
                 group = [
                     Cell(model=served, format=fmt, task=task, engine=engine, seed=seed, versions=sweep.versions)
@@ -93,7 +108,8 @@ def expand(sweep: Sweep) -> Plan:
                 stages.append(Stage(StageKind.EVALUATE, served, fmt, cells=group, depends_on=[quant.key]))
     comparisons = _similarity_stages(sweep, stages)
     stages += comparisons
-    return Plan(sweep=sweep, cells=cells, stages=stages, comparisons=[c for s in comparisons for c in s.cells])
+    return Plan(sweep=sweep, cells=cells, stages=stages, comparisons=[c for s in comparisons for c in s.cells],
+                perf_cells=[c for s in stages if s.kind is StageKind.PERF for c in s.cells])
 
 
 def _similarity_stages(sweep: Sweep, stages: list[Stage]) -> list[Stage]:

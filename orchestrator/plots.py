@@ -11,6 +11,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def recovery_heatmap(rows: list[dict], formats: list[str], path: Path) -> Path | None:
     """Recovery % per (model / suite) x format; suites if there are any, else tasks."""
     suites = [r for r in rows if r["kind"] == "suite"] or [r for r in rows if r["kind"] == "task"]
@@ -28,10 +35,7 @@ def recovery_heatmap(rows: list[dict], formats: list[str], path: Path) -> Path |
             ax.text(j, i, "N/A" if v is None else f"{v:.1f}", ha="center", va="center", fontsize=8)
     fig.colorbar(im, ax=ax, label="recovery % vs baseline")
     ax.set_title("Recovery (quantized / baseline x 100)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def task_differences(rows: list[dict], formats: list[str], path: Path) -> Path | None:
@@ -52,10 +56,7 @@ def task_differences(rows: list[dict], formats: list[str], path: Path) -> Path |
         ax.set_title(fmt)
         ax.set_xlabel("score - baseline")
     axes[0][0].set_yticks(range(len(labels)), labels)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def similarity_distributions(dists: dict[tuple[str, str], dict[str, dict[str, list[float]]]], measures: list[str],
@@ -78,7 +79,37 @@ def similarity_distributions(dists: dict[tuple[str, str], dict[str, dict[str, li
             ax.set_ylim(-0.05, 1.05)
             ax.set_title(f"{key[0]} / {key[1]}: {m}", fontsize=9)
     fig.suptitle("Output similarity to the baseline format, per document")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
+
+
+def perf_frontier(table: list[dict], path: Path) -> Path | None:
+    """Accuracy-performance frontier per (model, scenario, hardware): recovery % against sync
+    request latency (lower is better) and against the best async output tokens/s (higher is
+    better); the Pareto-optimal formats are joined by a line."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in table:
+        groups.setdefault((r["model"], r["scenario"], r["accelerator"]), []).append(r)
+    if not groups:
+        return None
+    keys = sorted(groups)
+    fig, axes = plt.subplots(len(keys), 2, figsize=(9, 0.6 + 3.0 * len(keys)), squeeze=False)
+    for i, key in enumerate(keys):
+        rows = [r for r in groups[key] if r["recovery"] is not None]
+        for j, (title, value, better_low) in enumerate((
+                ("sync: request latency p50 (s)", lambda r: r["levels"].get(1, {}).get("request_latency_s_p50"), True),
+                ("async: best output tok/s", lambda r: max((m.get("output_tok_per_s") or 0.0 for m in r["levels"].values()), default=None), False))):
+            ax = axes[i][j]
+            pts = [(value(r), r["recovery"], r["format"]) for r in rows if value(r) is not None]
+            for x, y, name in pts:
+                ax.scatter(x, y, s=30)
+                ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=8)
+            # Pareto front: no other point is both faster and more accurate.
+            front = sorted((p for p in pts if not any((q[0] < p[0] if better_low else q[0] > p[0]) and q[1] >= p[1]
+                                                      and q != p for q in pts)), key=lambda p: p[0])
+            if len(front) > 1:
+                ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="grey", lw=1)
+            ax.set_xlabel(title)
+            ax.set_ylabel("accuracy recovery %")
+            ax.set_title(f"{key[0]} / {key[1]} ({key[2]})", fontsize=9)
+    fig.suptitle("Accuracy-performance frontier")
+    return _save(fig, path)

@@ -42,7 +42,7 @@ class Job:
     @property
     def actor_key(self) -> tuple:
         """Jobs with equal keys may run one after another in the same actor process."""
-        role = {StageKind.EVALUATE: "evaluate", StageKind.SIMILARITY: "similarity"}.get(self.kind, "prepare")
+        role = {StageKind.EVALUATE: "evaluate", StageKind.SIMILARITY: "similarity", StageKind.PERF: "perf"}.get(self.kind, "prepare")
         return (role, self.stage.model.name, self.demand.shape)
 
     @property
@@ -78,7 +78,8 @@ class PlacementPolicy:
         todo = todo or (lambda s: s.cells)
         evals = [(s, todo(s)) for s in stages if s.kind is StageKind.EVALUATE]
         evals = [(s, cells) for s, cells in evals if cells]
-        needed_quant = {s.depends_on[0] for s, _ in evals}
+        perfs = [(s, cells) for s in stages if s.kind is StageKind.PERF and (cells := todo(s))]
+        needed_quant = {s.depends_on[0] for s, _ in evals + perfs}
         by_key = {s.key: s for s in stages}
         needed_build = {by_key[q].depends_on[0] for q in needed_quant if q in by_key}
         jobs: dict[str, Job] = {}
@@ -86,8 +87,8 @@ class PlacementPolicy:
             if s.kind is StageKind.BUILD_MODEL and s.key in needed_build:
                 jobs[s.key] = Job(s.key, s.kind, s, [], demand(s.model, self.nodes, self.cfg, "build"),
                                   self.cost.build_seconds(s.model))
-        accel = {s.key: cells[0].engine.accelerator for s, cells in evals}
-        quant_accel = {s.depends_on[0]: accel[s.key] for s, _ in evals}
+        accel = {s.key: cells[0].engine.accelerator for s, cells in evals + perfs}
+        quant_accel = {s.depends_on[0]: accel[s.key] for s, _ in evals + perfs}
         for s in stages:
             if s.kind is StageKind.QUANTIZE and s.key in needed_quant:
                 acc = quant_accel.get(s.key, "cpu")
@@ -128,6 +129,10 @@ class PlacementPolicy:
                 jid = s.key if len(bins) == 1 else f"{s.key}#{i}"
                 jobs[jid] = Job(jid, s.kind, s, part, d, load + sum(cell_s[c.key] for c in part),
                                 deps=[q for q in s.depends_on if q in jobs], replica=i, replicas=len(bins))
+        # Perf: the server gets its node(s) to itself (no evaluation beside it skews the figures).
+        for s, cells in perfs:
+            jobs[s.key] = Job(s.key, s.kind, s, cells, demand(s.model, self.nodes, self.cfg, "perf"),
+                              self.cost.perf_seconds(s.model, cells), deps=[q for q in s.depends_on if q in jobs])
         # Similarity: after the baseline's and the format's engine groups (every replica of each).
         by_stage: dict[str, list[str]] = {}
         for j in jobs.values():
@@ -160,7 +165,7 @@ class PlacementPolicy:
         for j in jobs.values():
             for d in j.deps:
                 children.setdefault(d, []).append(j)
-        order = {StageKind.SIMILARITY: 0, StageKind.EVALUATE: 1, StageKind.QUANTIZE: 2, StageKind.BUILD_MODEL: 3}
+        order = {StageKind.SIMILARITY: 0, StageKind.PERF: 0, StageKind.EVALUATE: 1, StageKind.QUANTIZE: 2, StageKind.BUILD_MODEL: 3}
         for j in sorted(jobs.values(), key=lambda j: order[j.kind]):
             j.priority = j.seconds + max((c.priority for c in children.get(j.id, [])), default=0.0)
 

@@ -1,8 +1,8 @@
 """Where results go the moment they arrive: the seam the grid engine's ledger plugs into.
 
 The driver talks to a `ResultSink`; this module has the local run store (JSON lines + Parquet
-per-sample records, written before anything else so no result is lost if MLflow is down) and a
-The MLflow exporter (orchestrator/export.py) reads the ledger, not this store.
+per-sample records + attached files such as GuideLLM reports, written before anything else so no
+result is lost if MLflow is down). The MLflow exporter (orchestrator/export.py) reads the ledger, not this store.
 """
 
 from __future__ import annotations
@@ -19,6 +19,11 @@ from quantgrid.types import Artifact, Cell, Stage, TaskResult
 def samples_file(run_dir: Path, model: str, fmt: str, task: str, cell_key: str) -> Path:
     """Where a cell's per-sample records live: a Parquet dataset partitioned model/format/task."""
     return Path(run_dir) / "samples" / f"model={model}" / f"format={fmt}" / f"task={task}" / f"{cell_key}.parquet"
+
+
+def attachment_file(run_dir: Path, model: str, fmt: str, task: str, cell_key: str, name: str) -> Path:
+    """Where a result's attached file lives (e.g. GuideLLM's raw report of a perf cell)."""
+    return Path(run_dir) / "attachments" / f"model={model}" / f"format={fmt}" / f"task={task}" / f"{cell_key}-{name}"
 
 
 class ResultSink(Protocol):
@@ -51,6 +56,22 @@ class RunStore:
         return samples_file(self.root, result.model, result.format, result.task, result.cell_key)
 
     def task_result(self, cell: Cell, result: TaskResult) -> None:
+        for name, text in result.attachments.items():
+            f = attachment_file(self.root, result.model, result.format, result.task, result.cell_key, name)
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_text(text)
+            result.provenance.setdefault("attachments", {})[name] = str(f)
+        if result.samples or result.kind != "perf":
+            self._write_samples(result)
+        record = asdict(result)
+        record.pop("samples")
+        record.pop("attachments")
+        record["samples_path"] = result.provenance.get("samples_path")
+        record["seed"] = cell.seed
+        record["time"] = time.time()
+        self._append("results.jsonl", record)
+
+    def _write_samples(self, result: TaskResult) -> None:
         import pandas as pd
 
         path = self.samples_path(result)
@@ -67,12 +88,6 @@ class RunStore:
         ]
         pd.DataFrame(rows).to_parquet(path, index=False)
         result.provenance["samples_path"] = str(path)  # later sinks (MLflow) link it as an artifact
-        record = asdict(result)
-        record.pop("samples")
-        record["samples_path"] = str(path)
-        record["seed"] = cell.seed
-        record["time"] = time.time()
-        self._append("results.jsonl", record)
 
     def stage_failed(self, stage: Stage, error_class: str, message: str) -> None:
         self._append("failures.jsonl", {"stage": stage.name, "key": stage.key, "class": error_class, "message": message, "time": time.time()})

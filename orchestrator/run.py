@@ -18,16 +18,21 @@ def make_report(plan, ledger, run_dir: Path, resamples: int = 2000, seed: int = 
     from orchestrator import paper_report
 
     sweep = plan.sweep
+    everything = ledger.results(sweep.name)
     keys = {c.key for c in plan.cells}
-    results = [r for r in ledger.results(sweep.name) if r["cell_key"] in keys]
-    if not results:
+    results = [r for r in everything if r["cell_key"] in keys]
+    perf_keys = {c.key for c in plan.perf_cells}
+    perf_records = [r for r in everything if r["cell_key"] in perf_keys]
+    if not results and not perf_records:
         raise ConfigError(f"sweep {sweep.name} has no results yet")
     tasks = {t.name: {"metric": t.metric, "higher_is_better": t.higher_is_better, "chance": t.chance} for t in sweep.tasks}
-    rows = paper_report.build(results, run_dir, sweep.baseline, tasks, sweep.suites, sweep.format_names, resamples, seed)
+    rows = paper_report.build(results, run_dir, sweep.baseline, tasks, sweep.suites, sweep.format_names, resamples, seed) \
+        if results else []
     comps = {c.key for c in plan.comparisons}
-    similarity = [r for r in ledger.results(sweep.name) if r["cell_key"] in comps]
+    similarity = [r for r in everything if r["cell_key"] in comps]
+    perf = _perf_section(sweep, rows, perf_records, run_dir) if perf_records else None
     paths = paper_report.write(rows, run_dir / "report", sweep.name, sweep.baseline, sweep.format_names,
-                               {m.name: m.note for m in sweep.models}, similarity)
+                               {m.name: m.note for m in sweep.models}, similarity, perf)
     try:
         from orchestrator.tracking import attach_report, local_tracking_uri
 
@@ -38,6 +43,34 @@ def make_report(plan, ledger, run_dir: Path, resamples: int = 2000, seed: int = 
         log(f"warning: could not attach the report to MLflow ({type(exc).__name__}: {exc})")
     return paths
 
+
+
+def _perf_section(sweep, rows: list[dict], records: list[dict], run_dir: Path) -> dict:
+    """Perf table + recommendation; recovery from this sweep's accuracy rows, or from the report of
+    the sweep named by perf.accuracy_from (a perf-only sweep)."""
+    import json
+
+    from orchestrator import recommend
+
+    cfg = sweep.perf
+    note = "CPU figures are CPU figures: never compare them with GPU numbers (the paper's)." \
+        if any((r.get("provenance") or {}).get("hardware", {}).get("accelerator", "cpu") == "cpu" for r in records) else ""
+    source = rows
+    if not rows and cfg.get("accuracy_from"):
+        other = run_dir.parent / cfg["accuracy_from"] / "report" / "report.json"
+        try:
+            source = json.loads(other.read_text())["rows"]
+            note += f" Recovery from sweep {cfg['accuracy_from']}'s report ({other})."
+        except (OSError, ValueError, KeyError, TypeError):
+            note += (f" Recovery unknown: no report for sweep {cfg['accuracy_from']} at {other} "
+                     f"(run `quantgrid report {cfg['accuracy_from']}`, then this report again).")
+    recovery = recommend.recovery_by_format(source, sweep.baseline)
+    for m in sweep.models:
+        recovery.setdefault((m.name, sweep.baseline), 100.0)
+    table = recommend.perf_table(records, recovery, cfg.get("price_per_hour") or {})
+    limits = cfg.get("latency_limits") or {}
+    recs = recommend.recommend(table, sweep.baseline, cfg.get("recovery_floors") or [99, 97], limits)
+    return {"table": table, "recommendations": recs, "limits": limits, "note": note.strip()}
 
 
 def execute(plan, overrides: list[str], conf_dirs: list[str], verbose: bool) -> int:
@@ -63,7 +96,7 @@ def execute(plan, overrides: list[str], conf_dirs: list[str], verbose: bool) -> 
     sweep.run_dir = run_dir
     sink = RunStore(run_dir)
     ledger = Ledger(run_dir / "ledger.db")
-    ledger.open_sweep(sweep.name, list(overrides), conf_dirs, [*plan.cells, *plan.comparisons])
+    ledger.open_sweep(sweep.name, list(overrides), conf_dirs, [*plan.cells, *plan.comparisons, *plan.perf_cells])
     counts = plan.counts()
     console.print(f"[bold]quantgrid[/bold] sweep [cyan]{sweep.name}[/cyan]: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()))
     sink.sweep_started(sweep.name, {"params": {"models": [m.name for m in sweep.models], "formats": sweep.format_names,
@@ -85,20 +118,26 @@ def execute(plan, overrides: list[str], conf_dirs: list[str], verbose: bool) -> 
     t0 = time.perf_counter()
 
     def progress(event: str, **info) -> None:
+        from rich.markup import escape
+
+        # Stage names ("evaluate/m/f [task]") and error messages are text, not rich markup.
+        info = {k: escape(v) if isinstance(v, str) else v for k, v in info.items()}
         elapsed = f"[dim]{time.perf_counter() - t0:7.1f}s[/dim]"
         if event == "start":
-            console.print(f"{elapsed} ▶ {info['stage']}" + (f" ({info['tasks']} tasks)" if info.get("tasks") else ""))
+            console.print(f"{elapsed} ▶ {info['stage']}" + (f" ({info['tasks']} cells)" if info.get("tasks") else ""))
         elif event == "done":
             took = "cached" if info.get("reused") else f"{info.get('seconds', 0):.1f}s"
             console.print(f"{elapsed} ✓ {info['stage']} ({took})")
         elif event == "engine":
-            console.print(f"{elapsed}   {info['stage']}: engine loaded in {info['load_seconds']:.1f}s")
+            what = (f"vllm serve healthy on port {info['port']}" if "port" in info else
+                    f"encoder {info['encoder']} loaded" if "encoder" in info else "engine loaded")
+            console.print(f"{elapsed}   {info['stage']}: {what} in {info['load_seconds']:.1f}s")
         elif event == "result":
             tok = info.get("tokens") or {}
             rate = (tok.get("prompt_tokens", 0) + tok.get("generation_tokens", 0)) / max(info["seconds"], 1e-9)
             score = "—" if info["score"] is None else f"{info['score']:.4g}"
             console.print(f"{elapsed}   {info['stage']} {info['task']}: {info['metric'].split(',')[0]} = {score} "
-                          f"({info['seconds']:.1f}s, {rate:.0f} tok/s)")
+                          f"({info['seconds']:.1f}s" + (f", {rate:.0f} tok/s)" if tok else ")"))
         elif event == "retry":
             console.print(f"{elapsed} [yellow]↻ {info['stage']}: {info['error_class']}: {info['message']} "
                           f"(attempt {info['attempt']})[/yellow]")
@@ -129,7 +168,7 @@ def execute(plan, overrides: list[str], conf_dirs: list[str], verbose: bool) -> 
     notes = {m.name: m.note for m in sweep.models}
     print_table(rows, sweep.format_names, console, notes)
     (run_dir / "table.md").write_text(to_markdown(rows, sweep.format_names, notes))
-    if rows and not summary.cancelled:
+    if (rows or plan.perf_cells) and not summary.cancelled:
         try:  # the paper-layout report with paired CIs: run_dir/report/
             make_report(plan, ledger, run_dir, log=lambda m: console.print(f"[dim]{m}[/dim]"))
             console.print(f"report: {run_dir / 'report' / 'report.html'}")

@@ -31,6 +31,8 @@ from orchestrator.policy import Job, ReadyQueue
 from quantgrid.types import SCORING, Cell, StageKind
 
 RETRYABLE = {"actor_died", "timeout", "lease_expired"}
+# Fail the cell (or the stage) at once: retrying cannot help. The perf stage's classes included.
+DETERMINISTIC = {"error", "bad_input", "server_unhealthy", "port_in_use", "load_generator_failed", "perf_failed"}
 TICK_S = 0.25
 
 
@@ -225,6 +227,10 @@ class Scheduler:
                 self._call(att, "work", actor.quantize.remote(*drv.quantize_args(job)))
             elif job.kind is StageKind.SIMILARITY:
                 self._call(att, "open", actor.open_encoder.remote(job.cells[0].encoder))
+            elif job.kind is StageKind.PERF:
+                art, _ = drv.engine_args(job)
+                server = dict((drv.plan.sweep.perf or {}).get("server") or {})
+                self._call(att, "open", actor.open_server.remote(art, model, job.stage.format, job.cells[0].engine, server))
             else:
                 art, cal_hash = drv.engine_args(job)
                 engine = engine or job.cells[0].engine
@@ -241,9 +247,13 @@ class Scheduler:
                 self._call(att, "eval", actor.compare.remote(att.current, pairs))
                 return
             drv.cell_started(att.current)
-            self._call(att, "eval", actor.evaluate.remote(att.current))
+            call = actor.benchmark if job.kind is StageKind.PERF else actor.evaluate
+            self._call(att, "eval", call.remote(att.current))
             return
         att.current = None
+        if job.kind is StageKind.PERF and att.phase != "close":  # stop the server now, not when the actor goes
+            self._call(att, "close", actor.close.remote())
+            return
         drv.attempt_finished(att.token)
         self._release(att)
         self._job_done(att.job)
@@ -282,7 +292,7 @@ class Scheduler:
         cls, msg = classify(exc)
         job = att.job
         remaining = att.unscored
-        if cls == "error" or cls == "bad_input":  # deterministic
+        if cls in DETERMINISTIC:
             if att.phase == "eval":
                 self.drv.fail_cells(job, [att.current], cls, msg)
                 att.current = None

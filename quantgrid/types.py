@@ -193,6 +193,59 @@ class Comparison:
                             "measures": list(SIMILARITY_MEASURES)})
 
 
+@dataclass(frozen=True)
+class PerfScenario:
+    """A serving use case: fixed prompt and output lengths (every request generates exactly
+    `output_tokens`: EOS ignored). One file each under conf/perf/."""
+
+    name: str
+    prompt_tokens: int
+    output_tokens: int
+    label: str = ""
+    source: str = ""  # where the token counts come from
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """How the load generator (GuideLLM) drives a server, per scenario: concurrency levels
+    (1 = synchronous, one request at a time; more = continuous batching), each stopped at
+    `max_requests` or `max_seconds`, the first `warmup_requests` not measured."""
+
+    streams: tuple[int, ...] = (1, 4)
+    max_requests: int = 8
+    max_seconds: float = 30.0
+    warmup_requests: int = 1
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class PerfCell:
+    """Serving performance of one (model, format) on one accelerator class for one scenario."""
+
+    model: ModelSpec
+    format: FormatSpec
+    scenario: PerfScenario
+    engine: EngineSettings
+    load: LoadSettings
+    versions: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def seed(self) -> int:
+        return self.engine.seed
+
+    @cached_property
+    def task(self) -> TaskSpec:
+        return TaskSpec(name=f"{self.scenario.name}{PERF_SUFFIX}", metric="sync_request_latency_s_p50,none",
+                        higher_is_better=False)
+
+    @cached_property
+    def key(self) -> str:
+        return stable_hash({"perf": asdict(self.scenario) | {"source": None, "label": None}, "model": self.model.key,
+                            "format": self.format.key, "engine": self.engine.key, "load": asdict(self.load),
+                            "versions": [list(v) for v in self.versions]})
+
+
+PERF_SUFFIX = ".perf"
 SIMILARITY_SUFFIX = ".similarity"
 # Per generated document: ROUGE-1 / ROUGE-L F1 (rouge-score, stemmed), cosine similarity of the
 # sentence encoder's embeddings, and whether the two outputs are identical.
@@ -204,10 +257,11 @@ class StageKind(str, Enum):
     QUANTIZE = "quantize"
     EVALUATE = "evaluate"
     SIMILARITY = "similarity"  # outputs of a format vs the baseline's, after both engine groups
+    PERF = "perf"  # serve the checkpoint (vllm serve), load it with GuideLLM, per scenario
 
 
 # Stages whose cells are scored one by one on an opened actor (engine or encoder).
-SCORING = (StageKind.EVALUATE, StageKind.SIMILARITY)
+SCORING = (StageKind.EVALUATE, StageKind.SIMILARITY, StageKind.PERF)
 
 
 @dataclass
@@ -277,7 +331,10 @@ class TaskResult:
     higher_is_better: bool = True
     primary_metric: str = ""
     tokens: dict[str, int] = field(default_factory=dict)  # prompt/generated token counts seen by the engine
-    kind: str = "evaluate"  # or "similarity" (a Comparison's result)
+    kind: str = "evaluate"  # or "similarity" (a Comparison's result), "perf" (a PerfCell's)
+    # Files the driver stores beside the result (name -> text), e.g. GuideLLM's raw JSON report;
+    # kept out of the ledger record.
+    attachments: dict[str, str] = field(default_factory=dict)
 
     @property
     def score(self) -> float | None:

@@ -16,7 +16,7 @@ from typing import Any
 import ray
 
 from quantgrid.runtime import installed_versions
-from quantgrid.types import Artifact, Cell, Comparison, EngineSettings, FormatSpec, ModelSpec, TaskResult
+from quantgrid.types import Artifact, Cell, Comparison, EngineSettings, FormatSpec, ModelSpec, PerfCell, TaskResult
 from workers.faults import inject
 
 
@@ -60,6 +60,8 @@ class StageWorker:
         self.group_loads: dict[str, int] = {}  # engine constructions per group in this process
         self.group = ""
         self.similarity = None  # OutputSimilarity: the encoder, loaded once per actor
+        self.server = None  # workers.perf.Server: `vllm serve` for the perf stage
+        self.log_path = ""
 
     def pid(self) -> int:
         return os.getpid()
@@ -73,6 +75,7 @@ class StageWorker:
     def begin(self, log_path: str) -> int:
         """Start of an attempt: this process's stdout/stderr (vLLM's C-level output included)
         go to the attempt's log file, which `quantgrid logs` shows."""
+        self.log_path = log_path
         if not log_path:  # verbose run: output stays on Ray's log stream to the driver
             return os.getpid()
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
@@ -203,7 +206,59 @@ class StageWorker:
                         "git_commit": self.git_commit, "hardware": hardware(), "time": time.time()},
             higher_is_better=True, primary_metric=comp.task.metric, kind="similarity")
 
+    # -- perf: one `vllm serve` per (model, format), GuideLLM per scenario --------------------
+    def open_server(self, checkpoint: Artifact, model: ModelSpec, fmt: FormatSpec, settings: EngineSettings,
+                    server: dict[str, Any]) -> dict[str, Any]:
+        from quantgrid.checkpoint import verify_checkpoint
+        from workers.perf import Server
+
+        inject("open_server", f"{model.name}/{fmt.name}")
+        verify_checkpoint(Path(checkpoint.path))
+        self.close()  # one engine or server per actor at a time: they share the device
+        log = Path(self.log_path).with_suffix(".vllm-serve.log") if self.log_path else None
+        self.server = Server(checkpoint.path, model, fmt, settings, port=int(server.get("port") or 0),
+                             start_timeout_s=float(server.get("start_timeout_s") or 600),
+                             log_path=log, extra_args=list(server.get("extra_args") or []))
+        self.checkpoint = checkpoint
+        return {"load_seconds": self.server.start_seconds, "engine_id": f"serve:{self.server.port}", "port": self.server.port}
+
+    def benchmark(self, cell: PerfCell) -> TaskResult:
+        from workers.perf import run_load
+
+        inject("benchmark", f"{cell.model.name}/{cell.format.name}/{cell.scenario.name}")
+        if self.server is None:
+            raise RuntimeError("benchmark() before open_server()")
+        if self.server.proc.poll() is not None:
+            from workers.perf import ServerUnhealthy
+
+            raise ServerUnhealthy(f"vllm serve exited with code {self.server.proc.returncode} (log: {self.server.log_path})")
+        workdir = Path(self.server.log_path).parent / f"guidellm-{cell.key}"
+        metrics, report, seconds = run_load(self.server, cell.scenario, cell.load, workdir)
+        hw = hardware()
+        return TaskResult(
+            cell_key=cell.key, model=cell.model.name, format=cell.format.name, task=cell.task.name, metrics=metrics,
+            samples=[], num_samples=int(sum(v for k, v in metrics.items() if k.endswith("_requests_ok,none"))),
+            seconds=seconds,
+            provenance={"packages": package_versions() | {k: v for k, v in installed_versions(("guidellm",)).items() if v},
+                        "checkpoint_content_hash": self.checkpoint.content_hash if self.checkpoint else "",
+                        "recipe_hash": cell.format.key, "git_commit": self.git_commit,
+                        "hardware": hw | {"accelerator": cell.engine.accelerator,
+                                          "server_cores": sorted(self.server.server_cores or []),
+                                          "load_generator_cores": sorted(self.server.client_cores or [])},
+                        "scenario": {"prompt_tokens": cell.scenario.prompt_tokens, "output_tokens": cell.scenario.output_tokens},
+                        "load": {"streams": list(cell.load.streams), "max_requests": cell.load.max_requests,
+                                 "max_seconds": cell.load.max_seconds},
+                        "server_start_seconds": self.server.start_seconds, "time": time.time(),
+                        # what a $/hour price is multiplied by: the engine's GPUs, or one CPU machine
+                        "devices": (cell.model.tensor_parallel_size * cell.model.pipeline_parallel_size
+                                    if cell.engine.accelerator != "cpu" else 1)},
+            higher_is_better=False, primary_metric=cell.task.metric, kind="perf",
+            attachments={"guidellm.json": report})
+
     def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
         if self.engine is not None:
             self.engine.close()
             self.engine = None

@@ -2,11 +2,12 @@
 
 QUANTGRID_FAULTS is a JSON list of {"at": method, "match": substring, "fault": kind, "times": n}:
 the worker calls `inject(method, name)` at the start of build_model / quantize / open_engine /
-evaluate, where `name` is "model/format/task". Kinds: oom (raises MemoryError, what an allocator
-failure looks like to Python), error (a deterministic RuntimeError), hang (blocks the call, the
-actor's heartbeat still answers), crash (the process exits). QUANTGRID_FAULTS_DIR holds one file
-per firing so `times` counts across processes: a retried attempt on a new actor sees the fault
-only as often as asked.
+evaluate (and open_encoder / compare, open_server / benchmark), where `name` is "model/format/task".
+Kinds: oom (raises MemoryError, what an allocator failure looks like to Python), error (a
+deterministic RuntimeError), hang (blocks the call, the actor's heartbeat still answers), crash
+(the process exits), server_unhealthy / port_in_use / load_generator_failed (the perf stage's
+errors). QUANTGRID_FAULTS_DIR holds one file per firing so `times` counts across processes: a
+retried attempt on a new actor sees the fault only as often as asked.
 """
 
 from __future__ import annotations
@@ -41,5 +42,11 @@ def inject(method: str, name: str) -> None:
                 return
             if kind == "crash":
                 os._exit(17)
+            if kind in ("server_unhealthy", "port_in_use", "load_generator_failed"):  # the perf stage's failures
+                from workers import perf
+
+                cls = {"server_unhealthy": perf.ServerUnhealthy, "port_in_use": perf.PortInUse,
+                       "load_generator_failed": perf.LoadGeneratorFailed}[kind]
+                raise cls(f"injected {kind} in {method}({name})")
             raise ValueError(f"QUANTGRID_FAULTS: unknown fault kind {kind!r}")
         return

@@ -14,7 +14,7 @@ import time
 
 import ray
 
-from quantgrid.types import Artifact, Cell, Comparison, EngineSettings, FormatSpec, ModelSpec, TaskResult, stable_hash
+from quantgrid.types import Artifact, Cell, Comparison, EngineSettings, PerfCell, FormatSpec, ModelSpec, TaskResult, stable_hash
 from workers.faults import inject
 
 
@@ -73,6 +73,17 @@ class SleepWorker:
         return TaskResult(cell_key=comp.key, model=comp.model.name, format=comp.format.name, task=comp.task.name,
                           metrics={"pairs": float(len(pairs))}, samples=[], num_samples=0, seconds=0.0,
                           provenance={"synthetic": True, "pid": os.getpid()}, primary_metric="pairs", kind="similarity")
+
+    def open_server(self, checkpoint: Artifact, model: ModelSpec, fmt: FormatSpec, settings: EngineSettings,
+                    server: dict) -> dict:
+        inject("open_server", f"{model.name}/{fmt.name}")
+        return {"load_seconds": 0.0, "engine_id": f"serve:{os.getpid()}"}
+
+    def benchmark(self, cell: PerfCell) -> TaskResult:
+        inject("benchmark", f"{cell.model.name}/{cell.format.name}/{cell.scenario.name}")
+        return TaskResult(cell_key=cell.key, model=cell.model.name, format=cell.format.name, task=cell.task.name,
+                          metrics={}, samples=[], num_samples=0, seconds=0.0, provenance={"synthetic": True},
+                          primary_metric=cell.task.metric, kind="perf")
 
     def close(self) -> None:
         pass

@@ -37,12 +37,13 @@ def ray_local():
     ray.shutdown()
 
 
-def _plan(tmp_path, recipes, tasks, seconds, similarity=None, **resources):
+def _plan(tmp_path, recipes, tasks, seconds, similarity=None, perf=None, **resources):
     sweep = wide_sweep(models=1, recipes=recipes, tasks=tasks, seeds=1, seed=3)
     res = {"cpus_per_actor": 1, "data_parallel": "off", "reuse_actors": True, "max_retries": 2, **resources}
     sweep = replace(sweep, run_dir=tmp_path, resources=res, raw={"synthetic": True},
                     engine=replace(sweep.engine, accelerator="cpu", batch_size="auto"),
-                    similarity={"tasks": similarity, "encoder": "all-minilm-l6-v2"} if similarity else {})
+                    similarity={"tasks": similarity, "encoder": "all-minilm-l6-v2"} if similarity else {},
+                    perf=perf or {})
     plan = expand(sweep)
     secs = {c.key: seconds.get(c.task.name, 0.2) for c in plan.cells}
     return plan, secs
@@ -50,7 +51,7 @@ def _plan(tmp_path, recipes, tasks, seconds, similarity=None, **resources):
 
 def _run(plan, secs, events):
     ledger = Ledger(Path(plan.sweep.run_dir) / plan.sweep.name / "ledger.db")
-    ledger.open_sweep(plan.sweep.name, [], [], [*plan.cells, *plan.comparisons])
+    ledger.open_sweep(plan.sweep.name, [], [], [*plan.cells, *plan.comparisons, *plan.perf_cells])
     drv = Driver(plan, NullSink(), progress=lambda e, **i: events.append((e, i)), ledger=ledger,
                  worker=(SleepWorker, ("", secs, 1.0, 0.0)))
     return drv.run()
@@ -155,3 +156,25 @@ def test_similarity_runs_after_both_groups_and_fails_only_where_a_side_failed(tm
         sim_start = spans[f"similarity/{model}/{fmt}"][0]
         assert sim_start >= spans[f"evaluate/{model}/bf16"][1] and sim_start >= spans[f"evaluate/{model}/{fmt}"][1]
     assert summary.engine_loads == {f"{model}/{f}/seed{plan.sweep.seeds[0]}": 1 for f in ("bf16", "r000", "r001")}
+
+
+def test_perf_server_failure_fails_its_cells_with_the_class_and_the_sweep_goes_on(tmp_path, ray_local, monkeypatch):
+    from quantgrid.types import LoadSettings, PerfScenario
+
+    perf = {"scenarios": [PerfScenario("chat", 16, 8), PerfScenario("rag", 64, 4)], "load": LoadSettings(), "server": {}}
+    plan, secs = _plan(tmp_path, 3, 1, {}, perf=perf)
+    model = plan.sweep.models[0].name
+    monkeypatch.setenv("QUANTGRID_FAULTS", json.dumps([
+        {"at": "open_server", "match": f"{model}/r000", "fault": "server_unhealthy"},
+        {"at": "benchmark", "match": f"{model}/r001/rag", "fault": "load_generator_failed"}]))
+    monkeypatch.setenv("QUANTGRID_FAULTS_DIR", str(tmp_path / "faults"))
+    summary = _run(plan, secs, [])
+    with _db(plan) as db:
+        cells = {(f, t): (s, cls) for f, t, s, cls in db.execute("SELECT format, task, state, failure_class FROM cells")}
+        msgs = dict(db.execute("SELECT format || '/' || task, failure FROM cells WHERE state='failed'").fetchall())
+    assert cells[("r000", "chat.perf")] == cells[("r000", "rag.perf")] == ("failed", "server_unhealthy")
+    assert "injected server_unhealthy in open_server" in msgs["r000/chat.perf"]
+    assert cells[("r001", "rag.perf")] == ("failed", "load_generator_failed")  # only that scenario
+    assert cells[("r001", "chat.perf")] == cells[("bf16", "chat.perf")] == cells[("bf16", "rag.perf")] == ("done", None)
+    assert {v for (f, t), v in cells.items() if not t.endswith(".perf")} == {("done", None)}  # evaluation unaffected
+    assert len(summary.failed) == 2

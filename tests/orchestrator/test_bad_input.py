@@ -121,3 +121,27 @@ def test_resume_refuses_overrides_that_change_cells(tmp_path):
     r = subprocess.run([sys.executable, "-m", "orchestrator.cli", "resume", "tiny", "--run-dir", str(tmp_path),
                         "sweep.tasks=[ppl_local]"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 2 and "resume takes only resources.*" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("override,needles", [
+    ("sweep.perf.scenarios=[long_document_summarization]",
+     ("conf/perf/long_document_summarization.yaml: prompt_tokens 4096 + output_tokens 512 = 4608 exceeds max_model_len 1024",)),
+    ("sweep.perf.scenarios=[nope]", ("unknown perf 'nope'", "demo_chat")),
+    ("sweep.perf.load.streams=[2,4]", ("sweep.perf.load.streams must include 1",)),
+    ("sweep.perf.load.max_requests=1", ("sweep.perf.load.max_requests (1) must exceed warmup_requests + 1",)),
+    ("sweep.perf.server.port=70000", ("sweep.perf.server.port must be 0",)),
+    ("+sweep.perf.latency_limits.ttft_ms_p42=5", ("unknown key ttft_ms_p42",)),
+])
+def test_malformed_perf_section_fails_before_any_server_starts(tmp_path, override, needles):
+    proc = quantgrid("run", "sweep=tiny_perf", override, f"run_dir={tmp_path}")
+    assert_one_line_error(proc, *needles)
+    assert not any(tmp_path.iterdir())
+
+
+def test_negative_scenario_tokens_named(tmp_path):
+    conf = tmp_path / "conf" / "perf"
+    conf.mkdir(parents=True)
+    (conf / "bad.yaml").write_text("name: bad\nprompt_tokens: -5\noutput_tokens: 8\n")
+    proc = quantgrid("run", "--conf-dir", str(tmp_path / "conf"), "sweep=tiny_perf", "sweep.perf.scenarios=[bad]",
+                     f"run_dir={tmp_path / 'runs'}")
+    assert_one_line_error(proc, "conf/perf/bad.yaml: prompt_tokens must be >= 1, got -5")
