@@ -50,13 +50,15 @@ def cmd_plan(args) -> int:
         sim = simulate(plan.stages, [shape] * args.nodes, plan.sweep.resources, None).as_dict()
     if args.json:
         print(json.dumps({
-            "sweep": plan.sweep.name, "counts": counts, "estimate": est, "simulation": sim,
+            "sweep": plan.sweep.name, "counts": counts, "engine_splits": plan.engine_splits(), "estimate": est, "simulation": sim,
             "cells": [{"key": c.key, "model": c.model.name, "format": c.format.name, "task": c.task.name, "seed": c.seed} for c in plan.cells],
             "stages": [{"key": s.key, "name": s.name, "kind": s.kind.value, "depends_on": s.depends_on,
                         "cells": [c.key for c in s.cells]} for s in plan.stages],
         }))
         return 0
     print(f"sweep {plan.sweep.name}: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()))
+    for setting, tasks in plan.engine_splits().items():
+        print(f"a second engine load per (model, format, seed): {setting} for {', '.join(tasks)} (an engine-level setting)")
     acc = est["by_model_format"][0]["accelerator"] if est["by_model_format"] else "cpu"
     unit = "CPU-hours" if acc == "cpu" else "GPU-hours"
     print(f"estimated {unit} ({acc}, cost model: orchestrator/cost.py, overridable as `cost:`): {est['device_hours']:.2f}")
@@ -290,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
         return _error(e)
     except KeyboardInterrupt:
         return _error("interrupted; results recorded so far are kept in the run directory")
+    except BrokenPipeError:  # `quantgrid plan ... | head`: the reader left, nothing is wrong
+        sys.stderr.close()
+        return 0
     except Exception as e:  # an internal error: one line here, the traceback in a log file
         import traceback
 

@@ -8,7 +8,6 @@ any actor starts. No torch or vLLM here: the driver stays light.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import math
 import re
@@ -22,8 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from quantgrid.checkpoint import checkpoint_revision, model_dims, verify_checkpoint
-from quantgrid.runtime import CONF_DIR, TASKS_DIR, encoder_path, installed_versions
+from quantgrid.runtime import CONF_DIR, encoder_path, installed_versions
 from quantgrid.types import EngineSettings, FormatSpec, ModelSpec, TaskSpec
+
 
 # Calibration corpora by name: (package, file inside it). Read as files, never imported.
 CALIBRATION_SOURCES = {"lee_background": ("gensim", "test/test_data/lee_background.cor")}
@@ -166,7 +166,7 @@ def _check_engine(e: EngineSettings) -> None:
         raise ConfigError(f"conf/engine: kv_cache_gb must be >= 0, got {e.kv_cache_gb}")
 
 
-MODEL_SOURCES = ("gguf_package", "tiny_random", "local")
+MODEL_SOURCES = ("gguf_package", "tiny_random", "local", "hf_hub")
 
 
 def load_model(name: str, conf_dir: Path = CONF_DIR) -> ModelSpec:
@@ -175,6 +175,8 @@ def load_model(name: str, conf_dir: Path = CONF_DIR) -> ModelSpec:
     kind = (spec.source or {}).get("kind")
     if kind not in MODEL_SOURCES:
         raise ConfigError(f"model {name}: unknown source kind '{kind}' (known: {', '.join(MODEL_SOURCES)})")
+    if kind == "hf_hub" and not spec.source.get("repo"):
+        raise ConfigError(f"model {name}: source.repo (a Hugging Face repository id) is missing")
     if kind == "local":
         # A checkpoint the user brings: reject a corrupted or truncated one before any work.
         path = Path(spec.source.get("path", "")).expanduser()
@@ -207,54 +209,6 @@ def load_format(name: str, model: ModelSpec, calibration: dict | None, conf_dir:
     return fmt
 
 
-def task_folder(name: str, tasks_dir: Path = TASKS_DIR) -> Path | None:
-    """The lm-eval task folder defining `task: name` (what lm-eval's registry will find)."""
-    pattern = re.compile(rf"^task:\s*{re.escape(name)}\s*$", re.M)
-    for y in sorted(Path(tasks_dir).rglob("*.yaml")):
-        if pattern.search(y.read_text(errors="replace")):
-            return y.parent
-    return None
-
-
-def task_output_type(name: str, tasks_dir: Path = TASKS_DIR) -> str:
-    """The lm-eval output_type of a task (following `include:`); lm-eval's default is generate_until."""
-    pattern = re.compile(rf"^task:\s*{re.escape(name)}\s*$", re.M)
-    for y in sorted(Path(tasks_dir).rglob("*.yaml")):
-        text = y.read_text(errors="replace")
-        if not pattern.search(text):
-            continue
-        for _ in range(8):  # an include chain, not a cycle
-            m = re.search(r"^output_type:\s*(\S+)", text, re.M)
-            if m:
-                return m.group(1)
-            inc = re.search(r"^include:\s*(\S+)", text, re.M)
-            if not inc or not (y.parent / inc.group(1)).is_file():
-                break
-            text = (y.parent / inc.group(1)).read_text(errors="replace")
-    return "generate_until"
-
-
-def task_version_hash(name: str, tasks_dir: Path = TASKS_DIR) -> str:
-    """Hash of the lm-eval task folder (YAML + utils): a changed prompt is a new result."""
-    folder = task_folder(name, tasks_dir)
-    h = hashlib.sha256()
-    for p in sorted(folder.rglob("*")):
-        if p.is_file() and p.suffix in (".yaml", ".py", ".jinja", ".json"):
-            h.update(p.name.encode() + p.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def load_task(name: str, settings: dict | None, conf_dir: Path = CONF_DIR) -> TaskSpec:
-    node = _load_yaml("task", name, conf_dir)
-    if settings:
-        node = OmegaConf.merge(node, settings)
-    data = OmegaConf.to_container(node, resolve=True)
-    if task_folder(name) is None:
-        raise ConfigError(f"task '{name}' is not defined by any lm-eval task YAML under {TASKS_DIR}")
-    data["version_hash"] = task_version_hash(name)
-    return _build(TaskSpec, data, f"conf/task/{name}.yaml")
-
-
 def locate_package_file(package: str, relative: str) -> Path | None:
     """Path of a data file inside an installed package, without importing the package."""
     spec = importlib.util.find_spec(package)
@@ -263,7 +217,11 @@ def locate_package_file(package: str, relative: str) -> Path | None:
     return Path(list(spec.submodule_search_locations)[0]) / relative
 
 
-def calibration_file(calibration: dict[str, Any]) -> Path:
+def calibration_file(calibration: dict[str, Any]) -> Path | None:
+    """The local calibration file; None for a Hugging Face dataset (`hf_dataset`), which the
+    quantize stage stages on the cluster."""
+    if calibration.get("hf_dataset"):
+        return None
     if calibration.get("path"):
         path = Path(calibration["path"]).expanduser()
     else:
@@ -322,8 +280,11 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
 
     models = [load_model(m, conf_dir) for m in model_names]
     formats = {m.name: {f: load_format(f, m, s.get("calibration"), conf_dir) for f in format_names} for m in models}
+    from orchestrator.tasks import load_task
+
     tasks = [load_task(t, settings.get(t), conf_dir) for t in task_names]
-    engine = _build(EngineSettings, raw.get("engine") or {}, "conf/engine")
+    # A sweep may pin engine settings over the engine group (the paper's sweep runs on GPUs).
+    engine = _build(EngineSettings, {**(raw.get("engine") or {}), **(s.get("engine") or {})}, "conf/engine + sweep.engine")
     _check_engine(engine)
     for fmts in formats.values():
         for f in fmts.values():
@@ -332,8 +293,13 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
                 for k in ("num_samples", "max_seq_length"):
                     if int(f.calibration.get(k, 0)) <= 0:
                         raise ConfigError(f"format {f.name}: calibration.{k} must be > 0")
+    engine_fields = {f.name for f in fields(EngineSettings)} - {"seed", "accelerator"}
     for t in tasks:
         _check_subset(t)
+        bad = sorted(set(t.engine or {}) - engine_fields)
+        if bad:
+            raise ConfigError(f"conf/task/{t.name}.yaml: engine.{bad[0]} is not an engine setting a task may change "
+                              f"(allowed: {', '.join(sorted(engine_fields))})")
     for m in models:  # group sizes vs dims, where dims are known without building the model
         dims = static_dims(m)
         if dims:
@@ -390,11 +356,16 @@ def _similarity(node: Any, tasks: dict[str, TaskSpec]) -> dict[str, Any]:
     names = node.get("tasks") or []
     if not isinstance(names, list):
         raise ConfigError("sweep.similarity.tasks must be a list of tasks")
+    from orchestrator.tasks import task_output_type
+
     for t in names:
-        if t not in tasks and task_folder(str(t)) is None:
-            raise ConfigError(f"sweep.similarity.tasks: unknown task '{t}'")
-        if t in tasks and task_output_type(t) != "generate_until":
-            raise ConfigError(f"sweep.similarity.tasks: '{t}' is a {task_output_type(t)} task; only generated text "
+        if t not in tasks:
+            if task_output_type(str(t)) == "unknown" and task_output_type(str(t), "lm_eval") == "unknown":
+                raise ConfigError(f"sweep.similarity.tasks: unknown task '{t}'")
+            continue
+        kind = task_output_type(t, tasks[t].registry)
+        if kind != "generate_until":
+            raise ConfigError(f"sweep.similarity.tasks: '{t}' is a {kind} task; only generated text "
                               "(output_type generate_until) can be compared")
     encoder = str(node.get("encoder") or "all-minilm-l6-v2")
     try:
@@ -451,6 +422,8 @@ def static_dims(model: ModelSpec) -> dict[str, int] | None:
     src = model.source
     if src.get("kind") == "local":
         return model_dims(Path(src["path"]).expanduser())
+    if src.get("kind") == "hf_hub" and src.get("dims"):  # stated in the config (the weights are not here)
+        return {k: int(v) for k, v in src["dims"].items()}
     if src.get("kind") == "tiny_random":
         return {"hidden_size": int(src["hidden_size"]), "intermediate_size": int(src["intermediate_size"]),
                 "num_heads*head_dim": int(src["num_attention_heads"]) * int(src["head_dim"])}

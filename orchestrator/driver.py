@@ -24,7 +24,7 @@ from orchestrator.policy import Job, PlacementPolicy
 from orchestrator.results import ResultSink, samples_file
 from quantgrid.checkpoint import CheckpointError
 from quantgrid.runtime import PROJECT_ROOT
-from quantgrid.types import SCORING, Artifact, Cell, Comparison, Stage, StageKind, TaskResult, file_sha256
+from quantgrid.types import SCORING, Artifact, Cell, Comparison, Stage, StageKind, TaskResult, file_sha256, stable_hash
 
 
 @dataclass
@@ -192,7 +192,11 @@ class Driver:
 
     def engine_args(self, job: Job) -> tuple[Artifact, str | None]:
         cal = self._calibration(job)
-        return self.summary.artifacts[job.stage.depends_on[0]], file_sha256(cal, 16) if cal else None
+        spec = job.stage.format.calibration
+        # A hub dataset is identified by its config (repo, revision, split, field); the quantize
+        # stage keys the checkpoint on the staged file's bytes.
+        ident = file_sha256(cal, 16) if cal else (stable_hash(spec) if spec and spec.get("hf_dataset") else None)
+        return self.summary.artifacts[job.stage.depends_on[0]], ident
 
     def baseline_artifact(self, job: Job) -> None:
         base = self.summary.artifacts[job.stage.depends_on[0]]

@@ -40,11 +40,21 @@ class Plan:
             "stages": len(self.stages),
             "model_builds": by_kind[StageKind.BUILD_MODEL],
             "quantize_jobs": sum(s.kind is StageKind.QUANTIZE and not s.format.is_baseline for s in self.stages),
-            "engine_loads": by_kind[StageKind.EVALUATE],
+            "engine_loads": by_kind[StageKind.EVALUATE],  # see engine_splits() for why above one per group
             "comparisons": len(self.comparisons),
             "perf_cells": len(self.perf_cells),
             "server_starts": by_kind[StageKind.PERF],
         }
+
+    def engine_splits(self) -> dict[str, list[str]]:
+        """Engine-level settings that force a second engine load per (model, format, seed):
+        setting=value -> the tasks that need it."""
+        out: dict[str, list[str]] = {}
+        for t in self.sweep.tasks:
+            for k, v in (t.engine or {}).items():
+                if getattr(self.sweep.engine, k) != v:
+                    out.setdefault(f"{k}={v}", []).append(t.name)
+        return out
 
     def estimate(self, cost: CostModel | None = None) -> dict[str, Any]:
         """Device-hours and tokens per (model, format) from the cost model (one engine load per
@@ -99,13 +109,15 @@ def expand(sweep: Sweep) -> Plan:
                 pcells = [PerfCell(served, fmt, sc, engine, perf["load"], sweep.versions) for sc in perf["scenarios"]]
                 stages.append(Stage(StageKind.PERF, served, fmt, cells=pcells, depends_on=[quant.key]))
             for seed in sweep.seeds if sweep.tasks else []:  # a perf-only sweep has no engine groups
-                engine = replace(sweep.engine, seed=seed)
-                group = [
-                    Cell(model=served, format=fmt, task=task, engine=engine, seed=seed, versions=sweep.versions)
-                    for task in sweep.tasks
-                ]
-                cells += group
-                stages.append(Stage(StageKind.EVALUATE, served, fmt, cells=group, depends_on=[quant.key]))
+                # One engine group per distinct engine setting the tasks need (usually one).
+                groups: dict[str, list[Cell]] = {}
+                for task in sweep.tasks:
+                    engine = replace(sweep.engine, seed=seed, **(task.engine or {}))
+                    groups.setdefault(engine.key, []).append(
+                        Cell(model=served, format=fmt, task=task, engine=engine, seed=seed, versions=sweep.versions))
+                for group in groups.values():
+                    cells += group
+                    stages.append(Stage(StageKind.EVALUATE, served, fmt, cells=group, depends_on=[quant.key]))
     comparisons = _similarity_stages(sweep, stages)
     stages += comparisons
     return Plan(sweep=sweep, cells=cells, stages=stages, comparisons=[c for s in comparisons for c in s.cells],
@@ -118,14 +130,19 @@ def _similarity_stages(sweep: Sweep, stages: list[Stage]) -> list[Stage]:
     tasks = set((sweep.similarity or {}).get("tasks") or [])
     if not tasks:
         return []
-    evals = {(s.model.name, s.format.name, s.cells[0].seed): s for s in stages if s.kind is StageKind.EVALUATE}
+    evals: dict[tuple[str, str, int], list[Stage]] = {}
+    for s in stages:
+        if s.kind is StageKind.EVALUATE:
+            evals.setdefault((s.model.name, s.format.name, s.cells[0].seed), []).append(s)
     out = []
-    for (model, fmt, seed), s in evals.items():
+    for (model, fmt, seed), groups in evals.items():
         base = evals.get((model, sweep.baseline, seed))
-        if fmt == sweep.baseline or base is None:
+        if fmt == sweep.baseline or not base:
             continue
-        base_cells = {c.task.name: c for c in base.cells}
-        comps = [Comparison(c, base_cells[c.task.name], sweep.similarity["encoder"]) for c in s.cells if c.task.name in tasks]
+        base_cells = {c.task.name: c for g in base for c in g.cells}
+        comps = [Comparison(c, base_cells[c.task.name], sweep.similarity["encoder"])
+                 for g in groups for c in g.cells if c.task.name in tasks]
         if comps:
-            out.append(Stage(StageKind.SIMILARITY, s.model, s.format, cells=comps, depends_on=[base.key, s.key]))
+            out.append(Stage(StageKind.SIMILARITY, groups[0].model, groups[0].format, cells=comps,
+                             depends_on=[g.key for g in base + groups]))
     return out

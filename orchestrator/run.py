@@ -85,6 +85,9 @@ def execute(plan, overrides: list[str], conf_dirs: list[str], verbose: bool) -> 
     from orchestrator.tracking import log_batch_chunked, local_tracking_uri
 
     console = Console(width=max(110, Console().width))
+    from orchestrator import preflight
+
+    preflight.check(plan)  # before anything is written or started
     sweep = plan.sweep
     run_dir = (Path(sweep.run_dir) / sweep.name).resolve()
     try:

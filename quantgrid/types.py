@@ -105,11 +105,19 @@ class TaskSpec:
     # Planner sizing, not part of the key: {samples, prompt_tokens, output_tokens} per sample
     # (samples = the full task; a subset scales it down).
     cost: dict[str, Any] | None = None
+    # Where lm-eval finds the task: "local" (workers/tasks) or "lm_eval" (its built-in registry).
+    registry: str = "local"
+    # Engine settings this task needs over the sweep's (e.g. {add_bos_token: true}): fixed when
+    # the engine is built, so tasks that differ here are served by a second engine load.
+    engine: dict[str, Any] | None = None
 
     @cached_property
     def key(self) -> str:
         d = asdict(self)
         d.pop("cost")
+        for k, default in (("registry", "local"), ("engine", None)):  # keys of older tasks stay the same
+            if d[k] == default:
+                d.pop(k)
         return stable_hash(d)
 
 

@@ -198,10 +198,27 @@ def _build_tiny(spec: ModelSpec, files: list[Path], inputs: dict[str, str], out:
 
 # --------------------------------------------------------------------------------------------
 
+# --------------------------------------------------------------------------------------------
+# hf_hub: a Hugging Face repository (the paper's Llama-3.1 checkpoints), staged once into the
+# shared cache by the build stage; gated repos need the token variable the source names.
+# --------------------------------------------------------------------------------------------
+
+def _hub_inputs(source: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
+    return {"repo": str(source["repo"]), "revision": str(source.get("revision") or "main")}, source
+
+
+def _build_hub(spec: ModelSpec, source: dict[str, Any], inputs: dict[str, str], out: Path) -> None:
+    from workers.hub import MODEL_FILES, download, token_env
+
+    sha = download(inputs["repo"], inputs["revision"], out, "model", token_env(source), MODEL_FILES)
+    _write_source(out, spec, {**inputs, "commit": sha}, note=spec.note or f"{inputs['repo']}@{sha}")
+
+
 # kind -> (inputs(source) -> (sha256 by name, what the builder reads), build(spec, read, inputs, out))
 _KINDS: dict[str, tuple[Callable, Callable]] = {
     "gguf_package": (_gguf_inputs, _build_gguf),
     "tiny_random": (_tiny_inputs, _build_tiny),
+    "hf_hub": (_hub_inputs, _build_hub),
 }
 
 

@@ -21,15 +21,51 @@ from quantgrid.types import Artifact, FormatSpec, ModelSpec, file_sha256, stable
 
 
 def calibration_texts(path: Path, num_samples: int, seed: int) -> list[str]:
-    """Documents of the calibration corpus (one per line), a seeded sample of `num_samples`."""
-    docs = [line.strip() for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines()]
-    docs = [d for d in docs if d]
+    """Documents of the calibration corpus (one per line; a .jsonl holds one JSON string per line,
+    for documents with newlines), a seeded sample of `num_samples`."""
+    lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+    docs = [json.loads(line) for line in lines if line.strip()] if str(path).endswith(".jsonl") else [line.strip() for line in lines]
+    docs = [d for d in docs if isinstance(d, str) and d.strip()]
     if not docs:
         raise ValueError(f"calibration data {path} holds no text")
     random.Random(seed).shuffle(docs)
     # Fewer documents than samples asked for: use them all rather than repeat any (repeats add
     # no information to GPTQ's Hessian and bias SmoothQuant's activation ranges).
     return docs[:num_samples]
+
+
+def stage_calibration(cal: dict[str, Any], base: Path, base_hash: str) -> Path:
+    """A Hugging Face calibration dataset (`hf_dataset`, `revision`, `split`, `text_field`) as a
+    local .jsonl of documents, staged once into the shared cache. Chat-formatted records (a list
+    of {role, content} messages) are rendered with the model's own chat template, as the paper's
+    authors calibrate."""
+    from workers.hub import download, token_env
+
+    repo, rev = str(cal["hf_dataset"]), str(cal.get("revision") or "main")
+    split, field = str(cal.get("split") or "train"), str(cal.get("text_field") or "text")
+    root = cache_dir() / "datasets" / f"{repo.replace('/', '--')}-{rev}"
+    target = root / f"{split}-{field}-{base_hash[:12]}.jsonl"
+    if target.is_file():
+        return target
+    if not (root / "repo").is_dir():
+        download(repo, rev, root / "repo", "dataset", token_env(cal))
+    from datasets import load_dataset
+    from transformers import AutoTokenizer
+
+    ds = load_dataset(str(root / "repo"), split=split)
+    if field not in ds.column_names:
+        raise ValueError(f"calibration dataset {repo}: no column '{field}' in split {split} (columns: {ds.column_names})")
+    tok = None
+    texts = []
+    for value in ds[field]:
+        if isinstance(value, list):  # chat messages
+            tok = tok or AutoTokenizer.from_pretrained(base)
+            value = tok.apply_chat_template(value, tokenize=False)
+        texts.append(str(value))
+    tmp = target.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(t) + "\n" for t in texts))
+    tmp.replace(target)  # atomic: a concurrent quantize job sees all of it or none
+    return target
 
 
 def artifact_key(base_hash: str, fmt: FormatSpec, calibration_hash: str | None) -> str:
@@ -47,6 +83,8 @@ def quantize(
     """Return the quantized checkpoint for (base, fmt); the baseline format is the base itself."""
     if fmt.is_baseline:
         return Artifact(path=base.path, content_hash=base.content_hash, quantization_config=None, reused=True)
+    if fmt.calibration and fmt.calibration.get("hf_dataset"):
+        calibration_path = stage_calibration(fmt.calibration, Path(base.path), base.content_hash)
     calib_hash = file_sha256(calibration_path, 16) if fmt.calibration else None
     key = artifact_key(base.content_hash, fmt, calib_hash)
     target = Path(root or cache_dir() / "checkpoints") / f"{model.name}-{fmt.name}-{key}"

@@ -16,17 +16,33 @@ from typing import Any
 from quantgrid.runtime import TASKS_DIR
 from quantgrid.types import SampleRecord, TaskSpec
 
-_TASK_MANAGER = None
+_TASK_MANAGERS: dict[bool, Any] = {}
 
 
-def task_manager():
-    """Index only our task folders: indexing lm-eval's ~10k built-in YAMLs costs seconds per process."""
-    global _TASK_MANAGER
-    if _TASK_MANAGER is None:
+def task_manager(builtin: bool = False):
+    """Our task folders, plus lm-eval's own registry only when a task needs it (`registry:
+    lm_eval`): indexing its ~14k built-in YAMLs costs seconds per process."""
+    if builtin not in _TASK_MANAGERS:
         from lm_eval.tasks import TaskManager
 
-        _TASK_MANAGER = TaskManager(include_path=str(TASKS_DIR), include_defaults=False)
-    return _TASK_MANAGER
+        _TASK_MANAGERS[builtin] = TaskManager(include_path=str(TASKS_DIR), include_defaults=builtin)
+    return _TASK_MANAGERS[builtin]
+
+
+def leaf_tasks(task_dict: dict) -> dict[str, Any]:
+    """{subtask name: Task} of a get_task_dict() result, through nested groups."""
+    out: dict[str, Any] = {}
+    for key, value in task_dict.items():
+        if isinstance(value, dict):
+            out.update(leaf_tasks(value))
+        else:
+            out[key if isinstance(key, str) else getattr(key, "group_name", str(key))] = value
+    return out
+
+
+# A group's documents are numbered per subtask: doc ids stay unique (and paired across formats)
+# as subtask index x GROUP_DOC_STRIDE + the subtask's own doc id.
+GROUP_DOC_STRIDE = 10_000_000
 
 
 def select_subset(docs: list[dict[str, Any]], subset: dict[str, Any] | None) -> list[int] | None:
@@ -93,24 +109,30 @@ def _record(sample: dict[str, Any], output_type: str, metric_names: list[str]) -
 
 
 def evaluate_task(lm, task: TaskSpec, limit_docs: list[int] | None = None) -> dict[str, Any]:
-    """Score one task on a ready LM object. Returns metrics, per-sample records and counts."""
+    """Score one task (or lm-eval group) on a ready LM object. Returns metrics, per-sample
+    records and counts."""
     from lm_eval import simple_evaluate
     from lm_eval.tasks import get_task_dict
 
-    tm = task_manager()
+    tm = task_manager(builtin=task.registry == "lm_eval")
     t0 = time.perf_counter()
     # Build the task (and load its dataset) once: the subset is chosen from its docs and the same
-    # object is handed to simple_evaluate, which accepts prepared Task objects.
-    task_obj = get_task_dict([task.name], tm)[task.name]
-    indices = limit_docs if limit_docs is not None else select_subset(list(task_obj.eval_docs), task.subset)
+    # objects are handed to simple_evaluate, which accepts prepared Task objects.
+    leaves = leaf_tasks(get_task_dict([task.name], tm))
+    group = set(leaves) != {task.name}
+    samples = None
+    if limit_docs is not None:
+        samples = {n: limit_docs for n in leaves}
+    elif task.subset:
+        samples = {n: select_subset(list(t.eval_docs), task.subset) for n, t in leaves.items()}
     out = simple_evaluate(
         model=lm,
-        tasks=[task_obj],
+        tasks=[task.name] if group else [leaves[task.name]],
         num_fewshot=task.num_fewshot,
         apply_chat_template=task.apply_chat_template,
         fewshot_as_multiturn=task.fewshot_as_multiturn,
         gen_kwargs=dict(task.gen_kwargs) if task.gen_kwargs else None,
-        samples={task.name: indices} if indices is not None else None,
+        samples=samples,
         log_samples=True,
         task_manager=tm,
         bootstrap_iters=1000,
@@ -120,15 +142,35 @@ def evaluate_task(lm, task: TaskSpec, limit_docs: list[int] | None = None) -> di
         torch_random_seed=1234,
         fewshot_random_seed=1234,
     )
-    metrics = {k: float(v) for k, v in out["results"][task.name].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    cfg = out["configs"][task.name]
-    metric_names = [m["metric"] for m in cfg.get("metric_list", []) if isinstance(m.get("metric"), str)]
-    samples = [_record(s, cfg.get("output_type", ""), metric_names) for s in out["samples"][task.name]]
+    records: list[SampleRecord] = []
+    for i, name in enumerate(sorted(out["samples"])):
+        cfg = out["configs"][name]
+        metric_names = [m["metric"] for m in cfg.get("metric_list", []) if isinstance(m.get("metric"), str)]
+        for s in out["samples"][name]:
+            r = _record(s, cfg.get("output_type", ""), metric_names)
+            if group:
+                r.doc_id += i * GROUP_DOC_STRIDE
+                r.extra["subtask"] = name
+            records.append(r)
+    metrics = {k: float(v) for k, v in out["results"].get(task.name, {}).items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if group and task.metric not in metrics:
+        metrics.update(_group_mean(out, task.metric, sorted(out["samples"])))
     return {
         "metrics": metrics,
-        "samples": samples,
-        "num_samples": len(samples),
+        "samples": records,
+        "num_samples": len(records),
         "seconds": time.perf_counter() - t0,
         "lm_eval_version": out.get("versions", {}).get(task.name),
-        "n_shot": out.get("n-shot", {}).get(task.name),
+        "n_shot": out.get("n-shot", {}).get(task.name) if not group else
+        {n: out.get("n-shot", {}).get(n) for n in sorted(out["samples"])},
     }
+
+
+def _group_mean(out: dict[str, Any], metric: str, subtasks: list[str]) -> dict[str, float]:
+    """A group without an aggregate for `metric`: the mean over its documents (each subtask
+    weighted by its size), as lm-eval's weight_by_size aggregate would report it."""
+    pairs = [(out["results"][n][metric], len(out["samples"][n])) for n in subtasks
+             if isinstance(out["results"].get(n, {}).get(metric), (int, float))]
+    total = sum(w for _, w in pairs)
+    return {metric: sum(v * w for v, w in pairs) / total} if total else {}

@@ -12,7 +12,7 @@ def plan(*overrides):
 def test_demo_grid_shape():
     p = plan()
     assert p.counts() == {"cells": 12, "samples": 4 * (57 + 20 + 50), "stages": 12, "model_builds": 1, "quantize_jobs": 3,
-                          "engine_loads": 4, "comparisons": 3}
+                          "engine_loads": 4, "comparisons": 3, "perf_cells": 0, "server_starts": 0}
     # One engine group per (model, format) serving every task.
     for s in p.evaluate_stages:
         assert [c.task.name for c in s.cells] == ["mmlu_local", "humaneval_local", "ppl_local"]

@@ -1,0 +1,80 @@
+"""The paper's grid as config: `quantgrid plan sweep=paper --json` on a machine without the
+weights, the datasets or a GPU, and every task setting with its source."""
+
+import json
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+V1 = ["arc_challenge_llama", "gsm8k_llama", "hellaswag", "mmlu_llama", "truthfulqa_mc2", "winogrande"]
+V2 = ["leaderboard_mmlu_pro", "leaderboard_ifeval", "leaderboard_bbh", "leaderboard_math_hard", "leaderboard_gpqa", "leaderboard_musr"]
+
+
+@pytest.fixture(scope="module")
+def paper():
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "plan", "sweep=paper", "--json"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_grid_counts_and_engine_loads(paper):
+    c = paper["counts"]
+    assert c["cells"] == 3 * 4 * 13 and c["quantize_jobs"] == 9 and c["model_builds"] == 3
+    # one engine per (model, format), plus one for the tasks the authors ran with add_bos_token=True
+    assert c["engine_loads"] == 24 and paper["engine_splits"] == {"add_bos_token=True": ["hellaswag", "truthfulqa_mc2", "winogrande"]}
+    assert c["perf_cells"] == 12 * 7 and c["server_starts"] == 12 and c["comparisons"] == 3 * 3 * 3
+    assert c["samples"] > 500_000  # the paper's "over 500,000 sample evaluations"
+    assert Counter(cell["task"] for cell in paper["cells"]) == {t: 12 for t in [*V1, *V2, "humaneval_local"]}
+
+
+def test_parallelism_per_model_and_format(paper):
+    stages = [s for s in paper["stages"] if s["kind"] == "evaluate"]
+    assert len(stages) == 24
+    est = {(r["model"], r["format"]): r for r in paper["estimate"]["by_model_format"]}
+    assert len(est) == 12 and all(r["accelerator"] == "h100-80gb" and r["device_hours"] > 0 for r in est.values())
+    assert all(r["prompt_tokens"] > 0 for r in est.values())
+    # 405B BF16 on 2 nodes (TP8 x PP2) costs more device-hours per token than its one-node FP8
+    assert est[("llama-3.1-405b-instruct", "bf16")]["device_hours"] > est[("llama-3.1-405b-instruct", "paper_fp8")]["device_hours"]
+
+
+def test_plan_with_cluster_simulation():
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "plan", "sweep=paper", "--json", "--nodes", "4",
+                           "--gpus-per-node", "8"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    sim = json.loads(proc.stdout)["simulation"]
+    assert sim["makespan_s"] >= sim["lower_bound_s"] > 0
+
+
+def test_every_paper_task_setting_names_its_source():
+    for name in [*V1, *V2]:
+        text = (ROOT / "conf" / "task" / f"{name}.yaml").read_text()
+        assert re.search(r"^# Source: ", text, re.M), f"{name}: no source line"
+        assert "registry: lm_eval" in text
+    for name in ("paper_fp8", "paper_int8", "paper_w4a16"):
+        assert re.search(r"^# Source: ", (ROOT / "conf" / "format" / f"{name}.yaml").read_text(), re.M), name
+
+
+def test_gated_model_download_fails_in_one_line(tmp_path, monkeypatch):
+    from quantgrid.checkpoint import CheckpointError
+    from workers.hub import download
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: fails at once, offline or not
+    with pytest.raises(CheckpointError, match=r"cannot download model meta-llama/Llama-3.1-8B-Instruct@main: "):
+        download("meta-llama/Llama-3.1-8B-Instruct", "main", tmp_path / "out", timeout_s=120)
+
+
+def test_run_of_a_gated_model_without_token_is_one_line_before_anything(tmp_path):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", "sweep=paper", f"run_dir={tmp_path}"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "llama-3.1-8b-instruct (meta-llama/Llama-3.1-8B-Instruct) is gated" in proc.stderr and "set HF_TOKEN" in proc.stderr
+    assert not any(tmp_path.iterdir())
