@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export QUANTGRID_CACHE ?= $(HOME)/.cache/quantgrid
 
-.PHONY: setup demo test lock bench clean
+.PHONY: setup demo test lock gpu-lock gpu-lock-check bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -12,9 +12,17 @@ setup:
 demo: setup
 	$(VENV)/bin/quantgrid run sweep=demo
 
-test: setup
+test: setup gpu-lock-check
 	@bash scripts/test-deps.sh
 	$(PY) -m pytest tests --durations=15
+
+# The GPU dependency sets (extras gpu, gpu-quantize) for linux x86_64 / CUDA: re-resolve them, or
+# check (in `make test`, hence CI) that the committed locks still resolve and match pyproject.toml.
+gpu-lock: setup
+	@bash scripts/gpu-lock.sh write
+
+gpu-lock-check: setup
+	@bash scripts/gpu-lock.sh check
 
 # Measures the issue figures into bench/results.json: grid engine (plan-500k, resume-500k, simulate,
 # ray-cluster, engine-loads) and foundation (setup-again, setup-cold, demo-cold, demo-warm). BENCH=names picks.

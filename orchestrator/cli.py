@@ -1,6 +1,7 @@
 """`quantgrid` command line.
 
   quantgrid run  [hydra overrides...]   e.g. sweep=demo sweep.formats=[fp8,w4a16]
+  quantgrid submit [overrides...] --address http://HEAD:8265 [--wait S]   a Ray job on a cluster
   quantgrid plan [hydra overrides...] [--json] [--nodes N --gpus-per-node G]
   quantgrid resume SWEEP | status SWEEP [--watch S] | logs SWEEP [CELL] | cancel SWEEP | gc
   quantgrid report SWEEP   paper-layout tables with paired bootstrap CIs, HTML + PNG plots
@@ -165,6 +166,27 @@ def cmd_resume(args) -> int:
     return run.execute(_plan(overrides + args.overrides), overrides + args.overrides, conf_dirs, args.verbose)
 
 
+def cmd_submit(args) -> int:
+    """Submit the sweep as a Ray job (Ray's job submission API); print its id and how to follow it."""
+    from orchestrator import config, submit
+
+    from orchestrator import preflight
+
+    plan = _plan(args.overrides)  # validated here: bad config never reaches the cluster
+    preflight.check(plan, submitting=True)
+    job_id = submit.submit(plan, args.overrides, args.address, [str(d) for d in config.EXTRA_CONF_DIRS])
+    name, run_dir = plan.sweep.name, Path(plan.sweep.run_dir)
+    print(f"submitted sweep {name} as Ray job {job_id}")
+    print(f"  follow:  ray job logs --follow --address {args.address} {job_id}")
+    print(f"  status:  quantgrid status {name} --run-dir {run_dir}   (on a machine that sees the run directory)")
+    print(f"  cancel:  quantgrid cancel {name} --run-dir {run_dir}   or   ray job stop --address {args.address} {job_id}")
+    if args.wait:
+        state = submit.wait(args.address, job_id, args.wait)
+        print(f"job {job_id}: {state}")
+        return 0 if state == "SUCCEEDED" else 1
+    return 0
+
+
 def cmd_status(args) -> int:
     from orchestrator.monitor import show_status
 
@@ -218,6 +240,11 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. sweep=demo sweep.formats=[fp8]")
     p_run.add_argument("-v", "--verbose", action="store_true", help="show worker logs")
     p_run.set_defaults(func=cmd_run)
+    p_submit = sub.add_parser("submit", help="submit a sweep as a Ray job to a cluster (Ray's job submission API)")
+    p_submit.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. sweep=paper run_dir=/shared/runs")
+    p_submit.add_argument("--address", required=True, help="the head's dashboard / job API, e.g. http://HEAD:8265")
+    p_submit.add_argument("--wait", type=float, default=0, metavar="S", help="wait up to S seconds for the job to end")
+    p_submit.set_defaults(func=cmd_submit)
     p_plan = sub.add_parser("plan", help="expand a sweep into cells and stages without running it")
     p_plan.add_argument("overrides", nargs="*")
     p_plan.add_argument("--json", action="store_true", help="the whole plan, machine-readable")
@@ -268,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     p_cancel.add_argument("sweep")
     p_cancel.add_argument("--run-dir", default="runs")
     p_cancel.set_defaults(func=cmd_cancel)
-    for p in (p_run, p_plan, p_resume):
+    for p in (p_run, p_plan, p_resume, p_submit):
         p.add_argument("--conf-dir", action="append", default=[], metavar="DIR",
                        help="extra config tree (model/, format/, task/, sweep/) layered over conf/")
     # Overrides may come before or after options (`resume S --run-dir R k=v`): argparse leaves

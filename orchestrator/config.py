@@ -200,8 +200,13 @@ def load_format(name: str, model: ModelSpec, calibration: dict | None, conf_dir:
     except OmegaConfBaseException as e:
         raise ConfigError(f"conf/format/{name}.yaml: {one_line(e)}") from None
     # Top-level scalars (group_size, dampening_frac) only feed the recipe's interpolations.
-    spec = {k: data.get(k) for k in ("name", "label", "recipe", "calibration", "dtype", "parallel") if k in data}
+    spec = {k: data.get(k) for k in ("name", "label", "recipe", "calibration", "dtype", "parallel", "published") if k in data}
     fmt = _build(FormatSpec, spec, f"conf/format/{name}.yaml")
+    if fmt.published is not None and not (fmt.published or {}).get("repo"):
+        raise ConfigError(f"format {name} has no published checkpoint for model {model.name}: set "
+                          f"format_overrides.{name}.published.repo in conf/model/{model.name}.yaml")
+    if fmt.published and fmt.recipe:
+        raise ConfigError(f"conf/format/{name}.yaml: a format is a recipe or a published checkpoint, not both")
     for k, v in (fmt.parallel or {}).items():
         if k not in ("tensor_parallel_size", "pipeline_parallel_size") or not isinstance(v, int) or v < 1:
             raise ConfigError(f"format {name} for model {model.name}: parallel.{k} must be tensor_parallel_size or "
@@ -380,8 +385,11 @@ def _similarity(node: Any, tasks: dict[str, TaskSpec]) -> dict[str, Any]:
 RESOURCE_KEYS: dict[str, tuple[type, ...]] = {
     "cpus_per_actor": (int, type(None)), "gpus_per_actor": (int, type(None)), "reuse_actors": (bool,),
     "max_retries": (int,), "stage_timeout_s": (int, float), "start_timeout_s": (int, float), "lease_s": (int, float), "oom_fallbacks": (list,),
-    "data_parallel": (str, int, bool), "dp_granularity": (int, float), "reservations": (bool,),
+    "data_parallel": (str, int, bool), "dp_granularity": (int, float), "reservations": (bool,), "runtime_env": (dict,),
 }
+# Ray runtime_env fields a stage's environment may set (resources.runtime_env.STAGE).
+RUNTIME_ENV_STAGES = ("quantize", "evaluate", "similarity", "perf")
+RUNTIME_ENV_KEYS = ("py_executable", "env_vars", "image_uri", "container", "pip", "uv", "conda", "py_modules", "working_dir")
 OOM_FALLBACKS = ("halve_batch_size", "halve_max_model_len", "double_tensor_parallel")
 
 
@@ -399,6 +407,13 @@ def _check_resources(res: dict[str, Any]) -> None:
     dp = res.get("data_parallel", "auto")
     if isinstance(dp, str) and dp not in ("auto", "off"):
         raise ConfigError(f"resources.data_parallel must be auto, off or a replica count, got {dp!r}")
+    for stage, env in (res.get("runtime_env") or {}).items():
+        if stage not in RUNTIME_ENV_STAGES:
+            raise ConfigError(f"resources.runtime_env.{stage}: unknown stage (known: {', '.join(RUNTIME_ENV_STAGES)})")
+        if not isinstance(env, dict) or set(env) - set(RUNTIME_ENV_KEYS):
+            bad = sorted(set(env) - set(RUNTIME_ENV_KEYS)) if isinstance(env, dict) else env
+            raise ConfigError(f"resources.runtime_env.{stage}: {bad} is not a Ray runtime_env field this may set "
+                              f"(allowed: {', '.join(RUNTIME_ENV_KEYS)})")
 
 
 def _check_subset(task: TaskSpec) -> None:

@@ -129,6 +129,8 @@ class CostModel:
     def quantize_seconds(self, model: ModelSpec, fmt: FormatSpec, accelerator: str) -> float:
         if fmt.is_baseline:
             return 0.0
+        if fmt.published:  # staged (downloaded), not quantized
+            return self.build_seconds(model)
         q = self.cfg["quantize_s_per_b"]
         s = model_params_b(model) * (q["calibrated"] if fmt.calibration else q["data_free"])
         return s * (q["cpu_factor"] if accelerator == "cpu" else 1.0)

@@ -118,7 +118,8 @@ class Driver:
             ray.init(address=sweep.ray_address, **kwargs)
         else:
             # Workers import quantgrid from the same venv (editable install); no working_dir upload.
-            ray.init(num_cpus=os.cpu_count(), **kwargs)
+            # "local": a new instance, never a cluster someone `ray start`ed on this machine.
+            ray.init(address="local", num_cpus=os.cpu_count(), **kwargs)
 
     def cancelled(self) -> bool:
         """`quantgrid cancel` flips the sweep's state in the ledger (checked at most every 0.5 s)."""

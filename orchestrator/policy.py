@@ -93,7 +93,9 @@ class PlacementPolicy:
             if s.kind is StageKind.QUANTIZE and s.key in needed_quant:
                 acc = quant_accel.get(s.key, "cpu")
                 # The baseline's "quantize" is the base checkpoint itself: a zero-length job, no actor.
-                d = Demand(0, 0) if s.format.is_baseline else demand(s.model, self.nodes, self.cfg, "quantize")
+                # A published checkpoint is only downloaded: the staging (build) demand, no GPU.
+                d = Demand(0, 0) if s.format.is_baseline else demand(s.model, self.nodes, self.cfg,
+                                                                      "build" if s.format.published else "quantize")
                 jobs[s.key] = Job(s.key, s.kind, s, [], d, self.cost.quantize_seconds(s.model, s.format, acc),
                                   deps=[d_ for d_ in s.depends_on if d_ in jobs])
         cell_s: dict[str, float] = {}

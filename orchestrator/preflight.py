@@ -1,19 +1,78 @@
-"""Checks before a sweep starts, each failure one line with its fix.
+"""Checks before a sweep starts (run, resume, submit), each failure one line with its fix.
 
-Here: gated Hugging Face models need their token variable set (the value is never read into
-params, tags or logs: only whether it is set). Elsewhere, before any work: unknown tasks
-(orchestrator/tasks.py, against lm-eval's registry), engines no node can hold (placement.demand),
-malformed perf scenarios (perf_config), group sizes against model dims (config).
+- a gated Hugging Face model needs its token variable set (only whether it is set is looked at:
+  the value is never read into params, tags or logs); not checked for `submit`, where the token
+  lives on the cluster (a Kubernetes Secret);
+- GPU memory: each engine's weights (parameters x bytes per weight of its format) plus a KV-cache
+  reserve must fit the GPUs its tensor x pipeline parallelism gives it (accelerator classes name
+  their memory: h100-80gb);
+- a remote MLflow tracking server must answer.
+Elsewhere, before any work: unknown tasks (orchestrator/tasks.py, against lm-eval's registry),
+engines no node can hold (placement.demand), malformed perf scenarios (perf_config), W4A16 group
+sizes against model dims (config), disk for checkpoints (the quantize worker, where it writes).
 """
 
 from __future__ import annotations
 
 import os
+import re
+import urllib.request
 
 from orchestrator.config import ConfigError
 
+# Bytes per weight by the recipe's weight precision; activations do not change weight memory.
+BYTES_PER_WEIGHT = {4: 0.5, 8: 1.0, 16: 2.0}
+KV_RESERVE = 0.10  # fraction of GPU memory kept for the KV cache and activations (vLLM needs some)
 
-def check(plan) -> None:
+
+def weight_bits(fmt) -> int:
+    """4, 8 or 16: what the format stores its Linear weights in."""
+    text = f"{fmt.label} {fmt.recipe or ''}"  # the label also covers published checkpoints
+    if re.search(r"W4A16|num_bits': 4", text):
+        return 4
+    if re.search(r"W8A8|FP8|num_bits': 8", text):
+        return 8
+    return 16
+
+
+def gpu_memory_gb(accelerator: str) -> float | None:
+    m = re.search(r"(\d+)\s*gb", accelerator.lower())
+    return float(m.group(1)) if m else None
+
+
+def check_memory(plan) -> None:
+    from orchestrator.cost import model_params_b
+
+    for s in plan.stages:
+        if s.kind.value not in ("evaluate", "perf") or not s.cells:
+            continue
+        mem = gpu_memory_gb(s.cells[0].engine.accelerator)
+        if mem is None:  # cpu, or a class without its memory in the name
+            continue
+        gpus = s.model.tensor_parallel_size * s.model.pipeline_parallel_size
+        need = model_params_b(s.model) * BYTES_PER_WEIGHT[weight_bits(s.format)]
+        have = gpus * mem * (1 - KV_RESERVE)
+        if need > have:
+            raise ConfigError(
+                f"{s.model.name}/{s.format.name}: {need:.0f} GB of weights do not fit {gpus} x {mem:g} GB GPUs "
+                f"(tensor_parallel_size {s.model.tensor_parallel_size} x pipeline_parallel_size "
+                f"{s.model.pipeline_parallel_size}, {KV_RESERVE:.0%} kept for the KV cache): raise the parallelism "
+                f"(conf/model: tensor_parallel_size, or format_overrides.{s.format.name}.parallel)")
+
+
+def check_tracking(uri: str) -> None:
+    if not uri.startswith(("http://", "https://")):
+        return  # a local store (sqlite, file): created on demand
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10) as r:
+            if r.status == 200:
+                return
+    except OSError as exc:
+        raise ConfigError(f"MLflow tracking server {uri} unreachable ({' '.join(str(exc).split())[:120]}): start it "
+                          "(docker/mlflow.yaml), fix tracking_uri, or leave it empty for the run directory's own store") from None
+
+
+def check_tokens(plan) -> None:
     for m in plan.sweep.models:
         src = m.source or {}
         if src.get("kind") == "hf_hub" and src.get("gated"):
@@ -21,3 +80,10 @@ def check(plan) -> None:
             if not os.environ.get(var):
                 raise ConfigError(f"model {m.name} ({src.get('repo')}) is gated on the Hugging Face Hub: set {var} to a "
                                   f"token that has accepted its license (on KubeRay: a Secret mapped to {var})")
+
+
+def check(plan, submitting: bool = False) -> None:
+    check_memory(plan)
+    check_tracking(os.environ.get("MLFLOW_TRACKING_URI") or plan.sweep.tracking_uri)
+    if not submitting:
+        check_tokens(plan)

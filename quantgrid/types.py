@@ -73,15 +73,19 @@ class FormatSpec:
     # Engine parallelism for this format, over the model's: {tensor_parallel_size, pipeline_parallel_size}
     # (e.g. 405B BF16 needs two nodes, its quantized formats fit one).
     parallel: dict[str, int] | None = None
+    # A published, already quantized checkpoint instead of a recipe ({repo, revision}: e.g. the
+    # authors' neuralmagic/...-quantized.w4a16), staged by the quantize stage without quantizing.
+    published: dict[str, Any] | None = None
 
     @property
     def is_baseline(self) -> bool:
-        return self.recipe is None
+        return self.recipe is None and self.published is None
 
     @cached_property
     def recipe_key(self) -> str:
         """What the quantized checkpoint depends on (parallelism does not change the weights)."""
-        return stable_hash({"recipe": self.recipe, "calibration": self.calibration, "dtype": self.dtype})
+        d = {"recipe": self.recipe, "calibration": self.calibration, "dtype": self.dtype}
+        return stable_hash(d | {"published": self.published} if self.published else d)
 
     @cached_property
     def key(self) -> str:

@@ -34,6 +34,27 @@ def calibration_texts(path: Path, num_samples: int, seed: int) -> list[str]:
     return docs[:num_samples]
 
 
+def stage_published(model: ModelSpec, fmt: FormatSpec, root: Path | None = None) -> Artifact:
+    """A published quantized checkpoint (e.g. the paper's authors' releases) staged into the
+    shared cache like a checkpoint we quantized: content-addressed, verified, reused."""
+    from workers.hub import MODEL_FILES, download, token_env
+
+    pub = fmt.published or {}
+    repo, rev = str(pub["repo"]), str(pub.get("revision") or "main")
+    target = Path(root or cache_dir() / "checkpoints") / f"{model.name}-{fmt.name}-{stable_hash({'published': pub})}"
+    t0 = time.perf_counter()
+
+    def build(out: Path) -> None:
+        sha = download(repo, rev, out, "model", token_env(pub), MODEL_FILES)
+        (out / "quantgrid_recipe.json").write_text(json.dumps({"format": fmt.name, "label": fmt.label,
+                                                               "published": {"repo": repo, "revision": rev, "commit": sha}}, indent=1))
+
+    content_hash, reused = publish(target, build)
+    qcfg = json.loads((target / "config.json").read_text()).get("quantization_config")
+    return Artifact(path=str(target), content_hash=content_hash, quantization_config=qcfg,
+                    seconds=time.perf_counter() - t0, reused=reused)
+
+
 def stage_calibration(cal: dict[str, Any], base: Path, base_hash: str) -> Path:
     """A Hugging Face calibration dataset (`hf_dataset`, `revision`, `split`, `text_field`) as a
     local .jsonl of documents, staged once into the shared cache. Chat-formatted records (a list
@@ -83,6 +104,8 @@ def quantize(
     """Return the quantized checkpoint for (base, fmt); the baseline format is the base itself."""
     if fmt.is_baseline:
         return Artifact(path=base.path, content_hash=base.content_hash, quantization_config=None, reused=True)
+    if fmt.published:
+        return stage_published(model, fmt, root)
     if fmt.calibration and fmt.calibration.get("hf_dataset"):
         calibration_path = stage_calibration(fmt.calibration, Path(base.path), base.content_hash)
     calib_hash = file_sha256(calibration_path, 16) if fmt.calibration else None

@@ -32,7 +32,7 @@ class NullSink:
 def ray_local():
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="ERROR")
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="ERROR")
     yield
     ray.shutdown()
 

@@ -78,3 +78,45 @@ def test_run_of_a_gated_model_without_token_is_one_line_before_anything(tmp_path
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "llama-3.1-8b-instruct (meta-llama/Llama-3.1-8B-Instruct) is gated" in proc.stderr and "set HF_TOKEN" in proc.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_preflight_gpu_memory_and_tracking_server(tmp_path):
+    from orchestrator import preflight
+    from orchestrator.config import ConfigError, compose, load_sweep
+    from orchestrator.plan import expand
+
+    preflight.check_memory(expand(load_sweep(compose(["sweep=paper"]))))  # the paper's grid fits as configured
+    conf = tmp_path / "conf" / "model"
+    conf.mkdir(parents=True)
+    text = (ROOT / "conf/model/llama-3.1-70b-instruct.yaml").read_text().replace("tensor_parallel_size: 4", "tensor_parallel_size: 1")
+    (conf / "llama-3.1-70b-instruct.yaml").write_text(text)
+    env = {k: v for k, v in __import__("os").environ.items()} | {"HF_TOKEN": "unused"}
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", "--conf-dir", str(tmp_path / "conf"), "sweep=paper",
+                           "sweep.models=[llama-3.1-70b-instruct]", f"run_dir={tmp_path / 'runs'}"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "llama-3.1-70b-instruct/bf16: 141 GB of weights do not fit 1 x 80 GB GPUs" in proc.stderr
+    with pytest.raises(ConfigError, match=r"MLflow tracking server http://127.0.0.1:9 unreachable"):
+        preflight.check_tracking("http://127.0.0.1:9")
+
+
+def test_published_checkpoints_as_formats_are_staged_not_quantized():
+    from orchestrator.config import compose, load_sweep
+    from orchestrator.placement import NodeShape
+    from orchestrator.plan import expand
+    from orchestrator.policy import PlacementPolicy
+    from quantgrid.types import StageKind
+
+    plan = expand(load_sweep(compose(["sweep=paper", "sweep.formats=[bf16,nm_fp8,nm_int8,nm_w4a16]"])))
+    quant = [s for s in plan.stages if s.kind is StageKind.QUANTIZE and not s.format.is_baseline]
+    assert len(quant) == 9 and all(s.format.published["repo"].startswith("neuralmagic/Meta-Llama-3.1-") for s in quant)
+    assert {s.format.published["repo"] for s in quant if s.model.name == "llama-3.1-8b-instruct"} == {
+        "neuralmagic/Meta-Llama-3.1-8B-Instruct-FP8-dynamic", "neuralmagic/Meta-Llama-3.1-8B-Instruct-quantized.w8a8",
+        "neuralmagic/Meta-Llama-3.1-8B-Instruct-quantized.w4a16"}
+    jobs = PlacementPolicy([NodeShape(cpus=96, gpus=8)] * 4, plan.sweep.resources).jobs(plan.stages)
+    staged = [j for j in jobs if j.kind is StageKind.QUANTIZE and j.stage.format.published]
+    assert len(staged) == 9 and all(j.demand.gpus == 0 for j in staged)  # a download needs no GPU
+    # a published format and a self-quantized one are different cells (different weights)
+    keys = {c.format.name: c.format.key for c in plan.cells if c.model.name == "llama-3.1-8b-instruct"}
+    self_quant = expand(load_sweep(compose(["sweep=paper", "sweep.formats=[paper_w4a16]"])))
+    assert keys["nm_w4a16"] not in {c.format.key for c in self_quant.cells}

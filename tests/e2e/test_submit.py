@@ -1,0 +1,91 @@
+"""`quantgrid submit` against a real local Ray cluster: a head (dashboard on 127.0.0.1) plus a
+second node, both started with `ray start --block` (stopped by this test alone), a tiny-llama
+sweep submitted through Ray's job API, finished with its results in the ledger and MLflow."""
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    # Ray 2.60 starts clusters with token authentication on; a client sends the token when
+    # RAY_AUTH_MODE=token (the token itself: ~/.ray/auth_token, written by `ray start`).
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    gcs, dash = _port(), _port()
+    common = ["--block", "--disable-usage-stats"]
+    head = subprocess.Popen([str(BIN / "ray"), "start", "--head", f"--port={gcs}", "--node-ip-address=127.0.0.1",
+                             "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2", *common],
+                            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs = [head]
+    try:
+        address = f"http://127.0.0.1:{dash}"
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"{address}/api/version", timeout=2)
+                break
+            except urllib.error.HTTPError:  # up, and asking for Ray's auth token (~/.ray/auth_token)
+                break
+            except OSError:
+                time.sleep(1)
+        else:
+            pytest.fail("the local Ray head's dashboard did not come up within 120 s")
+        procs.append(subprocess.Popen([str(BIN / "ray"), "start", f"--address=127.0.0.1:{gcs}", "--node-ip-address=127.0.0.1",
+                                       "--num-cpus=1", *common], env=env, start_new_session=True,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        yield address, env
+    finally:
+        for p in reversed(procs):
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+
+
+def test_submitted_sweep_finishes_with_results_in_mlflow(cluster, tmp_path, tiny_llama):
+    address, env = cluster
+    run_dir = tmp_path / "runs"
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "submit", "sweep=tiny", "sweep.formats=[bf16]",
+                           "sweep.tasks=[ppl_local]", f"run_dir={run_dir}", "--address", address, "--wait", "600"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=700)
+    print(proc.stdout[-3000:], proc.stderr[-3000:])
+    assert "submitted sweep tiny as Ray job quantgrid-tiny-" in proc.stdout
+    assert proc.returncode == 0 and "SUCCEEDED" in proc.stdout
+    db = sqlite3.connect(run_dir / "tiny" / "ledger.db")
+    assert db.execute("SELECT state, COUNT(*) FROM cells GROUP BY state").fetchall() == [("done", 1)]
+    ml = sqlite3.connect(run_dir / "tiny" / "mlflow.db")
+    assert ml.execute("SELECT COUNT(*) FROM metrics WHERE key='ppl_local/word_perplexity'").fetchone()[0] == 1
+    status = subprocess.run([sys.executable, "-m", "orchestrator.cli", "status", "tiny", "--run-dir", str(run_dir)],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0 and "tiny-llama" in status.stdout
+
+
+def test_unreachable_job_api_is_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "submit", "sweep=tiny", f"run_dir={tmp_path}",
+                           "--address", f"http://127.0.0.1:{_port()}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Ray job API at http://127.0.0.1:" in proc.stderr
