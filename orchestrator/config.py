@@ -327,6 +327,8 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
         for t in members:
             if not by_name[t].higher_is_better:
                 raise ConfigError(f"sweep.suites.{suite}: '{t}' is lower-is-better; a suite averages scores of one kind (accuracies)")
+    if not isinstance(s.get("hub_offline", True), bool):
+        raise ConfigError(f"sweep.hub_offline must be true or false, got {s.get('hub_offline')!r}")
     similarity = _similarity(s.get("similarity"), by_name)
     from orchestrator.perf_config import load_perf
 

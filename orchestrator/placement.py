@@ -180,7 +180,7 @@ class ClusterState:
         return sum(f[0] for f in self.free)
 
 
-def ray_options(placement: Placement, nodes: list[NodeShape], kv_cache_gb: int = 1) -> dict[str, Any]:
+def ray_options(placement: Placement, nodes: list[NodeShape], kv_cache_gb: int = 1, hub_offline: bool = True) -> dict[str, Any]:
     """Ray actor options that put the actor exactly where the policy placed it.
 
     Single node: the actor holds its GPUs, pinned to the node (hard node affinity). Multi node:
@@ -193,7 +193,7 @@ def ray_options(placement: Placement, nodes: list[NodeShape], kv_cache_gb: int =
     """
     gpus = sum(b.gpus for b in placement)
     cpus = placement[0].cpus
-    env = worker_env(cpu_threads=cpus, kv_cache_gb=kv_cache_gb, gpu=gpus > 0)
+    env = worker_env(cpu_threads=cpus, kv_cache_gb=kv_cache_gb, gpu=gpus > 0, hub_offline=hub_offline)
     opts: dict[str, Any] = {"max_restarts": 0, "max_concurrency": 1}  # heartbeats: their own concurrency group
     if len(placement) == 1:
         b = placement[0]

@@ -187,7 +187,9 @@ class Scheduler:
         from ray.util.placement_group import placement_group
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
-        opts = ray_options(placement, self.nodes, self.drv.plan.sweep.engine.kv_cache_gb)
+        sweep = self.drv.plan.sweep
+        opts = ray_options(placement, self.nodes, sweep.engine.kv_cache_gb,
+                           hub_offline=bool((sweep.raw.get("sweep") or {}).get("hub_offline", True)))
         bundles = opts.pop("_placement_group_bundles", None)
         node_id = opts.pop("_node_id", None)
         pg = None

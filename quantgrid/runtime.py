@@ -68,10 +68,15 @@ WORKER_ENV = {
 CPU_ONLY_ENV = {"VLLM_TARGET_DEVICE": "cpu", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 
 
-def worker_env(cpu_threads: int | None = None, kv_cache_gb: int = 1, gpu: bool = False) -> dict[str, str]:
+def worker_env(cpu_threads: int | None = None, kv_cache_gb: int = 1, gpu: bool = False,
+               hub_offline: bool = True) -> dict[str, str]:
     """Environment of a worker process. On GPUs vLLM keeps its defaults (CUDA platform,
-    multiprocess engine core, KV cache sized by gpu_memory_utilization)."""
+    multiprocess engine core, KV cache sized by gpu_memory_utilization). `hub_offline=False`
+    (a cluster with Hub access, `sweep.hub_offline: false`) lets lm-eval fetch task datasets into
+    HF_HOME on the shared cache."""
     env = dict(WORKER_ENV)
+    if not hub_offline:
+        env.update({"HF_HUB_OFFLINE": "0", "HF_DATASETS_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0"})
     if not gpu:
         env.update(CPU_ONLY_ENV)
         env["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gb)

@@ -25,12 +25,12 @@ def paper():
 
 def test_grid_counts_and_engine_loads(paper):
     c = paper["counts"]
-    assert c["cells"] == 3 * 4 * 13 and c["quantize_jobs"] == 9 and c["model_builds"] == 3
+    assert c["cells"] == 3 * 4 * 14 and c["quantize_jobs"] == 9 and c["model_builds"] == 3
     # one engine per (model, format), plus one for the tasks the authors ran with add_bos_token=True
     assert c["engine_loads"] == 24 and paper["engine_splits"] == {"add_bos_token=True": ["hellaswag", "truthfulqa_mc2", "winogrande"]}
     assert c["perf_cells"] == 12 * 7 and c["server_starts"] == 12 and c["comparisons"] == 3 * 3 * 3
     assert c["samples"] > 500_000  # the paper's "over 500,000 sample evaluations"
-    assert Counter(cell["task"] for cell in paper["cells"]) == {t: 12 for t in [*V1, *V2, "humaneval_local"]}
+    assert Counter(cell["task"] for cell in paper["cells"]) == {t: 12 for t in [*V1, *V2, "humaneval_local", "humaneval_plus_local"]}
 
 
 def test_parallelism_per_model_and_format(paper):

@@ -86,3 +86,12 @@ def test_nodes_from_ray_skips_dead_nodes():
     nodes = nodes_from_ray([{"Alive": True, "NodeID": "a", "Resources": {"CPU": 8.0, "GPU": 2.0, "memory": 2**34}},
                             {"Alive": False, "Resources": {"CPU": 64.0}}])
     assert nodes == [NodeShape(8, 2, 16.0, "a")]
+
+
+def test_workers_stay_offline_unless_the_sweep_lets_them_reach_the_hub():
+    nodes = [NodeShape(cpus=8, gpus=0)]
+    p = ClusterState(nodes).allocate(Demand(cpus=2))
+    default = ray_options(p, nodes)["runtime_env"]["env_vars"]
+    online = ray_options(p, nodes, hub_offline=False)["runtime_env"]["env_vars"]
+    assert {default[k] for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")} == {"1"}
+    assert {online[k] for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")} == {"0"}

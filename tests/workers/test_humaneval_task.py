@@ -25,3 +25,35 @@ def test_process_results_scores_right_and_wrong(task):
     assert task.process_results(doc, ["    return False\n"]) == {"pass@1": 0.0}
     assert task.aggregation()["pass@1"]([1.0, 0.0]) == 0.5
     assert task.higher_is_better()["pass@1"] is True
+
+
+def test_humaneval_plus_reads_evalplus_from_the_hub_and_scores_in_the_sandbox(lm_eval_task, monkeypatch):
+    """humaneval_plus_local loads evalplus/humanevalplus (the Hub: not reachable here, so the
+    loader is handed HumanEval's rows, which have the same fields) and scores like HumanEval."""
+    import datasets
+
+    base = {d["task_id"]: d for d in lm_eval_task("humaneval_local").test_docs()}
+    rows = [{k: v for k, v in d.items() if k != "canonical_solution"} for d in list(base.values())[:3]]
+    asked = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, split=None, **kw: asked.append((name, split))
+                        or datasets.Dataset.from_list(rows))
+    task = lm_eval_task("humaneval_plus_local")
+    docs = list(task.test_docs())
+    assert asked[0] == ("evalplus/humanevalplus", "test") and len(docs) == 3
+    assert docs[0]["canonical_solution"] == ""  # absent upstream: filled for display only
+    doc = docs[0]
+    assert task.process_results(doc, [base[doc["task_id"]]["canonical_solution"]]) == {"pass@1": 1.0}
+    assert task.process_results(doc, ["    return None\n"]) == {"pass@1": 0.0}
+
+
+def test_humaneval_plus_without_hub_access_says_so(monkeypatch):
+    import datasets
+
+    from workers.tasks.humaneval_local import utils
+
+    def offline(*a, **k):
+        raise ConnectionError("Couldn't reach 'evalplus/humanevalplus' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(RuntimeError, match=r"HumanEval\+ needs the evalplus/humanevalplus dataset .*hub_offline: false"):
+        utils.load_humanevalplus()

@@ -22,6 +22,22 @@ def load_dataset(**kwargs) -> datasets.DatasetDict:
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
 
 
+def load_humanevalplus(**kwargs) -> datasets.DatasetDict:
+    """EvalPlus's HumanEval+ (same fields as HumanEval; `test` holds the extended check)."""
+    try:
+        ds = datasets.load_dataset("evalplus/humanevalplus", split="test")
+    except Exception as exc:  # offline, or no access: say which dataset and why, in one line
+        raise RuntimeError(f"HumanEval+ needs the evalplus/humanevalplus dataset from the Hugging Face Hub "
+                           f"(sweep.hub_offline: false on a machine with Hub access): {type(exc).__name__}: "
+                           f"{' '.join(str(exc).split())[:200]}") from None
+    missing = [f for f in ("task_id", "prompt", "test", "entry_point") if f not in ds.column_names]
+    if missing:
+        raise RuntimeError(f"evalplus/humanevalplus has no {missing} column(s) (columns: {ds.column_names})")
+    if "canonical_solution" not in ds.column_names:  # shown next to samples only
+        ds = ds.add_column("canonical_solution", [""] * len(ds))
+    return datasets.DatasetDict({"test": ds.select_columns(list(FIELDS))})
+
+
 def build_program(doc: dict, completion: str) -> str:
     return doc["prompt"] + completion + "\n" + doc["test"] + f"\ncheck({doc['entry_point']})\n"
 
