@@ -290,8 +290,8 @@ class Driver:
 
     def dependency_failed(self, job: Job) -> None:
         if job.kind in SCORING:
-            msg = (f"{job.stage.name}: no checkpoint (an upstream stage failed)" if job.kind is StageKind.EVALUATE
-                   else f"{job.stage.name}: an engine group it compares failed")
+            msg = (f"{job.stage.name}: an engine group it compares failed" if job.kind is StageKind.SIMILARITY
+                   else f"{job.stage.name}: no checkpoint (an upstream stage failed)")
             if self.ledger:  # first cause sticks: cells already failed keep the upstream reason
                 self.ledger.fail_cells(self.sweep_name, [c.key for c in job.cells], "dependency_failed", msg)
             self.sink.stage_failed(job.stage, "dependency_failed", msg)
