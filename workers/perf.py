@@ -51,13 +51,18 @@ class LoadGeneratorFailed(PerfError):
     failure_class = "load_generator_failed"
 
 
-def _die_with_parent() -> None:
-    """preexec: own process group (stopped as a whole), SIGTERM when the actor dies (even kill -9)."""
-    os.setpgrp()
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+def _child_setup(cores: set[int] | None):
+    """preexec for the server and the load generator: own process group (stopped as a whole),
+    SIGTERM when the actor dies (even kill -9), pinned to `cores` when given."""
+    def preexec() -> None:
+        os.setpgrp()
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+        if cores:
+            os.sched_setaffinity(0, cores)
+    return preexec
 
 
 def port_free(port: int) -> bool:
@@ -132,16 +137,9 @@ class Server:
         # vLLM-CPU's automatic thread binding follows the process's affinity (set in preexec).
         self.cmd = [*vllm, *args, *(extra_args or [])]
         t0 = time.perf_counter()
-        cores = self.server_cores
-
-        def preexec() -> None:
-            _die_with_parent()
-            if cores:
-                os.sched_setaffinity(0, cores)
-
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=env, preexec_fn=preexec, cwd=self.log_path.parent)
+                                         env=env, preexec_fn=_child_setup(self.server_cores), cwd=self.log_path.parent)
         try:
             self._wait_healthy(start_timeout_s)
         except BaseException:
@@ -225,17 +223,11 @@ def run_load(server: Server, scenario: PerfScenario, load: LoadSettings, workdir
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "GUIDELLM__MAX_WORKER_PROCESSES": str(max(1, min(len(server.client_cores or os.sched_getaffinity(0)), 4))),
            "GUIDELLM__LOGGING__CONSOLE_LOG_LEVEL": "WARNING"}
-    cores = server.client_cores
     timeout = 120 + len(load.streams) * (load.max_seconds + 60)
     t0 = time.perf_counter()
-
-    def preexec() -> None:
-        _die_with_parent()
-        if cores:
-            os.sched_setaffinity(0, cores)
-
     try:
-        proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout, preexec_fn=preexec)
+        proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout,
+                              preexec_fn=_child_setup(server.client_cores))
     except subprocess.TimeoutExpired:
         raise LoadGeneratorFailed(f"guidellm ran past {timeout:g}s on scenario {scenario.name}") from None
     seconds = time.perf_counter() - t0
