@@ -26,19 +26,22 @@ class Samples:
 
     doc_ids: np.ndarray
     values: np.ndarray  # per-document metric (0/1 accuracy, pass@1, ...) or loglikelihood
-    units: np.ndarray | None = None  # corpus metrics: words (or bytes) per document
+    units: np.ndarray | None = None  # corpus metrics: words (or bytes) per document; ratios: weights
+    ratio: bool = False  # values / units pooled (a judge's weighted win rate), not a perplexity
 
     def statistic(self, idx: np.ndarray) -> np.ndarray:
-        """The task score on each resample (rows of `idx`): a mean, or a corpus perplexity."""
+        """The task score on each resample (rows of `idx`): a mean, a pooled ratio or a corpus perplexity."""
         if self.units is None:
             return self.values[idx].mean(axis=-1)
-        return np.exp(-self.values[idx].sum(axis=-1) / self.units[idx].sum(axis=-1))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            pooled = self.values[idx].sum(axis=-1) / self.units[idx].sum(axis=-1)
+        return pooled if self.ratio else np.exp(-pooled)
 
 
 def align(base: Samples, other: Samples) -> tuple[Samples, Samples]:
     """Keep the documents both formats scored, in the same order (paired)."""
     common, bi, oi = np.intersect1d(base.doc_ids, other.doc_ids, return_indices=True)
-    pick = lambda s, i: Samples(common, s.values[i], None if s.units is None else s.units[i])
+    pick = lambda s, i: Samples(common, s.values[i], None if s.units is None else s.units[i], s.ratio)
     return pick(base, bi), pick(other, oi)
 
 

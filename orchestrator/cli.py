@@ -68,6 +68,10 @@ def cmd_plan(args) -> int:
               f"{r['prompt_tokens'] / 1e6:.2f}M prompt + {r['output_tokens'] / 1e6:.2f}M generated tokens")
     if len(est["by_model_format"]) > 50:
         print(f"  ... {len(est['by_model_format']) - 50} more (model, format) groups (--json for all)")
+    print("per task (all its cells; tokens from conf/task cost: samples x prompt / output tokens):")
+    for t in est["by_task"][:50]:
+        print(f"  {t['task']}: {t['cells']} cells, {t['samples']:,} samples, {t['prompt_tokens'] / 1e6:.2f}M prompt + "
+              f"{t['output_tokens'] / 1e6:.2f}M generated tokens, {t['device_hours']:.2f} {unit}")
     if sim:
         print(f"simulated on {args.nodes} x {args.gpus_per_node} GPUs: makespan {sim['makespan_s'] / 3600:.2f} h "
               f"(lower bound {sim['lower_bound_s'] / 3600:.2f} h, x{sim['ratio']}), {sim['engine_loads']} engine loads, "

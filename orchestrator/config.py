@@ -370,7 +370,7 @@ def _similarity(node: Any, tasks: dict[str, TaskSpec]) -> dict[str, Any]:
             if task_output_type(str(t)) == "unknown" and task_output_type(str(t), "lm_eval") == "unknown":
                 raise ConfigError(f"sweep.similarity.tasks: unknown task '{t}'")
             continue
-        kind = task_output_type(t, tasks[t].registry)
+        kind = "generate_until" if tasks[t].scorer else task_output_type(t, tasks[t].registry)
         if kind != "generate_until":
             raise ConfigError(f"sweep.similarity.tasks: '{t}' is a {kind} task; only generated text "
                               "(output_type generate_until) can be compared")

@@ -106,7 +106,9 @@ class CostModel:
         cap = (task.gen_kwargs or {}).get("max_gen_toks")
         if cap is not None:  # generation stops at the task's max_gen_toks at the latest
             out = min(out, float(cap))
-        return int(n * prompt), int(n * out)
+        # `repeats` generations per sample (EvalPlus-style n samples): the prompt is prefilled once
+        # (vLLM's prefix cache), every sample is decoded.
+        return int(n * prompt), int(n * out * float(c.get("repeats", 1)))
 
     def cell_seconds(self, cell: Cell) -> float:
         k = (cell.model.key, cell.model.params_b, cell.format.name, cell.task.key, id(cell.task.cost), cell.engine.accelerator)

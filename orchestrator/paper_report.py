@@ -38,6 +38,8 @@ def load_samples(path: Path, metric: str) -> Samples:
         raise ConfigError(f"corrupt samples file {path}: {type(e).__name__}: {' '.join(str(e).split())[:200]}") from None
     if f"ll_{name}" in df.columns:  # corpus metric: re-aggregated per resample
         return Samples(df["doc_id"].to_numpy(), df[f"ll_{name}"].to_numpy(float), df[f"units_{name}"].to_numpy(float))
+    if f"num_{name}" in df.columns:  # ratio metric (judge win rate): pooled per resample
+        return Samples(df["doc_id"].to_numpy(), df[f"num_{name}"].to_numpy(float), df[f"den_{name}"].to_numpy(float), ratio=True)
     if "perplexity" in name or name == "bits_per_byte":
         raise ConfigError(f"samples file {path} has no per-document loglikelihoods for corpus metric '{name}' "
                           "(written by an older quantgrid): rerun that cell")

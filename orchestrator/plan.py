@@ -61,6 +61,7 @@ class Plan:
         group, no data-parallel replicas). Devices = TP x PP GPUs on a GPU cluster, 1 on a CPU."""
         cost = cost or CostModel(self.sweep.raw.get("cost") or {})
         rows: dict[tuple[str, str], dict[str, float]] = {}
+        tasks: dict[str, dict[str, float]] = {}  # per task, over all its cells
         for s in self.stages:
             if s.kind not in (StageKind.EVALUATE, StageKind.PERF):
                 continue
@@ -84,8 +85,16 @@ class Plan:
                 p, o = cost.tokens(c.task)
                 r["prompt_tokens"] += p
                 r["output_tokens"] += o
+                t = tasks.setdefault(c.task.name, {"cells": 0, "samples": 0, "prompt_tokens": 0, "output_tokens": 0,
+                                                   "device_hours": 0.0})
+                t["cells"] += 1
+                t["samples"] += task_samples(c.task, cost.cfg["default_task"])
+                t["prompt_tokens"] += p
+                t["output_tokens"] += o
+                t["device_hours"] += cost.cell_seconds(c) * devices / 3600
         total = sum(r["device_hours"] for r in rows.values())
-        return {"device_hours": total, "by_model_format": [{"model": m, "format": f, **r} for (m, f), r in rows.items()]}
+        return {"device_hours": total, "by_model_format": [{"model": m, "format": f, **r} for (m, f), r in rows.items()],
+                "by_task": [{"task": name, **t} for name, t in tasks.items()]}
 
 
 def expand(sweep: Sweep) -> Plan:

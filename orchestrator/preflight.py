@@ -6,17 +6,25 @@
 - GPU memory: each engine's weights (parameters x bytes per weight of its format) plus a KV-cache
   reserve must fit the GPUs its tensor x pipeline parallelism gives it (accelerator classes name
   their memory: h100-80gb);
-- a remote MLflow tracking server must answer.
+- a remote MLflow tracking server must answer;
+- an LLM judge (external scorer tasks) needs its key variable set and its endpoint answering with
+  that key (not for `submit` either: the key is a cluster Secret);
+- disk: the checkpoints the sweep will write (base models, one per quantized format; those already
+  in the cache excepted) must fit the cache's free space (the quantize worker checks again, per
+  checkpoint, with the recipe's quantize_resources.disk_gb).
 Elsewhere, before any work: unknown tasks (orchestrator/tasks.py, against lm-eval's registry),
 engines no node can hold (placement.demand), malformed perf scenarios (perf_config), W4A16 group
-sizes against model dims (config), disk for checkpoints (the quantize worker, where it writes).
+sizes against model dims (config).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
+import urllib.error
 import urllib.request
+from pathlib import Path
 
 from orchestrator.config import ConfigError
 
@@ -82,8 +90,64 @@ def check_tokens(plan) -> None:
                                   f"token that has accepted its license (on KubeRay: a Secret mapped to {var})")
 
 
+def check_judges(plan) -> None:
+    for t in plan.sweep.tasks:
+        if t.scorer_kind != "arena_hard":
+            continue
+        judge = t.scorer["judge"]
+        var = judge.get("api_key_env")
+        if var and not os.environ.get(var):
+            raise ConfigError(f"task {t.name} is scored by an LLM judge ({judge['model']}): set {var} to its API key "
+                              f"(on KubeRay: a Secret mapped to {var}), or point scorer.judge.base_url at your own endpoint")
+        url = str(judge["base_url"]).rstrip("/") + "/models"
+        req = urllib.request.Request(url, headers={"Authorization": f"Bearer {os.environ[var]}"} if var else {})
+        try:
+            urllib.request.urlopen(req, timeout=15).close()
+        except urllib.error.HTTPError as exc:
+            if exc.code in (401, 403):
+                raise ConfigError(f"task {t.name}: the judge endpoint {judge['base_url']} rejected the key in {var} "
+                                  f"(HTTP {exc.code}): set a valid key") from None
+            # other answers (an endpoint without GET /models): it is up
+        except OSError as exc:
+            raise ConfigError(f"task {t.name}: judge endpoint {judge['base_url']} unreachable "
+                              f"({' '.join(str(exc).split())[:120]}): start it or fix scorer.judge.base_url") from None
+
+
+def _cached(root: Path, prefix: str) -> bool:
+    return root.is_dir() and any(p.is_dir() for p in root.glob(prefix + "-*"))
+
+
+def check_disk(plan, free_gb: float | None = None) -> None:
+    """Checkpoints still to be written into the cache vs its free space (10% margin)."""
+    from orchestrator.cost import model_params_b
+    from quantgrid.runtime import cache_dir
+
+    root = cache_dir()
+    need, what = 0.0, []
+    for m in plan.sweep.models:
+        params = model_params_b(m)
+        if (m.source or {}).get("kind") != "local" and not _cached(root / "models", m.name):
+            need += params * BYTES_PER_WEIGHT[16]
+            what.append(m.name)
+        for f in plan.sweep.formats[m.name].values():
+            if not f.is_baseline and not _cached(root / "checkpoints", f"{m.name}-{f.name}"):
+                need += params * BYTES_PER_WEIGHT[weight_bits(f)]
+                what.append(f"{m.name}/{f.name}")
+    if free_gb is None:
+        probe = root
+        while not probe.exists():
+            probe = probe.parent
+        free_gb = shutil.disk_usage(probe).free / 1e9
+    if need * 1.1 > free_gb:
+        raise ConfigError(f"the sweep writes ~{need:.0f} GB of checkpoints ({len(what)}: {', '.join(what[:4])}"
+                          f"{', ...' if len(what) > 4 else ''}) into {root}, which has {free_gb:.0f} GB free: free "
+                          "space or set QUANTGRID_CACHE to a larger (shared) volume")
+
+
 def check(plan, submitting: bool = False) -> None:
     check_memory(plan)
     check_tracking(os.environ.get("MLFLOW_TRACKING_URI") or plan.sweep.tracking_uri)
-    if not submitting:
+    if not submitting:  # on a cluster the job's own `quantgrid run` checks these where they apply
         check_tokens(plan)
+        check_judges(plan)
+        check_disk(plan)

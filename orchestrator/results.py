@@ -83,6 +83,11 @@ class RunStore:
                 **{f"m_{k}": v for k, v in s.metrics.items()},
                 **{f"ll_{k}": v[0] for k, v in s.extra.get("corpus", {}).items()},
                 **{f"units_{k}": v[1] for k, v in s.extra.get("corpus", {}).items()},
+                # ratio metrics (a judge's weighted wins / weight): pooled per resample, not averaged
+                **{f"num_{k}": v[0] for k, v in s.extra.get("ratio", {}).items()},
+                **{f"den_{k}": v[1] for k, v in s.extra.get("ratio", {}).items()},
+                # the rest (a group's subtask, a judge's verdicts and judgments) as JSON
+                "extra": json.dumps({k: v for k, v in s.extra.items() if k not in ("corpus", "ratio")}) or None,
             }
             for s in result.samples
         ]

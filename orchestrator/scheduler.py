@@ -31,8 +31,10 @@ from orchestrator.policy import Job, ReadyQueue
 from quantgrid.types import SCORING, Cell, StageKind
 
 RETRYABLE = {"actor_died", "timeout", "lease_expired"}
-# Fail the cell (or the stage) at once: retrying cannot help. The perf stage's classes included.
-DETERMINISTIC = {"error", "bad_input", "server_unhealthy", "port_in_use", "load_generator_failed", "perf_failed"}
+# Fail the cell (or the stage) at once: retrying cannot help. The perf stage's and the judge's classes included
+# (the judge client has already retried with backoff).
+DETERMINISTIC = {"error", "bad_input", "server_unhealthy", "port_in_use", "load_generator_failed", "perf_failed",
+                 "judge_failed"}
 TICK_S = 0.25
 
 

@@ -16,6 +16,7 @@ import importlib.util
 import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from omegaconf import OmegaConf
 
@@ -91,12 +92,76 @@ def task_version_hash(name: str, registry: str = "local") -> str:
     return h.hexdigest()[:16]
 
 
+SCORERS = ("lm_eval", "arena_hard")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _check_source(where: str, spec: Any) -> None:
+    if not isinstance(spec, dict) or not (spec.get("path") or (spec.get("hub") and spec.get("file"))):
+        raise ConfigError(f"{where} must be {{path: FILE}} or {{hub: DATASET_REPO, file: PATH_IN_REPO, revision: REV}}")
+
+
+def check_scorer(where: str, scorer: Any) -> None:
+    """An external scorer's config, checked before any worker starts (each error one line)."""
+    if not isinstance(scorer, dict):
+        raise ConfigError(f"{where}: scorer must be a mapping with a kind ({', '.join(SCORERS)})")
+    kind = scorer.get("kind")
+    if kind not in SCORERS[1:]:
+        raise ConfigError(f"{where}: scorer.kind must be one of {', '.join(SCORERS[1:])} (lm-eval tasks need no "
+                          f"scorer block), got {kind!r}")
+    unknown = set(scorer) - {"kind", "questions", "baseline", "judge", "generation", "strong_weight"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown scorer key(s) {', '.join(sorted(unknown))}")
+    _check_source(f"{where}: scorer.questions", scorer.get("questions"))
+    _check_source(f"{where}: scorer.baseline", scorer.get("baseline"))
+    judge = scorer.get("judge")
+    if not isinstance(judge, dict):
+        raise ConfigError(f"{where}: scorer.judge must be {{base_url, model, api_key_env, ...}}")
+    if "api_key" in judge:
+        raise ConfigError(f"{where}: scorer.judge.api_key: never put a key in config; name the environment "
+                          "variable that holds it in api_key_env")
+    url = str(judge.get("base_url") or "")
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"{where}: scorer.judge.base_url must be an http(s) URL of an OpenAI-compatible API, got {url!r}")
+    if not judge.get("model"):
+        raise ConfigError(f"{where}: scorer.judge.model must name the judge model the endpoint serves")
+    var = judge.get("api_key_env")
+    if var is not None and not (isinstance(var, str) and _ENV_NAME.fullmatch(var)):
+        raise ConfigError(f"{where}: scorer.judge.api_key_env must be an environment variable name, got {var!r}")
+    if not judge.get("prompt_file") and not (judge.get("system_prompt") and judge.get("prompt_template")):
+        raise ConfigError(f"{where}: scorer.judge needs prompt_file (Arena-Hard's judge_config.yaml) or "
+                          "system_prompt and prompt_template")
+    for key, low in (("concurrency", 1), ("attempts", 1), ("max_tokens", 1), ("retries", 0), ("timeout_s", 1)):
+        v = judge.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < low):
+            raise ConfigError(f"{where}: scorer.judge.{key} must be a number >= {low}, got {v!r}")
+    gen = scorer.get("generation") or {}
+    if not isinstance(gen, dict) or set(gen) - {"max_gen_toks", "temperature"}:
+        raise ConfigError(f"{where}: scorer.generation must be {{max_gen_toks, temperature}}")
+    if not (isinstance(gen.get("max_gen_toks", 1), int) and gen.get("max_gen_toks", 1) >= 1):
+        raise ConfigError(f"{where}: scorer.generation.max_gen_toks must be a positive integer")
+    if float(gen.get("temperature", 0)) < 0 or float(scorer.get("strong_weight", 3)) <= 0:
+        raise ConfigError(f"{where}: scorer.generation.temperature must be >= 0 and strong_weight > 0")
+
+
+def scorer_version_hash(scorer: dict) -> str:
+    """An external scorer's version: its config and the scorer's code."""
+    import json
+
+    code = (Path(__file__).resolve().parents[1] / "workers" / "judge.py").read_bytes()
+    return hashlib.sha256(json.dumps(scorer, sort_keys=True).encode() + code).hexdigest()[:16]
+
+
 def load_task(name: str, settings: dict | None, conf_dir: Path = CONF_DIR) -> TaskSpec:
     node = _load_yaml("task", name, conf_dir)
     if settings:
         node = OmegaConf.merge(node, settings)
     data = OmegaConf.to_container(node, resolve=True)
     data.pop("source", None)  # where a setting comes from (documentation in the YAML)
+    if data.get("scorer") is not None:  # an external scorer: not looked up in lm-eval's registry
+        check_scorer(f"conf/task/{name}.yaml", data["scorer"])
+        data["version_hash"] = scorer_version_hash(data["scorer"])
+        return _build(TaskSpec, data, f"conf/task/{name}.yaml")
     registry = data.get("registry", "local")
     if registry not in REGISTRIES:
         raise ConfigError(f"conf/task/{name}.yaml: registry must be one of {', '.join(REGISTRIES)}, got {registry!r}")

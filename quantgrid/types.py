@@ -114,12 +114,19 @@ class TaskSpec:
     # Engine settings this task needs over the sweep's (e.g. {add_bos_token: true}): fixed when
     # the engine is built, so tasks that differ here are served by a second engine load.
     engine: dict[str, Any] | None = None
+    # Who scores the task: None = lm-eval (simple_evaluate on the engine's LM object); otherwise an
+    # external scorer, {kind: arena_hard, ...} (workers/judge.py), which still uses that engine.
+    scorer: dict[str, Any] | None = None
+
+    @property
+    def scorer_kind(self) -> str:
+        return str((self.scorer or {}).get("kind", "lm_eval"))
 
     @cached_property
     def key(self) -> str:
         d = asdict(self)
         d.pop("cost")
-        for k, default in (("registry", "local"), ("engine", None)):  # keys of older tasks stay the same
+        for k, default in (("registry", "local"), ("engine", None), ("scorer", None)):  # keys of older tasks stay the same
             if d[k] == default:
                 d.pop(k)
         return stable_hash(d)

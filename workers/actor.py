@@ -139,13 +139,13 @@ class StageWorker:
                 "loads": self.group_loads[self.group], "process_loads": type(self.engine).loads}
 
     def evaluate(self, cell: Cell) -> TaskResult:
-        from workers.score import evaluate_task
+        from workers.score import scorer_for
 
         inject("evaluate", f"{cell.model.name}/{cell.format.name}/{cell.task.name}")
         if self.engine is None:
             raise RuntimeError("evaluate() before open_engine()")
         before = self.engine.token_counters()
-        out = evaluate_task(self.engine.lm, cell.task)
+        out = scorer_for(cell.task)(self.engine.lm, cell.task)
         after = self.engine.token_counters()
         tokens = {k: after[k] - before[k] for k in after}
         provenance = {

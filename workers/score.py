@@ -11,12 +11,28 @@ import math
 import random
 import time
 from collections import defaultdict
-from typing import Any
+from typing import Any, Protocol
 
 from quantgrid.runtime import TASKS_DIR
 from quantgrid.types import SampleRecord, TaskSpec
 
 _TASK_MANAGERS: dict[bool, Any] = {}
+
+
+class Scorer(Protocol):
+    """Scores one task on a ready lm-eval LM object (the engine's): returns {metrics, samples,
+    num_samples, seconds, lm_eval_version, n_shot}. lm-eval tasks go through `evaluate_task`;
+    tasks lm-eval cannot score (an LLM judge) name an external scorer in `TaskSpec.scorer`."""
+
+    def __call__(self, lm: Any, task: TaskSpec, limit_docs: list[int] | None = None) -> dict[str, Any]: ...
+
+
+def scorer_for(task: TaskSpec) -> Scorer:
+    if task.scorer_kind == "arena_hard":
+        from workers.judge import evaluate_judged
+
+        return evaluate_judged
+    return evaluate_task
 
 
 def task_manager(builtin: bool = False):
@@ -93,7 +109,10 @@ def _record(sample: dict[str, Any], output_type: str, metric_names: list[str]) -
         response = ""
     else:
         filtered = sample.get("filtered_resps") or [""]
-        response = filtered[0] if isinstance(filtered[0], str) else str(filtered[0])
+        first = filtered[0]
+        if isinstance(first, list) and first:  # repeats (n samples per doc): the first is shown
+            first = first[0]
+        response = first if isinstance(first, str) else str(first)
     # Corpus metrics (perplexities): keep (loglikelihood, units) so a paired bootstrap can
     # re-aggregate exp(-sum ll / sum units) per resample instead of averaging per-doc values.
     corpus = {n: [float(v[0]), float(v[1])] for n in metric_names

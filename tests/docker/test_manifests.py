@@ -86,9 +86,12 @@ def test_rayjob_manifest_token_from_secret_only():
         assert any(run_dir.startswith(m) for m in mounts), (run_dir, mounts)
         (tok,) = [e for e in c["env"] if e["name"] == "HF_TOKEN"]
         assert tok["valueFrom"]["secretKeyRef"]["name"] == "hf-token" and "value" not in tok
+        (judge,) = [e for e in c["env"] if e["name"] == "OPENAI_API_KEY"]  # conf/task/arena_hard.yaml's api_key_env
+        assert judge["valueFrom"]["secretKeyRef"]["name"] == "judge-api-key" and "value" not in judge
     text = (DOCKER / "rayjob.yaml").read_text()
     assert "HF_TOKEN" not in entry and "runtimeEnvYAML" not in spec
-    assert not re.search(r"hf_[A-Za-z0-9]{20,}", text)  # no literal token anywhere
+    assert not re.search(r"hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9]{20,}", text)  # no literal token anywhere
+    assert "OPENAI_API_KEY" in (ROOT / "conf" / "task" / "arena_hard.yaml").read_text()
     assert "HF_TOKEN" not in yaml.safe_dump(job["metadata"])
     # Workers hold whole 8-GPU nodes; 405B BF16 needs two of them (TP8 x PP2 in conf/model).
     (worker,) = spec["rayClusterSpec"]["workerGroupSpecs"]

@@ -12,6 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 V1 = ["arc_challenge_llama", "gsm8k_llama", "hellaswag", "mmlu_llama", "truthfulqa_mc2", "winogrande"]
+OTHER = ["humaneval_sampled", "humaneval_plus_sampled", "arena_hard"]
 V2 = ["leaderboard_mmlu_pro", "leaderboard_ifeval", "leaderboard_bbh", "leaderboard_math_hard", "leaderboard_gpqa", "leaderboard_musr"]
 
 
@@ -25,12 +26,16 @@ def paper():
 
 def test_grid_counts_and_engine_loads(paper):
     c = paper["counts"]
-    assert c["cells"] == 3 * 4 * 14 and c["quantize_jobs"] == 9 and c["model_builds"] == 3
+    assert c["cells"] == 3 * 4 * 15 and c["quantize_jobs"] == 9 and c["model_builds"] == 3
     # one engine per (model, format), plus one for the tasks the authors ran with add_bos_token=True
     assert c["engine_loads"] == 24 and paper["engine_splits"] == {"add_bos_token=True": ["hellaswag", "truthfulqa_mc2", "winogrande"]}
     assert c["perf_cells"] == 12 * 7 and c["server_starts"] == 12 and c["comparisons"] == 3 * 3 * 3
     assert c["samples"] > 500_000  # the paper's "over 500,000 sample evaluations"
-    assert Counter(cell["task"] for cell in paper["cells"]) == {t: 12 for t in [*V1, *V2, "humaneval_local", "humaneval_plus_local"]}
+    assert Counter(cell["task"] for cell in paper["cells"]) == {t: 12 for t in [*V1, *V2, *OTHER]}
+    # EvalPlus-style sampling: 50 generations per HumanEval(+) problem are counted in the tokens
+    by_task = {t["task"]: t for t in paper["estimate"]["by_task"]}
+    assert set(by_task) == {*V1, *V2, *OTHER} and all(t["cells"] == 12 and t["prompt_tokens"] > 0 for t in by_task.values())
+    assert by_task["humaneval_plus_sampled"]["output_tokens"] == 12 * 164 * 100 * 50
 
 
 def test_parallelism_per_model_and_format(paper):
@@ -52,10 +57,10 @@ def test_plan_with_cluster_simulation():
 
 
 def test_every_paper_task_setting_names_its_source():
-    for name in [*V1, *V2]:
+    for name in [*V1, *V2, *OTHER]:
         text = (ROOT / "conf" / "task" / f"{name}.yaml").read_text()
         assert re.search(r"^# Source: ", text, re.M), f"{name}: no source line"
-        assert "registry: lm_eval" in text
+        assert "registry: lm_eval" in text or name in OTHER
     for name in ("paper_fp8", "paper_int8", "paper_w4a16"):
         assert re.search(r"^# Source: ", (ROOT / "conf" / "format" / f"{name}.yaml").read_text(), re.M), name
 
@@ -120,3 +125,34 @@ def test_published_checkpoints_as_formats_are_staged_not_quantized():
     keys = {c.format.name: c.format.key for c in plan.cells if c.model.name == "llama-3.1-8b-instruct"}
     self_quant = expand(load_sweep(compose(["sweep=paper", "sweep.formats=[paper_w4a16]"])))
     assert keys["nm_w4a16"] not in {c.format.key for c in self_quant.cells}
+
+
+def test_arena_hard_is_an_external_scorer_with_its_judge_in_config():
+    from orchestrator.config import compose, load_sweep
+
+    sweep = load_sweep(compose(["sweep=paper"]))
+    (arena,) = [t for t in sweep.tasks if t.name == "arena_hard"]
+    assert arena.scorer_kind == "arena_hard" and arena.metric == "score,none"
+    judge = arena.scorer["judge"]
+    assert judge["api_key_env"] == "OPENAI_API_KEY" and "api_key" not in judge
+    assert judge["prompt_file"].startswith("https://raw.githubusercontent.com/lmarena/arena-hard-auto/")
+    assert arena.scorer["baseline"]["name"] == "gpt-4-0314"
+    assert {t.name for t in sweep.tasks if t.scorer_kind == "lm_eval"} == {*V1, *V2, "humaneval_sampled", "humaneval_plus_sampled"}
+
+
+def test_preflight_disk_for_checkpoints(tmp_path, monkeypatch):
+    from orchestrator import preflight
+    from orchestrator.config import ConfigError, compose, load_sweep
+    from orchestrator.plan import expand
+
+    monkeypatch.setenv("QUANTGRID_CACHE", str(tmp_path / "cache"))
+    plan = expand(load_sweep(compose(["sweep=paper", "sweep.models=[llama-3.1-8b-instruct]"])))
+    # 8B: base 16 GB (BF16) + FP8 8 + INT8 8 + W4A16 4 = 36 GB, 10% margin
+    with pytest.raises(ConfigError, match=r"writes ~36 GB of checkpoints \(4: llama-3.1-8b-instruct, .*has 30 GB free"):
+        preflight.check_disk(plan, free_gb=30)
+    preflight.check_disk(plan, free_gb=40)
+    for d in ("models/llama-3.1-8b-instruct-abc", "checkpoints/llama-3.1-8b-instruct-paper_fp8-abc"):
+        (tmp_path / "cache" / d).mkdir(parents=True)  # already built: not counted again
+    preflight.check_disk(plan, free_gb=14)
+    with pytest.raises(ConfigError, match=r"~12 GB of checkpoints \(2: "):
+        preflight.check_disk(plan, free_gb=13)

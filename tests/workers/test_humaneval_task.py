@@ -57,3 +57,23 @@ def test_humaneval_plus_without_hub_access_says_so(monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", offline)
     with pytest.raises(RuntimeError, match=r"HumanEval\+ needs the evalplus/humanevalplus dataset .*hub_offline: false"):
         utils.load_humanevalplus()
+
+
+def test_sampled_variant_scores_unbiased_pass_at_1_over_all_samples(lm_eval_task):
+    """humaneval_sampled: 50 samples at T=0.2 per problem (EvalPlus's setting), all kept by the
+    filter, pass@1 = c/n with every sample run in the sandbox."""
+    task = lm_eval_task("humaneval_sampled")
+    gk = task.config.generation_kwargs
+    assert task.config.repeats == 50 and gk["do_sample"] is True and gk["temperature"] == 0.2 and gk["top_p"] == 0.95
+    doc = next(iter(task.test_docs()))
+    right, wrong = doc["canonical_solution"], "    return None\n"
+    # what lm-eval hands process_results after the take_first_k filter: one list of n samples
+    assert task.process_results(doc, [[right, wrong, right, right]]) == {"pass@1": 0.75}
+    resps = [[right, wrong] * 25]
+    (filtered,) = [f for f in task._filters]
+    from lm_eval.api.instance import Instance
+
+    inst = Instance(request_type="generate_until", doc=doc, arguments=("", {}), idx=0, repeats=50)
+    inst.resps = resps[0]
+    filtered.apply([inst])
+    assert len(inst.filtered_resps["none"]) == 50  # every sample reaches the metric, not only the first

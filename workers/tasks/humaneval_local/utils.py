@@ -6,6 +6,9 @@ import gzip
 import importlib.resources
 import json
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import datasets
 
 from workers.sandbox import run_untrusted
@@ -42,12 +45,23 @@ def build_program(doc: dict, completion: str) -> str:
     return doc["prompt"] + completion + "\n" + doc["test"] + f"\ncheck({doc['entry_point']})\n"
 
 
-def process_results(doc: dict, results: list[str]) -> dict[str, float]:
-    # generate_until with repeats=1: results holds the single greedy completion.
-    completion = results[0]
+def _passes(doc: dict, completion: str) -> bool:
     # An instruct model closes its code block: keep what precedes the fence (lm-eval's
     # build_predictions_instruct does the same).
     if "```" in completion:
         completion = completion[: completion.index("```")]
-    res = run_untrusted(build_program(doc, completion), timeout_s=10.0)
-    return {"pass@1": 1.0 if res.passed else 0.0}
+    return run_untrusted(build_program(doc, completion), timeout_s=10.0).passed
+
+
+def process_results(doc: dict, results: list[str]) -> dict[str, float]:
+    # generate_until with repeats=1: results holds the single greedy completion.
+    return {"pass@1": 1.0 if _passes(doc, results[0]) else 0.0}
+
+
+def process_results_sampled(doc: dict, results: list) -> dict[str, float]:
+    """n samples of one problem (repeats + take_first_k): unbiased pass@1 = c / n. The sandboxed
+    runs are independent subprocesses, so they run side by side."""
+    samples = results[0] if isinstance(results[0], list) else list(results)
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        passed = sum(pool.map(lambda c: _passes(doc, c), samples))
+    return {"pass@1": passed / len(samples)}
