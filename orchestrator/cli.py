@@ -182,8 +182,9 @@ def cmd_submit(args) -> int:
     name, run_dir = plan.sweep.name, Path(plan.sweep.run_dir)
     print(f"submitted sweep {name} as Ray job {job_id}")
     print(f"  follow:  ray job logs --follow --address {args.address} {job_id}")
-    print(f"  status:  quantgrid status {name} --run-dir {run_dir}   (on a machine that sees the run directory)")
-    print(f"  cancel:  quantgrid cancel {name} --run-dir {run_dir}   or   ray job stop --address {args.address} {job_id}")
+    print(f"  status:  quantgrid status {name} --address {args.address} --run-dir {run_dir}")
+    print(f"  logs:    quantgrid logs {name} --address {args.address} --run-dir {run_dir}")
+    print(f"  cancel:  quantgrid cancel {name} --address {args.address} --run-dir {run_dir}")
     if args.wait:
         state = submit.wait(args.address, job_id, args.wait)
         print(f"job {job_id}: {state}")
@@ -191,15 +192,32 @@ def cmd_submit(args) -> int:
     return 0
 
 
+def _visible(args) -> bool:
+    """Whether this machine sees the sweep's run directory (a submitted sweep's may be elsewhere)."""
+    return (Path(args.run_dir) / args.sweep / "ledger.db").exists()
+
+
 def cmd_status(args) -> int:
     from orchestrator.monitor import show_status
 
+    if args.address:  # a submitted sweep: its Ray jobs, then its ledger where this machine sees it
+        from orchestrator import submit
+
+        print("\n".join(submit.job_lines(args.address, args.sweep)))
+        if not _visible(args):
+            return 0
     return show_status(_ledger_for(args.sweep, args.run_dir), args.sweep, watch=args.watch)
 
 
 def cmd_logs(args) -> int:
     from orchestrator.monitor import show_logs
 
+    if args.address:
+        from orchestrator import submit
+
+        print(submit.job_logs(args.address, args.sweep, args.lines))
+        if not _visible(args):
+            return 0
     return show_logs(_ledger_for(args.sweep, args.run_dir), args.sweep, args.cell, lines=args.lines)
 
 
@@ -223,6 +241,14 @@ def cmd_gc(args) -> int:
 def cmd_cancel(args) -> int:
     """Mark the sweep cancelled in its ledger: the driver stops at the next cell and results of
     attempts still running are rejected (fenced), never recorded."""
+    if args.address:  # a submitted sweep: stop its Ray job (the driver), mark the ledger where visible
+        from orchestrator import submit
+
+        stopped = submit.stop_jobs(args.address, args.sweep)
+        print(f"sweep {args.sweep}: stopped Ray job(s) {', '.join(stopped)}" if stopped else
+              f"sweep {args.sweep}: no running Ray job")
+        if not _visible(args):
+            return 0
     ledger = _ledger_for(args.sweep, args.run_dir)
     if ledger.sweep_info(args.sweep) is None:
         raise ConfigError(f"no sweep '{args.sweep}' in {ledger.path}")
@@ -266,12 +292,14 @@ def main(argv: list[str] | None = None) -> int:
     p_status = sub.add_parser("status", help="per (model, format) progress and failures of a sweep, from its ledger")
     p_status.add_argument("sweep")
     p_status.add_argument("--run-dir", default="runs")
+    p_status.add_argument("--address", help="a submitted sweep's Ray job API (http://HEAD:8265): its jobs too")
     p_status.set_defaults(func=cmd_status)
     p_status.add_argument("--watch", type=float, default=0.0, metavar="SECONDS", help="refresh until the sweep stops")
     p_logs = sub.add_parser("logs", help="attempts of a sweep (or one cell) and their worker logs, from its ledger")
     p_logs.add_argument("sweep")
     p_logs.add_argument("cell", nargs="?", help="cell key (or prefix) or model/format/task")
     p_logs.add_argument("--run-dir", default="runs")
+    p_logs.add_argument("--address", help="a submitted sweep's Ray job API (http://HEAD:8265): its jobs too")
     p_logs.add_argument("-n", "--lines", type=int, default=40)
     p_logs.set_defaults(func=cmd_logs)
     p_gc = sub.add_parser("gc", help="remove cached checkpoints that no sweep's ledger references")
@@ -298,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     p_cancel = sub.add_parser("cancel", help="stop a running sweep at its next cell (done cells are kept)")
     p_cancel.add_argument("sweep")
     p_cancel.add_argument("--run-dir", default="runs")
+    p_cancel.add_argument("--address", help="a submitted sweep's Ray job API (http://HEAD:8265): its jobs too")
     p_cancel.set_defaults(func=cmd_cancel)
     for p in (p_run, p_plan, p_resume, p_submit):
         p.add_argument("--conf-dir", action="append", default=[], metavar="DIR",

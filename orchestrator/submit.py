@@ -5,7 +5,11 @@ handed to Ray's job submission API: the project directory is the job's working_d
 entrypoint is `quantgrid run` with the same overrides and `ray_address=auto`, so the driver runs
 on the head node, next to the ledger. Secrets never travel with the job: a gated model's token
 is read on the cluster from the environment its nodes provide (a Kubernetes Secret on KubeRay).
-`status`, `logs`, `resume` and `cancel` then work on the sweep's run directory as for any run.
+`status`, `logs`, `resume` and `cancel` then work on the sweep's run directory as for any run;
+with `--address`, `status`, `logs` and `cancel` also work from a machine that does not see it,
+through the job API: the sweep's jobs (found by their `quantgrid.sweep` metadata), the latest
+one's driver log, and stopping it (Ray sends the driver SIGTERM; cells in flight are fenced and
+rerun by `resume`).
 """
 
 from __future__ import annotations
@@ -60,3 +64,38 @@ def wait(address: str, job_id: str, timeout_s: float) -> str:
             return str(status.value)
         time.sleep(2)
     return "RUNNING"
+
+
+def jobs_for(address: str, sweep: str) -> list:
+    """The sweep's Ray jobs, oldest first."""
+    jobs = [j for j in client(address).list_jobs() if (j.metadata or {}).get("quantgrid.sweep") == sweep]
+    if not jobs:
+        raise ConfigError(f"no Ray job for sweep '{sweep}' at {address} (submitted with `quantgrid submit`?)")
+    return sorted(jobs, key=lambda j: j.start_time or 0)
+
+
+def job_lines(address: str, sweep: str) -> list[str]:
+    out = []
+    for j in jobs_for(address, sweep):
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime((j.start_time or 0) / 1000))
+        took = f", {((j.end_time or time.time() * 1000) - (j.start_time or 0)) / 1000:.0f} s" if j.start_time else ""
+        msg = f": {' '.join(str(j.message).split())[:160]}" if j.message and str(j.status.value) in ("FAILED", "STOPPED") else ""
+        out.append(f"job {j.submission_id}: {j.status.value} (started {started}{took}){msg}")
+    return out
+
+
+def job_logs(address: str, sweep: str, lines: int) -> str:
+    job = jobs_for(address, sweep)[-1]
+    text = client(address).get_job_logs(job.submission_id)
+    return "\n".join([f"== job {job.submission_id} ({job.status.value}), driver log (last {lines} lines)",
+                      *text.splitlines()[-lines:]])
+
+
+def stop_jobs(address: str, sweep: str) -> list[str]:
+    """Stop the sweep's jobs that have not ended; their ids."""
+    c = client(address)
+    stopped = []
+    for j in jobs_for(address, sweep):
+        if str(j.status.value) in ("PENDING", "RUNNING") and c.stop_job(j.submission_id):
+            stopped.append(j.submission_id)
+    return stopped

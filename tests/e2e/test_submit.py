@@ -3,6 +3,7 @@ second node, both started with `ray start --block` (stopped by this test alone),
 sweep submitted through Ray's job API, finished with its results in the ledger and MLflow."""
 
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -60,11 +61,13 @@ def cluster(tmp_path_factory):
                 os.killpg(p.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
+        deadline = time.time() + 10  # `ray start --block` stops its node's processes on SIGTERM
         for p in procs:
             try:
-                p.wait(30)
+                p.wait(max(0.1, deadline - time.time()))
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
+                p.wait(10)
 
 
 def test_submitted_sweep_finishes_with_results_in_mlflow(cluster, tmp_path, tiny_llama):
@@ -83,6 +86,26 @@ def test_submitted_sweep_finishes_with_results_in_mlflow(cluster, tmp_path, tiny
     status = subprocess.run([sys.executable, "-m", "orchestrator.cli", "status", "tiny", "--run-dir", str(run_dir)],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert status.returncode == 0 and "tiny-llama" in status.stdout
+    # from a machine that does not see the run directory: the job API only
+    elsewhere = ["--run-dir", str(tmp_path / "not-here"), "--address", address]
+    cli = lambda *a: subprocess.run([sys.executable, "-m", "orchestrator.cli", *a], cwd=ROOT, env=env,
+                                    capture_output=True, text=True, timeout=120)
+    st = cli("status", "tiny", *elsewhere)
+    assert st.returncode == 0 and re.search(r"job quantgrid-tiny-\S+: SUCCEEDED \(started ", st.stdout), st.stdout + st.stderr
+    logs = cli("logs", "tiny", *elsewhere, "-n", "400")
+    assert logs.returncode == 0 and "driver log" in logs.stdout and "ppl_local" in logs.stdout, logs.stdout[-2000:]
+    # a second submission, cancelled through the job API while it runs
+    second = cli("submit", "sweep=tiny", "sweep.formats=[bf16]", "sweep.tasks=[ppl_local]", f"run_dir={tmp_path / 'runs2'}",
+                 "--address", address)
+    assert second.returncode == 0, second.stderr
+    time.sleep(1)
+    cancel = cli("cancel", "tiny", *elsewhere)
+    assert cancel.returncode == 0 and "stopped Ray job(s) quantgrid-tiny-" in cancel.stdout, cancel.stdout + cancel.stderr
+    deadline = time.time() + 120
+    while time.time() < deadline and "STOPPED" not in (st := cli("status", "tiny", *elsewhere)).stdout:
+        time.sleep(2)
+    assert st.stdout.count("SUCCEEDED") == 1 and st.stdout.count("STOPPED") == 1, st.stdout
+    assert "no running Ray job" in cli("cancel", "tiny", *elsewhere).stdout
 
 
 def test_unreachable_job_api_is_one_line(tmp_path):
