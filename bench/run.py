@@ -11,6 +11,7 @@ export (MLflow overhead per cell), samples-10m (10M per-sample rows, paired quer
 - demo-cold:   `quantgrid run sweep=demo` with an empty model/checkpoint cache (target <= 15 min).
 - demo-warm:   the same with checkpoints cached (target <= 8 min).
 - demo-perf:   `quantgrid run sweep=demo_perf`: vllm serve + GuideLLM per format (target <= 10 min).
+- judge-vllm:  the Arena-Hard scorer against a real `vllm serve` judge (bench/judge.py).
 Wall time, peak RSS (whole process tree and largest single process, sampled every 0.5 s) and the
 engine's tokens/s (vLLM's own counters per task) go to bench/results.json and stdout.
 """
@@ -135,10 +136,11 @@ def setup_cold() -> dict:
 
 
 GRID = ("plan-500k", "resume-500k", "simulate", "ray-cluster", "engine-loads", "export", "samples-10m")
+MODULES = {"judge-vllm": "bench.judge"}  # benches with a module of their own (one JSON line of figures)
 
 
 def grid(name: str) -> dict:
-    res = measured([sys.executable, "-m", "bench.grid", name])
+    res = measured([sys.executable, "-m", MODULES[name]] if name in MODULES else [sys.executable, "-m", "bench.grid", name])
     lines = [ln for ln in res["tail"].splitlines() if ln.startswith("{")]
     if res["rc"] == 0 and lines:
         res["figures"] = json.loads(lines[-1])
@@ -146,7 +148,7 @@ def grid(name: str) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    wanted = argv or [*GRID, "setup-again", "setup-cold", "demo-cold", "demo-warm", "demo-perf"]
+    wanted = argv or [*GRID, "setup-again", "setup-cold", "demo-cold", "demo-warm", "demo-perf", *MODULES]
     results = json.loads(OUT.read_text()) if OUT.exists() else {}
     for name in wanted:
         if name == "setup-again":
@@ -160,10 +162,10 @@ def main(argv: list[str]) -> int:
             res = demo(cold=False)
         elif name == "demo-perf":
             res = demo_perf()
-        elif name in GRID:
+        elif name in GRID or name in MODULES:
             res = grid(name)
         else:
-            print(f"bench: unknown benchmark {name!r} (known: {', '.join((*GRID, 'setup-again', 'setup-cold', 'demo-cold', 'demo-warm', 'demo-perf'))})",
+            print(f"bench: unknown benchmark {name!r} (known: {', '.join((*GRID, *MODULES, 'setup-again', 'setup-cold', 'demo-cold', 'demo-warm', 'demo-perf'))})",
                   file=sys.stderr)
             return 2
         res["when"] = time.strftime("%Y-%m-%d %H:%M:%S")

@@ -87,7 +87,7 @@ class RunStore:
                 **{f"num_{k}": v[0] for k, v in s.extra.get("ratio", {}).items()},
                 **{f"den_{k}": v[1] for k, v in s.extra.get("ratio", {}).items()},
                 # the rest (a group's subtask, a judge's verdicts and judgments) as JSON
-                "extra": json.dumps({k: v for k, v in s.extra.items() if k not in ("corpus", "ratio")}) or None,
+                "extra": json.dumps({k: v for k, v in s.extra.items() if k not in ("corpus", "ratio")}),
             }
             for s in result.samples
         ]
