@@ -8,7 +8,10 @@ how often a judge this small gives a usable verdict label; the scores of a 135M 
 nothing. Prompts and reference answers are written here (Arena-Hard's own data is on the Hub,
 which this machine cannot reach).
 
-  python -m bench.judge            (prints one JSON line; bench/run.py stores it)
+  python -m bench.judge [--free]   (prints one JSON line; bench/run.py stores it)
+
+The judge is constrained by vLLM's structured outputs to end with a verdict label
+(`judge.extra_body`); `--free` leaves it unconstrained.
 """
 
 from __future__ import annotations
@@ -43,12 +46,15 @@ PROMPTS = {
 SYSTEM = ("You are an impartial judge. Compare the two assistants' answers to the user prompt for correctness "
           "and helpfulness. Explain briefly, then end with exactly one verdict label: [[A>>B]] (A much better), "
           "[[A>B]], [[A=B]] (tie), [[B>A]] or [[B>>A]] (B much better).")
+# vLLM structured outputs: a short explanation, then one verdict label (a 135M judge left free
+# never writes one: measured, 0 of 24 games).
+CONSTRAINED = r"[A-Za-z0-9 ,.']{0,200} \[\[(A>>B|A>B|A=B|B>A|B>>A)\]\]"
 TEMPLATE = ("<|User Prompt|>\n{question_1}\n\n<|The Start of Assistant A's Answer|>\n{answer_1}\n"
             "<|The End of Assistant A's Answer|>\n\n<|The Start of Assistant B's Answer|>\n{answer_2}\n"
             "<|The End of Assistant B's Answer|>")
 
 
-def main() -> int:
+def main(constrained: bool = True) -> int:
     from orchestrator.config import load_format, load_model
     from quantgrid.types import EngineSettings
     from workers.assets import build_model
@@ -73,8 +79,9 @@ def main() -> int:
             "scorer": {"kind": "arena_hard", "questions": {"path": str(tmp / "q.jsonl")},
                        "baseline": {"name": "reference", "path": str(tmp / "a.jsonl")},
                        "judge": {"base_url": f"{judge.url}/v1", "model": judge.served_name, "system_prompt": SYSTEM,
-                                 "prompt_template": TEMPLATE, "max_tokens": 256, "attempts": 2, "concurrency": 4,
-                                 "retries": 2},
+                                 "prompt_template": TEMPLATE, "max_tokens": 160, "attempts": 2, "concurrency": 4,
+                                 "retries": 2, **({"extra_body": {"structured_outputs": {"regex": CONSTRAINED}}}
+                                                  if constrained else {})},
                        "generation": {"max_gen_toks": 96, "temperature": 0}},
             "cost": {"samples": len(PROMPTS), "prompt_tokens": 30, "output_tokens": 96}}))
         (conf / "sweep" / "judge_bench.yaml").write_text(yaml.safe_dump({
@@ -106,4 +113,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(constrained="--free" not in sys.argv))

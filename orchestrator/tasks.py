@@ -128,6 +128,8 @@ def check_scorer(where: str, scorer: Any) -> None:
     var = judge.get("api_key_env")
     if var is not None and not (isinstance(var, str) and _ENV_NAME.fullmatch(var)):
         raise ConfigError(f"{where}: scorer.judge.api_key_env must be an environment variable name, got {var!r}")
+    if not isinstance(judge.get("extra_body") or {}, dict):
+        raise ConfigError(f"{where}: scorer.judge.extra_body must be a mapping (sent with every judge request)")
     if not judge.get("prompt_file") and not (judge.get("system_prompt") and judge.get("prompt_template")):
         raise ConfigError(f"{where}: scorer.judge needs prompt_file (Arena-Hard's judge_config.yaml) or "
                           "system_prompt and prompt_template")

@@ -154,7 +154,10 @@ class Judge:
         self.attempts = int(cfg.get("attempts", 2))
         self.client = OpenAI(base_url=str(cfg["base_url"]), api_key=key or "EMPTY",
                              timeout=float(cfg.get("timeout_s", 600)), max_retries=int(cfg.get("retries", 5)))
-        self.usage = {"prompt_tokens": 0, "completion_tokens": 0}
+        # Passed through as is: e.g. vLLM's {structured_outputs: {regex: ...}} so a small local
+        # judge always ends with a verdict label (OpenAI's API takes no such field).
+        self.extra_body = dict(cfg.get("extra_body") or {}) or None
+        self.usage = {"prompt_tokens": 0, "completion_tokens": 0, "requests": 0}
 
     def judge(self, system: str, user: str) -> tuple[str | None, str]:
         """(verdict label or None, the judge's full text)."""
@@ -164,11 +167,12 @@ class Judge:
         text = ""
         for _ in range(self.attempts):
             try:
-                r = self.client.chat.completions.create(model=self.model, messages=messages,
-                                                        temperature=self.temperature, max_tokens=self.max_tokens)
+                r = self.client.chat.completions.create(model=self.model, messages=messages, temperature=self.temperature,
+                                                        max_tokens=self.max_tokens, extra_body=self.extra_body)
             except openai.APIError as exc:  # after the client's own retries
                 raise JudgeFailed(f"judge {self.model} at {self.client.base_url}: {type(exc).__name__}: "
                                   f"{' '.join(str(exc).split())[:200]}") from None
+            self.usage["requests"] += 1
             if r.usage:
                 self.usage["prompt_tokens"] += r.usage.prompt_tokens or 0
                 self.usage["completion_tokens"] += r.usage.completion_tokens or 0
@@ -254,8 +258,9 @@ def evaluate_judged(lm, task: TaskSpec, limit_docs: list[int] | None = None) -> 
             extra={"ratio": {"score": [won, weight]}, "question_id": questions[i]["id"], "verdicts": labels,
                    "judgments": [text for _, text in verdicts]}))
     if not weights:
-        raise JudgeFailed(f"judge {judge.model} gave no valid verdict in {2 * len(ids)} games "
-                          "(its replies carry no single [[A>B]]-style label): check judge.model and its prompts")
+        raise JudgeFailed(f"judge {judge.model} gave no valid verdict in {2 * len(ids)} games ({judge.usage['requests']} "
+                          f"requests, {judge.usage['completion_tokens']} tokens of replies without a single [[A>B]]-style "
+                          "label): check judge.model and its prompts, or constrain it (judge.extra_body)")
     metrics = {"score,none": sum(wins) / sum(weights),
                "score_stderr,none": _bootstrap_stderr(wins, weights),
                "invalid_games,none": float(invalid),

@@ -76,11 +76,12 @@ def test_weighted_win_rate_two_games_per_question(tmp_path, judge):
     assert "test-key" not in repr(out)  # the key reaches the endpoint only
 
 
-def test_subset_scores_the_chosen_questions(tmp_path, judge):
-    task = _task(tmp_path, judge.url)
+def test_subset_scores_the_chosen_questions_and_extra_body_reaches_the_judge(tmp_path, judge):
+    task = _task(tmp_path, judge.url, extra_body={"structured_outputs": {"regex": r".*\[\[(A>B|B>A)\]\]"}})
     out = evaluate_judged(EchoLM(MODEL), task, limit_docs=[0, 1])
     assert [r.doc_id for r in out["samples"]] == [0, 1]
     assert out["metrics"]["score,none"] == pytest.approx(0.5)
+    assert all(r["structured_outputs"]["regex"].endswith("(A>B|B>A)\\]\\]") for r in judge.requests)
 
 
 def test_rejected_key_fails_the_cell_in_one_line(tmp_path, judge, monkeypatch):
@@ -145,6 +146,7 @@ def test_preflight_checks_judge_key_and_endpoint(tmp_path, judge, monkeypatch):
     ({"model": ""}, "judge.model must name"),
     ({"api_key_env": "not a var"}, "api_key_env must be an environment variable name"),
     ({"concurrency": 0}, "judge.concurrency must be a number >= 1"),
+    ({"extra_body": "x"}, "extra_body must be a mapping"),
     ({"system_prompt": None}, "needs prompt_file"),
 ])
 def test_scorer_config_errors_are_one_line(tmp_path, change, error):
