@@ -68,7 +68,8 @@ def cmd_plan(args) -> int:
               f"{r['prompt_tokens'] / 1e6:.2f}M prompt + {r['output_tokens'] / 1e6:.2f}M generated tokens")
     if len(est["by_model_format"]) > 50:
         print(f"  ... {len(est['by_model_format']) - 50} more (model, format) groups (--json for all)")
-    print("per task (all its cells; tokens from conf/task cost: samples x prompt / output tokens):")
+    if est["by_task"]:
+        print("per task (all its cells; tokens from conf/task cost: samples x prompt / output tokens):")
     for t in est["by_task"][:50]:
         print(f"  {t['task']}: {t['cells']} cells, {t['samples']:,} samples, {t['prompt_tokens'] / 1e6:.2f}M prompt + "
               f"{t['output_tokens'] / 1e6:.2f}M generated tokens, {t['device_hours']:.2f} {unit}")

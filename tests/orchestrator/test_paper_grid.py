@@ -156,3 +156,26 @@ def test_preflight_disk_for_checkpoints(tmp_path, monkeypatch):
     preflight.check_disk(plan, free_gb=14)
     with pytest.raises(ConfigError, match=r"~12 GB of checkpoints \(2: "):
         preflight.check_disk(plan, free_gb=13)
+
+
+@pytest.mark.parametrize("sweep, acc, models, perf_cells", [("paper_perf_a100", "a100-80gb", 3, 3 * 3 * 7),
+                                                           ("paper_perf_a6000", "a6000-48gb", 2, 2 * 3 * 7)])
+def test_paper_perf_on_the_other_gpus_it_measured(sweep, acc, models, perf_cells):
+    """The paper measured serving on A6000, A100 and H100: one perf-only sweep per GPU type, the
+    paper's checkpoints, no FP8 on Ampere, every engine fitting that GPU's memory."""
+    from orchestrator import preflight
+    from orchestrator.config import ConfigError, compose, load_sweep
+    from orchestrator.plan import expand
+
+    plan = expand(load_sweep(compose([f"sweep={sweep}"])))
+    assert not plan.cells and len(plan.perf_cells) == perf_cells and len(plan.sweep.models) == models
+    assert {c.engine.accelerator for c in plan.perf_cells} == {acc} and plan.sweep.perf["accuracy_from"] == "paper"
+    assert {c.format.name for c in plan.perf_cells} == {"bf16", "paper_int8", "paper_w4a16"}
+    preflight.check_memory(plan)
+    paper = expand(load_sweep(compose(["sweep=paper"])))  # same recipes: the paper's checkpoints are reused
+    assert {f.key for m in plan.sweep.formats.values() for f in m.values()} <= {
+        f.key for m in paper.sweep.formats.values() for f in m.values()}
+    if acc == "a6000-48gb":  # why 405B is not in it
+        big = expand(load_sweep(compose([f"sweep={sweep}", "sweep.models=[llama-3.1-405b-instruct]"])))
+        with pytest.raises(ConfigError, match=r"405b-instruct/bf16: 812 GB of weights do not fit 16 x 48 GB GPUs"):
+            preflight.check_memory(big)
