@@ -74,15 +74,16 @@ def _text(content: Any) -> str:
     return str(content.get("answer", "")) if isinstance(content, dict) else str(content)
 
 
-def load_questions(path: Path) -> list[dict[str, str]]:
-    """[{id, prompt}] in file order: v0.1's `question_id` + `turns`, or the newer `uid` + `prompt`."""
+def load_questions(path: Path) -> list[dict[str, Any]]:
+    """[{id, prompt, cluster, category, ...}] in file order: v0.1's `question_id` + `turns`, or the
+    newer `uid` + `prompt`. The other fields stay, so a subset can be stratified by `cluster`."""
     out = []
     for q in _jsonl(path):
         qid = q.get("uid") or q.get("question_id")
         prompt = q.get("prompt") if "prompt" in q else (q.get("turns") or [{}])[0].get("content")
         if qid is None or not prompt:
             raise JudgeFailed(f"{path}: a question without an id or a prompt (keys: {sorted(q)})")
-        out.append({"id": str(qid), "prompt": str(prompt)})
+        out.append({**{k: v for k, v in q.items() if isinstance(v, (str, int, float))}, "id": str(qid), "prompt": str(prompt)})
     return out
 
 

@@ -158,3 +158,12 @@ def test_scorer_config_errors_are_one_line(tmp_path, change, error):
     with pytest.raises(ConfigError, match=error) as e:
         check_scorer("conf/task/x.yaml", scorer)
     assert "\n" not in str(e.value) and "sk-123" not in str(e.value)
+
+
+def test_stratified_subset_by_arena_cluster(tmp_path, judge):
+    """`subset: {per_group, group_field: cluster}` picks questions per Arena-Hard topic cluster."""
+    import dataclasses
+
+    task = dataclasses.replace(_task(tmp_path, judge.url), subset={"per_group": 1, "group_field": "cluster", "seed": 0})
+    out = evaluate_judged(EchoLM(MODEL), task)
+    assert out["num_samples"] == 1  # write_arena puts every question in cluster "c"
