@@ -6,7 +6,7 @@ Confidence intervals come from a paired bootstrap: each resample draws the same 
 the baseline and the quantized format (seeded, `resamples` configurable), and every statistic
 (difference, recovery, suite recovery) is computed on those same draws. Corpus metrics
 (perplexity) are re-aggregated per resample from per-document loglikelihoods and word counts,
-never averaged. McNemar's exact test (scipy's binomial test on the discordant pairs) for 0/1
+never averaged; ratio metrics (a judge's weighted win rate) likewise as pooled wins / weight. McNemar's exact test (scipy's binomial test on the discordant pairs) for 0/1
 outcomes.
 """
 

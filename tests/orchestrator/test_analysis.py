@@ -66,3 +66,16 @@ def test_one_not_applicable_rule_for_both_tables():
     assert not_applicable(0.30, 0.26, 0.25) == "" and not_applicable(0.30, 0.1, None) == ""
     # the console table applies the same rule with lm-eval's stderr: 0.30 - 1.96 x 0.03 = 0.241 <= 0.25
     assert recovery(0.29, 0.30, 0.03, True, 0.25) == (None, not_applicable(0.30, 0.30 - 1.96 * 0.03, 0.25))
+
+
+def test_ratio_metric_is_pooled_per_resample_not_averaged():
+    """A judge's weighted win rate: sum(wins) / sum(weights), as Arena-Hard pools its battles."""
+    import numpy as np
+
+    from orchestrator.analysis import Samples, align
+
+    s = Samples(np.array([0, 1, 2]), np.array([6.0, 0.0, 1.0]), np.array([6.0, 2.0, 2.0]), ratio=True)
+    assert s.statistic(np.array([[0, 1, 2]]))[0] == 7 / 10  # pooled; the mean of the shares would be 0.5
+    assert s.statistic(np.array([[0, 0, 2]]))[0] == 13 / 14
+    b, o = align(s, Samples(np.array([2, 1]), np.array([1.0, 3.0]), np.array([2.0, 6.0]), ratio=True))
+    assert b.ratio and o.ratio and list(o.values) == [3.0, 1.0]
