@@ -25,17 +25,23 @@ from orchestrator.results import samples_file
 from quantgrid.types import SIMILARITY_SUFFIX
 
 
-def load_samples(path: Path, metric: str) -> Samples:
-    """Per-document outcomes of the primary metric (`acc,none` -> column m_acc)."""
+def read_samples(path: Path, columns: list[str] | None = None):
+    """A per-sample Parquet file of the run store as a DataFrame; a missing or damaged one is bad
+    input in one line (the report is never half written from it)."""
     import pandas as pd
 
-    name = metric.split(",")[0]
     try:
-        df = pd.read_parquet(path)
+        return pd.read_parquet(path, columns=columns)
     except FileNotFoundError:
         raise ConfigError(f"missing samples file {path} (the run store is incomplete)") from None
     except Exception as e:  # pyarrow raises several types for a damaged file
         raise ConfigError(f"corrupt samples file {path}: {type(e).__name__}: {' '.join(str(e).split())[:200]}") from None
+
+
+def load_samples(path: Path, metric: str) -> Samples:
+    """Per-document outcomes of the primary metric (`acc,none` -> column m_acc)."""
+    name = metric.split(",")[0]
+    df = read_samples(path)
     if f"ll_{name}" in df.columns:  # corpus metric: re-aggregated per resample
         return Samples(df["doc_id"].to_numpy(), df[f"ll_{name}"].to_numpy(float), df[f"units_{name}"].to_numpy(float))
     if f"num_{name}" in df.columns:  # ratio metric (judge win rate): pooled per resample
@@ -175,8 +181,6 @@ SIMILARITY_COLUMNS = {"rouge1": "ROUGE-1", "rougeL": "ROUGE-L", "semantic": "sem
 def similarity(records: list[dict[str, Any]], run_dir: Path, formats: list[str]) -> tuple[list[dict], dict]:
     """Rows (model, task, format: mean and median per measure, share identical) from the
     similarity stage's results, and per-document values for the distribution plot."""
-    import pandas as pd
-
     rows, dists = [], {}
     order = {f: i for i, f in enumerate(formats)}
     for r in sorted(records, key=lambda r: (r["model"], r["task"], order.get(r["format"], 99))):
@@ -185,11 +189,8 @@ def similarity(records: list[dict[str, Any]], run_dir: Path, formats: list[str])
         rows.append({"model": r["model"], "task": task, "format": r["format"], "n": r.get("num_samples", 0),
                      **{k: m.get(f"{k},none") for k in (*SIMILARITY_COLUMNS, "identical")},
                      **{f"{k}_median": m.get(f"{k}_median,none") for k in SIMILARITY_COLUMNS}})
-        path = samples_file(run_dir, r["model"], r["format"], r["task"], r["cell_key"])
-        try:
-            df = pd.read_parquet(path, columns=[f"m_{k}" for k in SIMILARITY_COLUMNS])
-        except Exception as e:  # noqa: BLE001 - the table still has the means
-            raise ConfigError(f"corrupt or missing similarity file {path}: {type(e).__name__}") from None
+        df = read_samples(samples_file(run_dir, r["model"], r["format"], r["task"], r["cell_key"]),
+                          [f"m_{k}" for k in SIMILARITY_COLUMNS])
         dists.setdefault((r["model"], task), {})[r["format"]] = {k: df[f"m_{k}"].tolist() for k in SIMILARITY_COLUMNS}
     return rows, dists
 
