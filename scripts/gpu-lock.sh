@@ -2,7 +2,10 @@
 # The GPU dependency sets (pyproject extras `gpu` and `gpu-quantize`) resolved for linux x86_64 /
 # CUDA (PyPI's Linux torch wheels are the CUDA builds), Python 3.12 (the vLLM image's).
 #   scripts/gpu-lock.sh write   re-resolve into requirements/gpu*.lock (commit them)
-#   scripts/gpu-lock.sh check   re-resolve into a temp dir; fail if the committed locks differ
+#   scripts/gpu-lock.sh check   re-resolve into a temp dir, starting from the committed pins (uv keeps
+#                               an output file's pins as preferences): fail if they no longer
+#                               resolve or pyproject.toml now needs other pins. A newer release
+#                               upstream changes nothing (it did: msgspec 0.23.0 broke a plain re-resolve).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-check}
@@ -13,6 +16,7 @@ UV=$(command -v uv || true)
 OUT=requirements
 [[ "$MODE" == check ]] && OUT=$(mktemp -d)
 for extra in gpu gpu-quantize; do
+  [[ "$MODE" == check ]] && cp "requirements/$extra.lock" "$OUT/$extra.lock"
   "$UV" pip compile pyproject.toml --extra "$extra" --python-version 3.12 \
     --python-platform x86_64-manylinux_2_28 -q -o "$OUT/$extra.lock"
 done
