@@ -224,8 +224,9 @@ def evaluate_judged(lm, task: TaskSpec, limit_docs: list[int] | None = None) -> 
                          arguments=(lm.apply_chat_template([{"role": "user", "content": questions[i]["prompt"]}]),
                                     dict(gen_kwargs)))
                 for i in ids]
+    t_gen = time.perf_counter()
     answers = lm.generate_until(requests)
-    t_gen = time.perf_counter() - t0
+    t_gen = time.perf_counter() - t_gen
 
     strong = float(cfg.get("strong_weight", 3))
 
