@@ -173,9 +173,7 @@ def cmd_resume(args) -> int:
 
 def cmd_submit(args) -> int:
     """Submit the sweep as a Ray job (Ray's job submission API); print its id and how to follow it."""
-    from orchestrator import config, submit
-
-    from orchestrator import preflight
+    from orchestrator import config, preflight, submit
 
     plan = _plan(args.overrides)  # validated here: bad config never reaches the cluster
     preflight.check(plan, submitting=True)

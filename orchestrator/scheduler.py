@@ -203,7 +203,7 @@ class Scheduler:
             opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=False)
         # Per-stage Python environments (resources.runtime_env): quantize actors may need their own
         # (llmcompressor and vLLM pin different compressed-tensors), e.g. {py_executable: /opt/quantize/bin/python}.
-        stage_env = dict(((self.drv.plan.sweep.resources.get("runtime_env") or {})
+        stage_env = dict(((sweep.resources.get("runtime_env") or {})
                           .get("quantize" if job.actor_key[0] == "prepare" else job.actor_key[0])) or {})
         opts["runtime_env"]["env_vars"].update(stage_env.pop("env_vars", None) or {})
         opts["runtime_env"].update(stage_env)

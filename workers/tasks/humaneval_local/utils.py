@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import importlib.resources
 import json
-
 import os
 from concurrent.futures import ThreadPoolExecutor
 
