@@ -23,6 +23,7 @@ from pathlib import Path
 
 from orchestrator import run
 from orchestrator.config import ConfigError, compose, load_sweep
+from orchestrator.plan import execution_lines
 from quantgrid.checkpoint import CheckpointError
 
 
@@ -52,12 +53,16 @@ def cmd_plan(args) -> int:
     if args.json:
         print(json.dumps({
             "sweep": plan.sweep.name, "counts": counts, "engine_splits": plan.engine_splits(), "estimate": est, "simulation": sim,
+            "host": plan.sweep.host.as_dict() if plan.sweep.host else None,
+            "execution": {m: {f: ex.as_dict() for f, ex in fmts.items()} for m, fmts in plan.sweep.execution.items()},
             "cells": [{"key": c.key, "model": c.model.name, "format": c.format.name, "task": c.task.name, "seed": c.seed} for c in plan.cells],
             "stages": [{"key": s.key, "name": s.name, "kind": s.kind.value, "depends_on": s.depends_on,
                         "cells": [c.key for c in s.cells]} for s in plan.stages],
         }))
         return 0
     print(f"sweep {plan.sweep.name}: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()))
+    for line in execution_lines(plan.sweep):
+        print(line)
     for setting, tasks in plan.engine_splits().items():
         print(f"a second engine load per (model, format, seed): {setting} for {', '.join(tasks)} (an engine-level setting)")
     acc = est["by_model_format"][0]["accelerator"] if est["by_model_format"] else "cpu"

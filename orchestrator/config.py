@@ -20,7 +20,10 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from quantgrid import capability
 from quantgrid.checkpoint import checkpoint_revision, model_dims, verify_checkpoint
+from quantgrid.host import Host, HostError
+from quantgrid.host import probe as probe_host
 from quantgrid.runtime import CONF_DIR, encoder_path, installed_versions
 from quantgrid.types import EngineSettings, FormatSpec, ModelSpec, TaskSpec
 
@@ -59,6 +62,10 @@ class Sweep:
     similarity: dict[str, Any] = field(default_factory=dict)
     # Serving performance: {scenarios, load, server, price_per_hour, latency_limits, recovery_floors}
     perf: dict[str, Any] = field(default_factory=dict)
+    # The host class cells run on (this CPU, or the accelerator class's GPU generation) and how each
+    # (model, format) runs there: model name -> format name -> capability.Execution.
+    host: Host | None = None
+    execution: dict[str, dict[str, capability.Execution]] = field(default_factory=dict)
 
 
 def compose(overrides: list[str], conf_dir: Path = CONF_DIR) -> DictConfig:
@@ -200,7 +207,8 @@ def load_format(name: str, model: ModelSpec, calibration: dict | None, conf_dir:
     except OmegaConfBaseException as e:
         raise ConfigError(f"conf/format/{name}.yaml: {one_line(e)}") from None
     # Top-level scalars (group_size, dampening_frac) only feed the recipe's interpolations.
-    spec = {k: data.get(k) for k in ("name", "label", "recipe", "calibration", "dtype", "parallel", "published") if k in data}
+    spec = {k: data.get(k) for k in ("name", "label", "recipe", "calibration", "dtype", "parallel", "published", "scheme")
+            if k in data}
     fmt = _build(FormatSpec, spec, f"conf/format/{name}.yaml")
     if fmt.published is not None and not (fmt.published or {}).get("repo"):
         raise ConfigError(f"format {name} has no published checkpoint for model {model.name}: set "
@@ -298,7 +306,8 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
                 for k in ("num_samples", "max_seq_length"):
                     if int(f.calibration.get(k, 0)) <= 0:
                         raise ConfigError(f"format {f.name}: calibration.{k} must be > 0")
-    engine_fields = {f.name for f in fields(EngineSettings)} - {"seed", "accelerator"}
+    host, execution = resolve_execution(models, formats, engine, raw.get("sweep") or {})
+    engine_fields = {f.name for f in fields(EngineSettings)} - {"seed", "accelerator", "dtype", "execution", "host"}
     for t in tasks:
         _check_subset(t)
         bad = sorted(set(t.engine or {}) - engine_fields)
@@ -333,6 +342,13 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
     from orchestrator.perf_config import load_perf
 
     perf = load_perf(s.get("perf"), models, conf_dir)
+    if perf:  # an emulated kernel's latency means nothing: refuse before any work
+        for m, fmts in execution.items():
+            for f, ex in fmts.items():
+                if ex.mode != capability.NATIVE:
+                    raise ConfigError(f"perf: format {f} of {m} runs {ex.mode} on {ex.host} ({ex.runs}): its serving "
+                                      f"figures would mean nothing; drop it from sweep.formats or run perf on a host "
+                                      f"where it is native")
     return Sweep(
         name=str(s.get("name", "sweep")),
         models=models,
@@ -351,7 +367,32 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
         suites={k: list(v) for k, v in suites.items()},
         similarity=similarity,
         perf=perf,
+        host=host,
+        execution=execution,
     )
+
+
+def resolve_execution(models: list[ModelSpec], formats: dict[str, dict[str, FormatSpec]], engine: EngineSettings,
+                      sweep: dict[str, Any]) -> tuple[Host, dict[str, dict[str, capability.Execution]]]:
+    """How every (model, format) runs on the sweep's host, from the capability table; a format the
+    host cannot run is refused here, in one line, before any work."""
+    if engine.execution not in ("auto", *capability.EXECUTION_MODES):
+        raise ConfigError(f"engine.execution must be auto, native or emulated, got {engine.execution!r}")
+    if engine.host:
+        raise ConfigError("engine.host is not a setting: the plan resolves it from the machine (quantgrid/host.py)")
+    if engine.dtype not in ("auto", "bfloat16", "float16", "float32"):
+        raise ConfigError(f"engine.dtype must be auto, bfloat16, float16 or float32, got {engine.dtype!r}")
+    try:
+        host = capability.host_for(engine.accelerator, probe_host())
+        out: dict[str, dict[str, capability.Execution]] = {}
+        for m in models:
+            for name, f in formats[m.name].items():
+                scheme = capability.scheme_of(name, f.recipe, f.published, f.scheme)
+                out.setdefault(m.name, {})[name] = capability.resolve(
+                    name, scheme, f.dtype or m.dtype, host, engine.execution, engine.dtype)
+    except (HostError, capability.CapabilityError) as e:
+        raise ConfigError(str(e)) from None
+    return host, out
 
 
 def _similarity(node: Any, tasks: dict[str, TaskSpec]) -> dict[str, Any]:

@@ -189,7 +189,10 @@ class Driver:
     def quantize_args(self, job: Job) -> tuple:
         base = self.summary.artifacts[job.stage.depends_on[0]]
         cal = self._calibration(job)
-        return base, job.stage.model, job.stage.format, str(cal) if cal else None
+        # The calibration forward passes' dtype (float32 on a CPU without bf16 hardware): chosen
+        # with the format's execution at plan time, it keys the checkpoint.
+        ex = self.plan.sweep.execution.get(job.stage.model.name, {}).get(job.stage.format.name)
+        return base, job.stage.model, job.stage.format, str(cal) if cal else None, ex.calibration_dtype if ex else ""
 
     def engine_args(self, job: Job) -> tuple[Artifact, str | None]:
         cal = self._calibration(job)

@@ -91,12 +91,15 @@ class Exporter:
         run_id = self._run(f"{self.sweep}:{group}", group, {
             "mlflow.parentRunId": self.parent(), "quantgrid.kind": "engine_group",
             "quantgrid.model": rec["model"], "quantgrid.format": rec["format"],
-            "quantgrid.model_note": rec.get("provenance", {}).get("model_note", "")})
+            "quantgrid.model_note": rec.get("provenance", {}).get("model_note", ""),
+            # native | emulated (quantgrid/capability.py): an emulated group's scores are not its kernel's
+            "quantgrid.execution_mode": rec.get("provenance", {}).get("execution_mode", "native")})
         cell = self.cells.get(rec["cell_key"])
         if cell is not None:  # params are set once; re-logging the same value is a no-op in MLflow
             params = {"model": cell.model.name, "format": cell.format.name, "format_label": cell.format.label,
                       "recipe": cell.format.recipe, "calibration": cell.format.calibration,
-                      "dtype": cell.format.dtype or cell.model.dtype, "max_model_len": cell.model.max_model_len,
+                      "dtype": cell.engine.dtype if cell.engine.host else (cell.format.dtype or cell.model.dtype),
+                      "max_model_len": cell.model.max_model_len,
                       "tensor_parallel_size": cell.model.tensor_parallel_size,
                       "pipeline_parallel_size": cell.model.pipeline_parallel_size,
                       **{f"engine.{k}": v for k, v in vars(cell.engine).items() if not k.startswith("_")}, "seed": cell.seed}

@@ -24,11 +24,11 @@ from quantgrid.types import Cell, TaskResult
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sweeps (
-  name TEXT PRIMARY KEY, created REAL, overrides TEXT, conf_dirs TEXT, state TEXT, updated REAL);
+  name TEXT PRIMARY KEY, created REAL, overrides TEXT, conf_dirs TEXT, state TEXT, updated REAL, host TEXT);
 CREATE TABLE IF NOT EXISTS cells (
   sweep TEXT, cell_key TEXT, model TEXT, format TEXT, task TEXT, seed INTEGER,
   state TEXT, attempts INTEGER DEFAULT 0, failure_class TEXT, failure TEXT, updated REAL,
-  started REAL, seconds REAL,
+  started REAL, seconds REAL, execution TEXT,
   PRIMARY KEY (sweep, cell_key));
 CREATE TABLE IF NOT EXISTS attempts (
   token INTEGER PRIMARY KEY AUTOINCREMENT, sweep TEXT, stage TEXT, cells TEXT, state TEXT,
@@ -49,6 +49,12 @@ CREATE TABLE IF NOT EXISTS exports (
 CELL_STATES = ("pending", "leased", "running", "done", "failed")
 
 
+def execution_of(cell: Any) -> str:
+    """native | emulated, as the plan resolved it (a comparison inherits its quantized cell's)."""
+    engine = getattr(cell, "engine", None) or getattr(getattr(cell, "cell", None), "engine", None)
+    return getattr(engine, "execution", "") if engine is not None and getattr(engine, "host", "") else "native"
+
+
 class Ledger:
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -61,7 +67,7 @@ class Ledger:
         # Ledgers written by an older quantgrid gain the columns added since.
         for table, col, typ in (("attempts", "worker_pid", "INTEGER"), ("attempts", "node", "TEXT"),
                                 ("attempts", "fallback", "TEXT"), ("attempts", "log_path", "TEXT"),
-                                ("cells", "started", "REAL"), ("cells", "seconds", "REAL")):
+                                ("cells", "started", "REAL"), ("cells", "seconds", "REAL"), ("cells", "execution", "TEXT"), ("sweeps", "host", "TEXT")):
             if col not in {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}:
                 self.db.execute(f"ALTER TABLE {table} ADD COLUMN {col} {typ}")
 
@@ -79,29 +85,32 @@ class Ledger:
         self.db.close()
 
     # -- sweeps and cells ------------------------------------------------------------------------
-    def open_sweep(self, name: str, overrides: list[str], conf_dirs: list[str], cells: list[Cell]) -> None:
+    def open_sweep(self, name: str, overrides: list[str], conf_dirs: list[str], cells: list[Cell],
+                   host: dict[str, Any] | None = None) -> None:
         """Register a sweep and its cells; cells already known keep their state (resume)."""
         now = time.time()
         with self._tx() as db:
             db.execute(
-                "INSERT INTO sweeps VALUES (?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET "
-                "overrides=excluded.overrides, conf_dirs=excluded.conf_dirs, state='running', updated=excluded.updated",
-                (name, now, json.dumps(overrides), json.dumps(conf_dirs), "running", now),
+                "INSERT INTO sweeps VALUES (?,?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET "
+                "overrides=excluded.overrides, conf_dirs=excluded.conf_dirs, state='running', updated=excluded.updated, "
+                "host=excluded.host",
+                (name, now, json.dumps(overrides), json.dumps(conf_dirs), "running", now, json.dumps(host) if host else None),
             )
             db.executemany(
-                "INSERT OR IGNORE INTO cells (sweep, cell_key, model, format, task, seed, state, updated) "
-                "VALUES (?,?,?,?,?,?,'pending',?)",
-                [(name, c.key, c.model.name, c.format.name, c.task.name, c.seed, now) for c in cells],
+                "INSERT OR IGNORE INTO cells (sweep, cell_key, model, format, task, seed, state, updated, execution) "
+                "VALUES (?,?,?,?,?,?,'pending',?,?)",
+                [(name, c.key, c.model.name, c.format.name, c.task.name, c.seed, now, execution_of(c)) for c in cells],
             )
             # A crashed driver leaves leases behind: they belong to nobody now.
             db.execute("UPDATE attempts SET state='abandoned', finished=? WHERE sweep=? AND state='leased'", (now, name))
             db.execute("UPDATE cells SET state='pending', updated=? WHERE sweep=? AND state IN ('leased','running')", (now, name))
 
     def sweep_info(self, name: str) -> dict[str, Any] | None:
-        row = self.db.execute("SELECT name, created, overrides, conf_dirs, state FROM sweeps WHERE name=?", (name,)).fetchone()
+        row = self.db.execute("SELECT name, created, overrides, conf_dirs, state, host FROM sweeps WHERE name=?", (name,)).fetchone()
         if row is None:
             return None
-        return {"name": row[0], "created": row[1], "overrides": json.loads(row[2]), "conf_dirs": json.loads(row[3]), "state": row[4]}
+        return {"name": row[0], "created": row[1], "overrides": json.loads(row[2]), "conf_dirs": json.loads(row[3]), "state": row[4],
+                "host": json.loads(row[5]) if row[5] else None}
 
     def set_sweep_state(self, name: str, state: str) -> None:
         with self._tx() as db:
@@ -168,9 +177,10 @@ class Ledger:
         rows = self.db.execute(
             "SELECT model, format, COUNT(*), SUM(state='done'), SUM(state='failed'), SUM(state IN ('leased','running')), "
             "MIN(CASE WHEN state='done' THEN started END), MAX(CASE WHEN state='done' THEN updated END), "
-            "SUM(CASE WHEN state='done' THEN seconds END) FROM cells WHERE sweep=? GROUP BY model, format ORDER BY model, format",
+            "SUM(CASE WHEN state='done' THEN seconds END), GROUP_CONCAT(DISTINCT COALESCE(execution, 'native')) "
+            "FROM cells WHERE sweep=? GROUP BY model, format ORDER BY model, format",
             (sweep,))
-        cols = ("model", "format", "total", "done", "failed", "running", "first_start", "last_done", "cell_seconds")
+        cols = ("model", "format", "total", "done", "failed", "running", "first_start", "last_done", "cell_seconds", "execution")
         return [dict(zip(cols, r)) for r in rows]
 
     def renew(self, token: int, ttl_s: float) -> bool:

@@ -29,7 +29,7 @@ def status_view(ledger: Ledger, sweep: str) -> tuple[Group, int]:
     counts = ledger.counts(sweep)
     now = time.time()
     head = f"sweep [cyan]{sweep}[/cyan] ({info.get('state', '?')}): " + ", ".join(f"{v} {k}" for k, v in counts.items() if v)
-    t = Table("model", "format", "done", "failed", "running", "pending", "cells/min", "ETA")
+    t = Table("model", "format", "execution", "done", "failed", "running", "pending", "cells/min", "ETA")
     total_left, total_rate = 0, 0.0
     for r in ledger.rates(sweep):
         pending = r["total"] - r["done"] - r["failed"] - r["running"]
@@ -40,9 +40,15 @@ def status_view(ledger: Ledger, sweep: str) -> tuple[Group, int]:
         eta = left / rate if rate and left else (0 if not left else None)
         total_left += left
         total_rate += rate or 0.0
-        t.add_row(r["model"], r["format"], str(r["done"]), str(r["failed"]), str(r["running"]), str(pending),
+        t.add_row(r["model"], r["format"], r["execution"] or "native", str(r["done"]), str(r["failed"]), str(r["running"]), str(pending),
                   f"{rate * 60:.1f}" if rate else "—", "done" if not left else _dur(eta))
-    parts: list = [head, t]
+    parts: list = [head]
+    if info.get("host"):  # the machine class the sweep was planned for (quantgrid/host.py)
+        h = info["host"]
+        parts.append(f"host {h.get('name')} ({h.get('cpu_model') or h.get('gpu') or ''}"
+                     + (f", vLLM {h.get('vllm_library')}, bf16 hardware: {'yes' if h.get('native_bf16') else 'no'}" if h.get("device") == "cpu" else "")
+                     + ")")
+    parts.append(t)
     live = [a for a in ledger.attempts(sweep) if a["state"] == "leased"]
     for a in live:
         parts.append(f"  running {a['stage']} (pid {a['worker_pid']}, node {a['node']}, {_dur(now - a['started'])}"

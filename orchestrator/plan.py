@@ -112,16 +112,20 @@ def expand(sweep: Sweep) -> Plan:
             # The engine runs the model with the format's parallelism (405B BF16 on two nodes,
             # its quantized formats on one); quantize works on the base model as it is.
             served = replace(model, **fmt.parallel) if fmt.parallel else model
+            # How this format runs on the sweep's host (dtype, native or emulated): an engine
+            # setting, so it is in every cell key and reaches the worker with the engine.
+            ex = sweep.execution.get(model.name, {}).get(fname)
+            resolved = dict(dtype=ex.dtype, execution=ex.mode, host=ex.host) if ex else {}
             perf = sweep.perf or {}
             if perf:  # one server start per (model, format) serves every scenario
-                engine = replace(sweep.engine, seed=sweep.seeds[0])
+                engine = replace(sweep.engine, seed=sweep.seeds[0], **resolved)
                 pcells = [PerfCell(served, fmt, sc, engine, perf["load"], sweep.versions) for sc in perf["scenarios"]]
                 stages.append(Stage(StageKind.PERF, served, fmt, cells=pcells, depends_on=[quant.key]))
             for seed in sweep.seeds if sweep.tasks else []:  # a perf-only sweep has no engine groups
                 # One engine group per distinct engine setting the tasks need (usually one).
                 groups: dict[str, list[Cell]] = {}
                 for task in sweep.tasks:
-                    engine = replace(sweep.engine, seed=seed, **(task.engine or {}))
+                    engine = replace(sweep.engine, seed=seed, **(task.engine or {}), **resolved)
                     groups.setdefault(engine.key, []).append(
                         Cell(model=served, format=fmt, task=task, engine=engine, seed=seed, versions=sweep.versions))
                 for group in groups.values():
@@ -155,3 +159,18 @@ def _similarity_stages(sweep: Sweep, stages: list[Stage]) -> list[Stage]:
             out.append(Stage(StageKind.SIMILARITY, groups[0].model, groups[0].format, cells=comps,
                              depends_on=[g.key for g in base + groups]))
     return out
+
+
+def execution_lines(sweep) -> list[str]:
+    """The host the sweep is planned for and how each format runs there (quantgrid/capability.py)."""
+    h = sweep.host
+    if h is None:
+        return []
+    what = (f"{h.cpu_model or 'CPU'}, vLLM kernel library {h.vllm_library}, bf16 hardware: {'yes' if h.native_bf16 else 'no'}"
+            + (f", forced from {h.native_isa} by QUANTGRID_HOST_ISA" if h.forced else "") if h.device == "cpu" else h.gpu)
+    lines = [f"host {h.name} ({what})"]
+    seen: dict[str, str] = {}
+    for fmts in sweep.execution.values():
+        for f, ex in fmts.items():
+            seen.setdefault(f, f"  {f}: {ex.mode}, engine dtype {ex.dtype}, calibration dtype {ex.calibration_dtype}: {ex.runs}")
+    return lines + list(seen.values())

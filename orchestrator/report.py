@@ -24,6 +24,7 @@ class Row:
     recovery: float | None
     recovery_note: str
     num_samples: int
+    execution: str = "native"  # native | emulated (quantgrid/capability.py): emulated scores are flagged
 
 
 def _stderr_key(metric: str) -> str:
@@ -62,7 +63,8 @@ def build_rows(results: list[dict[str, Any]], baseline: str, tasks: dict[str, di
         else:
             rec, note = recovery(score, base["metrics"].get(metric), base["metrics"].get(_stderr_key(metric)),
                                  spec["higher_is_better"], spec.get("chance"))
-        rows.append(Row(model, fmt, task, metric, score, stderr, rec, note, int(r.get("num_samples", 0))))
+        mode = (r.get("provenance") or {}).get("execution_mode") or "native"
+        rows.append(Row(model, fmt, task, metric, score, stderr, rec, note, int(r.get("num_samples", 0)), mode))
     return rows
 
 
@@ -78,7 +80,7 @@ def _by_model(rows: list[Row], format_order: list[str]) -> dict[str, list[tuple[
         if r.recovery is not None and r.recovery_note:
             rec += f" ({r.recovery_note})"
         out.setdefault(r.model, []).append((
-            r.format, r.task, r.metric.split(",")[0], "—" if r.score is None else f"{r.score:.4g}",
+            r.format if r.execution == "native" else f"{r.format} ({r.execution})", r.task, r.metric.split(",")[0], "—" if r.score is None else f"{r.score:.4g}",
             "" if r.stderr is None else f"{r.stderr:.3g}", rec, str(r.num_samples)))
     return out
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from orchestrator.config import ConfigError
+from orchestrator.plan import execution_lines
 
 
 def make_report(plan, ledger, run_dir: Path, resamples: int = 2000, seed: int = 0, log=print) -> list[Path]:
@@ -99,11 +100,15 @@ def execute(plan, overrides: list[str], conf_dirs: list[str], verbose: bool) -> 
     sweep.run_dir = run_dir
     sink = RunStore(run_dir)
     ledger = Ledger(run_dir / "ledger.db")
-    ledger.open_sweep(sweep.name, list(overrides), conf_dirs, [*plan.cells, *plan.comparisons, *plan.perf_cells])
+    ledger.open_sweep(sweep.name, list(overrides), conf_dirs, [*plan.cells, *plan.comparisons, *plan.perf_cells],
+                      host=sweep.host.as_dict() if sweep.host else None)
     counts = plan.counts()
     console.print(f"[bold]quantgrid[/bold] sweep [cyan]{sweep.name}[/cyan]: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()))
+    for line in execution_lines(sweep):
+        console.print(line, markup=False, highlight=False)
     sink.sweep_started(sweep.name, {"params": {"models": [m.name for m in sweep.models], "formats": sweep.format_names,
-                                               "tasks": [t.name for t in sweep.tasks], "seeds": sweep.seeds}})
+                                               "tasks": [t.name for t in sweep.tasks], "seeds": sweep.seeds,
+                                               "host": sweep.host.name if sweep.host else ""}})
     # MLflow is fed from the ledger by a background exporter: a slow or absent tracking server
     # never slows the scheduler, and nothing is lost while it is down (`quantgrid export` drains).
     uri = os.environ.get("MLFLOW_TRACKING_URI") or sweep.tracking_uri or local_tracking_uri(run_dir)

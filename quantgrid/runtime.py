@@ -82,6 +82,13 @@ def worker_env(cpu_threads: int | None = None, kv_cache_gb: int = 1, gpu: bool =
         env["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gb)
     env["VLLM_CACHE_ROOT"] = str(cache_dir() / "vllm")
     env["HF_HOME"] = str(cache_dir() / "hf")
+    forced = os.environ.get("QUANTGRID_HOST_ISA", "")
+    if forced and not gpu:
+        # A host made to behave as a lower ISA (quantgrid/host.py): the worker sees the same level,
+        # and torch dispatches that level's kernels (ATEN_CPU_CAPABILITY is read at torch import).
+        env["QUANTGRID_HOST_ISA"] = forced
+        if forced in ("avx2", "x86_64"):
+            env["ATEN_CPU_CAPABILITY"] = "avx2" if forced == "avx2" else "default"
     if cpu_threads:
         # Ray sets OMP_NUM_THREADS=num_cpus of the actor; say it explicitly.
         env["OMP_NUM_THREADS"] = str(cpu_threads)

@@ -76,6 +76,10 @@ class FormatSpec:
     # A published, already quantized checkpoint instead of a recipe ({repo, revision}: e.g. the
     # authors' neuralmagic/...-quantized.w4a16), staged by the quantize stage without quantizing.
     published: dict[str, Any] | None = None
+    # The quantization scheme the capability table knows it by (quantgrid/capability.py): read
+    # from the recipe when absent; a published checkpoint declares it. Not in the key: the
+    # recipe already says it.
+    scheme: str | None = None
 
     @property
     def is_baseline(self) -> bool:
@@ -143,10 +147,21 @@ class EngineSettings:
     max_gen_toks: int = 256
     kv_cache_gb: int = 1  # vLLM-CPU KV cache space
     accelerator: str = "cpu"  # accelerator class (cpu, h100-80gb, a100-80gb...): results differ across them
+    # Engine dtype and execution mode: "auto" in config (the capability table chooses per format
+    # and host, quantgrid/capability.py); the plan resolves them per (model, format), so every
+    # cell key holds the concrete values (numerics change with them). Pin them to compare, e.g.
+    # `engine.execution=emulated` on a host that also runs W4A16 natively.
+    dtype: str = "auto"
+    execution: str = "auto"  # auto | native | emulated
+    host: str = ""  # the host class the plan resolved for (cpu:avx2, cuda:sm90); "" before resolution
 
     @cached_property
     def key(self) -> str:
-        return stable_hash(asdict(self))
+        d = asdict(self)
+        if d["host"] == "":  # an unresolved engine (benches, older ledgers): keys as before
+            for k in ("dtype", "execution", "host"):
+                d.pop(k)
+        return stable_hash(d)
 
 
 @lru_cache(maxsize=64)

@@ -29,7 +29,8 @@ def hardware() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    hw: dict[str, Any] = {"cpu_model": cpu, "cpu_count": os.cpu_count(), "threads": int(os.environ.get("OMP_NUM_THREADS", 0) or 0)}
+    hw: dict[str, Any] = {"cpu_model": cpu, "cpu_count": os.cpu_count(), "threads": int(os.environ.get("OMP_NUM_THREADS", 0) or 0),
+                          "host": host_facts()}
     try:
         import torch
 
@@ -41,6 +42,16 @@ def hardware() -> dict[str, Any]:
     except Exception:
         hw["gpu_count"] = 0
     return hw
+
+
+def host_facts() -> dict[str, Any]:
+    """The capability probe of this worker's host (quantgrid/host.py), for provenance."""
+    from quantgrid.host import HostError, probe
+
+    try:
+        return probe().as_dict()
+    except HostError as e:
+        return {"error": str(e)}
 
 
 def package_versions() -> dict[str, str]:
@@ -62,6 +73,7 @@ class StageWorker:
         self.similarity = None  # OutputSimilarity: the encoder, loaded once per actor
         self.server = None  # workers.perf.Server: `vllm serve` for the perf stage
         self.log_path = ""
+        self.execution: dict[str, Any] = {"execution_mode": "native"}
 
     def pid(self) -> int:
         return os.getpid()
@@ -96,7 +108,8 @@ class StageWorker:
         art.dims = model_dims(Path(art.path))
         return art
 
-    def quantize(self, base: Artifact, model: ModelSpec, fmt: FormatSpec, calibration_path: str | None) -> Artifact:
+    def quantize(self, base: Artifact, model: ModelSpec, fmt: FormatSpec, calibration_path: str | None,
+                 calibration_dtype: str = "") -> Artifact:
         from quantgrid.checkpoint import verify_checkpoint
         from workers.quantize import quantize
 
@@ -112,7 +125,8 @@ class StageWorker:
             if free < need:
                 raise OSError(f"quantize {model.name}/{fmt.name} needs {need:g} GB free disk in "
                               f"{cache_dir() / 'checkpoints'}, {free:.0f} GB free (quantize_resources.disk_gb)")
-        art = quantize(base, model, fmt, Path(calibration_path) if calibration_path else None)
+        art = quantize(base, model, fmt, Path(calibration_path) if calibration_path else None,
+                       calibration_dtype=calibration_dtype or model.dtype)
         verify_checkpoint(Path(art.path))
         return art
 
@@ -126,8 +140,9 @@ class StageWorker:
         verify_checkpoint(Path(checkpoint.path))  # cheap: sizes + safetensors headers
         self.close()  # a reused actor serves groups one after another: one engine at a time
         self.group = f"{model.name}/{fmt.name}/seed{settings.seed}"
+        served = self._execution(checkpoint, model, fmt, settings)
         # Multi-node engines (placement group) use vLLM's Ray executor; see orchestrator/placement.py.
-        self.engine = Engine(checkpoint.path, model, fmt, settings,
+        self.engine = Engine(served.path, model, fmt, settings,
                              distributed_executor_backend=os.environ.get("QUANTGRID_EXECUTOR") or None)
         self.settings = {"batch_size": settings.batch_size, "max_model_len": model.max_model_len,
                          "tensor_parallel_size": model.tensor_parallel_size,
@@ -136,7 +151,33 @@ class StageWorker:
         self.checkpoint = checkpoint
         self.calibration_hash = calibration_hash
         return {"load_seconds": self.engine.load_seconds, "engine_id": self.engine.engine_id,
-                "loads": self.group_loads[self.group], "process_loads": type(self.engine).loads}
+                "loads": self.group_loads[self.group], "process_loads": type(self.engine).loads,
+                "execution_mode": self.execution["execution_mode"], "dequantize_seconds": served.seconds}
+
+    def _execution(self, checkpoint: Artifact, model: ModelSpec, fmt: FormatSpec, settings: EngineSettings) -> Artifact:
+        """Honour the plan's execution on this host: the same host class, vLLM's kernel library of
+        that ISA, the format's own op present when native, the dense checkpoint when emulated."""
+        from quantgrid import capability
+        from workers.execution import check_host, emulated_checkpoint, select_kernel_library, vllm_has_op
+
+        self.execution = {"execution_mode": settings.execution if settings.host else "native",
+                          "dtype": settings.dtype, "host": host_facts()}
+        if not settings.host:  # an engine planned without a host (benches): as configured
+            return checkpoint
+        host = check_host(settings)
+        select_kernel_library(host)
+        scheme = capability.scheme_of(fmt.name, fmt.recipe, fmt.published, fmt.scheme)
+        ex = capability.resolve(fmt.name, scheme, fmt.dtype or model.dtype, host, settings.execution, settings.dtype)
+        self.execution |= {"scheme": scheme, "runs": ex.runs, "capability_source": ex.source}
+        if ex.mode == capability.NATIVE and ex.op and host.device == "cpu" and not vllm_has_op(ex.op):
+            raise capability.CapabilityError(
+                f"the capability table says {fmt.name} ({scheme}) runs natively on {host.name}, but vLLM's kernel "
+                f"library {host.vllm_library} registers no {ex.op}: fix quantgrid/capability.TABLE")
+        if ex.mode == capability.EMULATED:
+            dense = emulated_checkpoint(checkpoint, ex.dtype)
+            self.execution["emulated_checkpoint"] = dense.content_hash
+            return dense
+        return checkpoint
 
     def evaluate(self, cell: Cell) -> TaskResult:
         from workers.score import scorer_for
@@ -160,6 +201,8 @@ class StageWorker:
             "engine_loads_for_group": self.group_loads[self.group],
             "engine_loads_in_process": type(self.engine).loads,
             "dtype": self.engine.dtype,
+            "execution_mode": self.execution["execution_mode"],
+            "execution": self.execution,
             "engine": self.settings,  # as built: an OOM fallback shows here
             "n_shot": out["n_shot"],
             "model_note": cell.model.note,

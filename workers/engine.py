@@ -28,10 +28,12 @@ class Engine:
         settings: EngineSettings,
         distributed_executor_backend: str | None = None,
     ):
+        t0 = time.perf_counter()
+        # The plan resolved the dtype per (format, host) (quantgrid/capability.py); an engine
+        # built without a plan (tests, benches) takes the format's or the model's.
+        self.dtype = settings.dtype if settings.dtype not in ("", "auto") else (fmt.dtype or model.dtype)
         from lm_eval.models.vllm_causallms import VLLM
 
-        t0 = time.perf_counter()
-        self.dtype = fmt.dtype or model.dtype
         extra: dict[str, Any] = {}
         if model.pipeline_parallel_size > 1:
             extra["pipeline_parallel_size"] = model.pipeline_parallel_size

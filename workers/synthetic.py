@@ -41,7 +41,8 @@ class SleepWorker:
         inject("build_model", spec.name)
         return Artifact(path=f"synthetic://{spec.name}", content_hash=stable_hash(spec.key), reused=True)
 
-    def quantize(self, base: Artifact, model: ModelSpec, fmt: FormatSpec, calibration_path: str | None) -> Artifact:
+    def quantize(self, base: Artifact, model: ModelSpec, fmt: FormatSpec, calibration_path: str | None,
+                 calibration_dtype: str = "") -> Artifact:
         inject("quantize", f"{model.name}/{fmt.name}")
         return Artifact(path=f"synthetic://{model.name}/{fmt.name}", content_hash=stable_hash([base.content_hash, fmt.key]))
 

@@ -32,7 +32,7 @@ def _ours(run_dir: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def perf_run(tmp_path_factory, tiny_llama):
     run_dir = tmp_path_factory.mktemp("runs")
-    faults = [{"at": "open_server", "match": "tiny-llama/w4a16", "fault": "server_unhealthy"}]
+    faults = [{"at": "open_server", "match": "tiny-llama/int8", "fault": "server_unhealthy"}]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env |= {"QUANTGRID_FAULTS": json.dumps(faults), "QUANTGRID_FAULTS_DIR": str(run_dir / "faults")}
     proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", "sweep=tiny_perf", f"run_dir={run_dir}"],
@@ -65,7 +65,7 @@ def test_failed_server_recorded_with_its_class(perf_run):
     _, out = perf_run
     db = sqlite3.connect(out / "ledger.db")
     rows = dict(((f, t), (s, c)) for f, t, s, c in db.execute("SELECT format, task, state, failure_class FROM cells"))
-    assert rows == {("bf16", "tiny_chat.perf"): ("done", None), ("w4a16", "tiny_chat.perf"): ("failed", "server_unhealthy")}
+    assert rows == {("bf16", "tiny_chat.perf"): ("done", None), ("int8", "tiny_chat.perf"): ("failed", "server_unhealthy")}
 
 
 def test_results_in_mlflow_and_report_and_no_process_left(perf_run):

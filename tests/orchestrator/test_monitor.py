@@ -17,7 +17,7 @@ from quantgrid.types import TaskResult
 def sweep_dir(tmp_path):
     plan = expand(load_sweep(compose(["sweep=tiny", "sweep.formats=[bf16]", "sweep.tasks=[ppl_local,mmlu_local,humaneval_local]"])))
     ledger = Ledger(tmp_path / "tiny" / "ledger.db")
-    ledger.open_sweep("tiny", ["sweep=tiny"], [], plan.cells)
+    ledger.open_sweep("tiny", ["sweep=tiny"], [], plan.cells, host=plan.sweep.host.as_dict())
     log = tmp_path / "tiny" / "logs" / "evaluate_tiny-llama_bf16-try1.log"
     log.parent.mkdir(parents=True)
     log.write_text("loading engine\nINFO scoring ppl_local\n")
@@ -39,7 +39,8 @@ def test_status_shows_progress_rate_running_attempt_and_failure(sweep_dir, capsy
     assert main(["status", "tiny", "--run-dir", str(root)]) == 1  # a failed cell: exit 1
     out = " ".join(capsys.readouterr().out.replace("│", " ").replace("┃", " ").split())
     assert "1 done" in out and "1 failed" in out and "1 running" in out
-    assert "tiny-llama bf16 1 1 1 0" in out  # done failed running pending
+    assert "tiny-llama bf16 native 1 1 1 0" in out  # execution, done failed running pending
+    assert "host cpu:" in out  # the machine class the sweep was planned for
     assert "pid 4242" in out and "OOM fallback ['halve_batch_size']" in out
     assert "failed tiny-llama/bf16/humaneval_local: error: RuntimeError: boom" in out
     assert "cells left" in out
