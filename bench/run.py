@@ -84,6 +84,22 @@ def engine_rates(run_dir: Path) -> dict:
     return rates
 
 
+def stage_walls(run_dir: Path) -> dict:
+    """Each stage attempt's wall time from the ledger (build, quantize per format, each engine group)."""
+    import sqlite3
+
+    db = sqlite3.connect(run_dir / "ledger.db")
+    return {stage: round(end - start, 1) for stage, start, end in
+            db.execute("SELECT stage, started, finished FROM attempts WHERE finished IS NOT NULL ORDER BY started")}
+
+
+def host() -> dict:
+    """The capability probe of the machine a figure was measured on (quantgrid/host.py)."""
+    from quantgrid.host import probe
+
+    return probe().as_dict()
+
+
 def demo(cold: bool) -> dict:
     env = os.environ.copy()
     tmp = Path(tempfile.mkdtemp(prefix="qg-bench-"))
@@ -94,6 +110,10 @@ def demo(cold: bool) -> dict:
     res = measured([str(ROOT / ".venv/bin/quantgrid"), "run", "sweep=demo", f"run_dir={run_dir}"], env)
     if (run_dir / "demo" / "results.jsonl").exists():
         res["engine"] = engine_rates(run_dir / "demo")
+        res["figures"] = {"stage_wall_s": stage_walls(run_dir / "demo")}
+        sizing = run_dir / "demo" / "sizing.json"
+        if sizing.exists():
+            res["figures"]["sizing"] = json.loads(sizing.read_text())
     shutil.rmtree(tmp, ignore_errors=True)
     return res
 
@@ -169,6 +189,7 @@ def main(argv: list[str]) -> int:
                   file=sys.stderr)
             return 2
         res["when"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        res["host"] = host()
         results[name] = res
         summary = {k: v for k, v in res.items() if k not in ("tail", "engine", "figures")}
         print(f"{name}: {json.dumps(summary)}")

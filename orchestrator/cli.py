@@ -53,7 +53,7 @@ def cmd_plan(args) -> int:
     if args.json:
         print(json.dumps({
             "sweep": plan.sweep.name, "counts": counts, "engine_splits": plan.engine_splits(), "estimate": est, "simulation": sim,
-            "host": plan.sweep.host.as_dict() if plan.sweep.host else None,
+            "host": plan.sweep.host.as_dict() if plan.sweep.host else None, "sizing": plan.sweep.sizing,
             "execution": {m: {f: ex.as_dict() for f, ex in fmts.items()} for m, fmts in plan.sweep.execution.items()},
             "cells": [{"key": c.key, "model": c.model.name, "format": c.format.name, "task": c.task.name, "seed": c.seed} for c in plan.cells],
             "stages": [{"key": s.key, "name": s.name, "kind": s.kind.value, "depends_on": s.depends_on,

@@ -66,6 +66,8 @@ class Sweep:
     # (model, format) runs there: model name -> format name -> capability.Execution.
     host: Host | None = None
     execution: dict[str, dict[str, capability.Execution]] = field(default_factory=dict)
+    # Task subsets sized to `sweep.budget` from this host's measured throughput (orchestrator/sizing.py).
+    sizing: dict[str, Any] | None = None
 
 
 def compose(overrides: list[str], conf_dir: Path = CONF_DIR) -> DictConfig:
@@ -338,6 +340,11 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
                 raise ConfigError(f"sweep.suites.{suite}: '{t}' is lower-is-better; a suite averages scores of one kind (accuracies)")
     if not isinstance(s.get("hub_offline", True), bool):
         raise ConfigError(f"sweep.hub_offline must be true or false, got {s.get('hub_offline')!r}")
+    sizing = None
+    if s.get("budget") is not None and engine.accelerator == "cpu":
+        tasks, formats, sizing = _size(tasks, models, formats, format_names, seeds, engine, execution, baseline,
+                                       s["budget"], raw, host)
+        by_name = {t.name: t for t in tasks}
     similarity = _similarity(s.get("similarity"), by_name)
     from orchestrator.perf_config import load_perf
 
@@ -369,7 +376,37 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
         perf=perf,
         host=host,
         execution=execution,
+        sizing=sizing,
     )
+
+
+def _size(tasks, models, formats, format_names, seeds, engine, execution, baseline, budget, raw, host):
+    """sweep.budget: scale the task subsets (and calibration sets) to the budget on this host
+    (orchestrator/sizing.py)."""
+    from orchestrator.cost import model_params_b
+    from orchestrator.sizing import SizingError, evaluate_cells, size_calibration, size_to_budget
+
+    if not isinstance(budget, dict):
+        raise ConfigError(f"sweep.budget must be a mapping like {{evaluate_s: 240, quantize_s: 300}}, got {budget!r}")
+    dtype = execution[models[0].name][baseline].dtype  # the dense engine's dtype on this host
+    try:
+        tasks, sizing = size_to_budget(tasks, evaluate_cells(models, formats, format_names, seeds, engine, execution),
+                                       budget, dtype, raw.get("cost") or {}, host.native_bf16)
+    except SizingError as e:
+        raise ConfigError(str(e)) from None
+    if budget.get("quantize_s"):
+        gflops = float(sizing.probe["gflops"])
+        calibrated = {(m.name, f): (model_params_b(m), fmt.calibration) for m in models
+                      for f, fmt in formats[m.name].items() if fmt.calibration and not fmt.calibration.get("hf_dataset")}
+        factor, n, full, est = size_calibration(calibrated, float(budget["quantize_s"]), gflops,
+                                                int(budget.get("min_calibration", 16)))
+        formats = {m: {f: replace(fmt, calibration={**fmt.calibration, "num_samples": n[(m, f)]}) if (m, f) in n else fmt
+                       for f, fmt in fmts.items()} for m, fmts in formats.items()}
+        sizing.quantize = {"budget_s": float(budget["quantize_s"]), "estimate_full_s": round(full, 1),
+                           "estimate_s": round(est, 1), "factor": factor}
+        sizing.calibration = {f"{m}/{f}": {"full": int(c["num_samples"]), "chosen": n[(m, f)]}
+                              for (m, f), (_, c) in calibrated.items()}
+    return tasks, formats, sizing.as_dict() | {"line": sizing.line()}
 
 
 def resolve_execution(models: list[ModelSpec], formats: dict[str, dict[str, FormatSpec]], engine: EngineSettings,

@@ -59,6 +59,11 @@ class Plan:
     def estimate(self, cost: CostModel | None = None) -> dict[str, Any]:
         """Device-hours and tokens per (model, format) from the cost model (one engine load per
         group, no data-parallel replicas). Devices = TP x PP GPUs on a GPU cluster, 1 on a CPU."""
+        if cost is None and self.sweep.sizing:  # this host's measured throughput (orchestrator/sizing.py)
+            from orchestrator.sizing import host_cost
+
+            cost = host_cost(float(self.sweep.sizing["probe"]["gflops"]), self.sweep.raw.get("cost") or {},
+                             bool(self.sweep.host and self.sweep.host.native_bf16))
         cost = cost or CostModel(self.sweep.raw.get("cost") or {})
         rows: dict[tuple[str, str], dict[str, float]] = {}
         tasks: dict[str, dict[str, float]] = {}  # per task, over all its cells
@@ -168,7 +173,7 @@ def execution_lines(sweep) -> list[str]:
         return []
     what = (f"{h.cpu_model or 'CPU'}, vLLM kernel library {h.vllm_library}, bf16 hardware: {'yes' if h.native_bf16 else 'no'}"
             + (f", forced from {h.native_isa} by QUANTGRID_HOST_ISA" if h.forced else "") if h.device == "cpu" else h.gpu)
-    lines = [f"host {h.name} ({what})"]
+    lines = [f"host {h.name} ({what})"] + ([sweep.sizing["line"]] if sweep.sizing else [])
     seen: dict[str, str] = {}
     for fmts in sweep.execution.values():
         for f, ex in fmts.items():

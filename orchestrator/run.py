@@ -6,6 +6,7 @@ local run store, the background MLflow exporter and the console, and writes the 
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -105,10 +106,14 @@ def execute(plan, overrides: list[str], conf_dirs: list[str], verbose: bool) -> 
     counts = plan.counts()
     console.print(f"[bold]quantgrid[/bold] sweep [cyan]{sweep.name}[/cyan]: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()))
     for line in execution_lines(sweep):
-        console.print(line, markup=False, highlight=False)
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    if sweep.sizing:  # what the budget chose on this host, beside the results it sized
+        (run_dir / "sizing.json").write_text(json.dumps(sweep.sizing, indent=1))
     sink.sweep_started(sweep.name, {"params": {"models": [m.name for m in sweep.models], "formats": sweep.format_names,
                                                "tasks": [t.name for t in sweep.tasks], "seeds": sweep.seeds,
-                                               "host": sweep.host.name if sweep.host else ""}})
+                                               "host": sweep.host.name if sweep.host else "",
+                                               **({"sizing": {k: sweep.sizing[k] for k in ("budget_s", "factor", "tasks")},
+                                                   "probe_gflops": sweep.sizing["probe"]["gflops"]} if sweep.sizing else {})}})
     # MLflow is fed from the ledger by a background exporter: a slow or absent tracking server
     # never slows the scheduler, and nothing is lost while it is down (`quantgrid export` drains).
     uri = os.environ.get("MLFLOW_TRACKING_URI") or sweep.tracking_uri or local_tracking_uri(run_dir)
@@ -117,8 +122,12 @@ def execute(plan, overrides: list[str], conf_dirs: list[str], verbose: bool) -> 
     try:
         log_batch_chunked(exporter.client(), exporter.parent(), params=[
             ("models", [m.name for m in sweep.models]), ("formats", sweep.format_names),
-            ("tasks", [t.name for t in sweep.tasks]), ("seeds", sweep.seeds), ("baseline", sweep.baseline)],
-            tags=[("quantgrid.run_dir", str(run_dir)), ("quantgrid.versions", dict(sweep.versions))])
+            ("tasks", [t.name for t in sweep.tasks]), ("seeds", sweep.seeds), ("baseline", sweep.baseline),
+            ("host", sweep.host.name if sweep.host else ""),
+            *([("sizing", {k: sweep.sizing[k] for k in ("budget_s", "factor", "tasks", "calibration", "quantize")}),
+               ("probe_gflops", sweep.sizing["probe"]["gflops"])] if sweep.sizing else [])],
+            tags=[("quantgrid.run_dir", str(run_dir)), ("quantgrid.versions", dict(sweep.versions)),
+                  ("quantgrid.host", sweep.host.as_dict() if sweep.host else {})])
         background = BackgroundExport(exporter, run_dir).start()
     except Exception as exc:  # tracking down: the ledger buffers every result
         console.print(f"[yellow]warning: MLflow at {uri} unavailable ({type(exc).__name__}); results are kept in the "

@@ -57,6 +57,32 @@ def test_every_format_task_scored_with_samples(tiny_run):
     assert all(r["num_samples"] == 8 for r in mmlu)  # 8 subjects x 1 question, same items every format
 
 
+def test_execution_mode_and_dtype_recorded_as_the_table_says(tiny_run):
+    """W4A16 is native or emulated as quantgrid/capability.py says for this host, and every
+    result, ledger row and MLflow run says which (never skipped: this asserts what the host gets)."""
+    from quantgrid import capability
+    from quantgrid.host import probe
+
+    _, out = tiny_run
+    host = probe()
+    schemes = {"bf16": "dense", "fp8": "w8a8-fp8", "int8": "w8a8-int8", "w4a16": "wna16-int"}
+    want = {f: capability.resolve(f, s, "bfloat16", host) for f, s in schemes.items()}
+    for r in _task_results(out):
+        prov = r["provenance"]
+        assert prov["execution_mode"] == want[r["format"]].mode, r["format"]
+        assert prov["dtype"] == want[r["format"]].dtype and prov["execution"]["dtype"] == want[r["format"]].dtype
+        assert prov["hardware"]["host"]["name"] == host.name
+    db = sqlite3.connect(out / "ledger.db")
+    modes = dict(db.execute("SELECT DISTINCT format, execution FROM cells WHERE task NOT LIKE '%.similarity'"))
+    assert modes == {f: ex.mode for f, ex in want.items()}
+    mlflow = sqlite3.connect(out / "mlflow.db")
+    tags = dict(mlflow.execute("SELECT r.name, t.value FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+                               "WHERE t.key = 'quantgrid.execution_mode'"))
+    assert tags == {f"tiny-llama/{f}": ex.mode for f, ex in want.items()}
+    table = (out / "table.md").read_text()
+    assert ("w4a16 (emulated)" in table) == (want["w4a16"].mode == "emulated")
+
+
 def test_engine_loaded_once_per_model_format(tiny_run):
     _, out = tiny_run
     engines = defaultdict(set)

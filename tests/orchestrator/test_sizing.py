@@ -1,0 +1,72 @@
+"""Sizing a CPU sweep to its budget from a measured throughput probe (orchestrator/sizing.py)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator import sizing
+from orchestrator.config import ConfigError, compose, load_sweep
+from orchestrator.plan import expand
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _demo(monkeypatch, gflops: float, *overrides: str):
+    monkeypatch.setattr(sizing, "probe", lambda dtype: {"dtype": dtype, "gflops": gflops, "host": "test"})
+    return load_sweep(compose(["sweep=demo", *overrides]))
+
+
+def test_a_fast_host_keeps_the_full_demo_and_a_slow_one_scales_every_task_alike(monkeypatch):
+    fast = _demo(monkeypatch, 1e5)
+    assert fast.sizing["factor"] == 1.0 and fast.sizing["quantize"]["factor"] == 1.0
+    full = {t.name: t.subset for t in fast.tasks}
+    slow = _demo(monkeypatch, 95.0)
+    s = slow.sizing
+    assert s["factor"] < 1 and s["estimate_s"] <= s["budget_s"] < s["estimate_full_s"]
+    assert s["factor"] in sizing.LADDER and s["quantize"]["factor"] in sizing.LADDER
+    for t in slow.tasks:  # smaller, never below the floor, the task's own seed and grouping kept
+        chosen, was = s["tasks"][t.name]["chosen"], s["tasks"][t.name]["full"]
+        assert min(8, was) <= chosen < was
+        if full[t.name] and "per_group" in full[t.name]:
+            assert t.subset["per_group"] == full[t.name]["per_group"] and t.subset["max_groups"] == chosen
+    # the same documents for every format: one task spec (one key) per task across formats
+    plan = expand(slow)
+    keys = {}
+    for c in plan.cells:
+        keys.setdefault(c.task.name, set()).add(c.task.key)
+    assert all(len(v) == 1 for v in keys.values())
+    for name, c in s["calibration"].items():  # calibration sets scaled, never below 16
+        fmt = slow.formats["smollm2-135m"][name.split("/")[1]]
+        assert fmt.calibration["num_samples"] == c["chosen"] and 16 <= c["chosen"] < c["full"]
+    assert "subsets x" in s["line"] and "calibration samples x" in s["line"]
+
+
+def test_the_same_probe_plans_the_same_cells(monkeypatch):
+    a = [c.key for c in expand(_demo(monkeypatch, 97.0)).cells]
+    b = [c.key for c in expand(_demo(monkeypatch, 99.0)).cells]  # probe noise within a ladder step
+    assert a == b
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("+sweep.budget.evaluate_sec=1", "unknown key(s) evaluate_sec"),
+    ("sweep.budget.evaluate_s=-5", "evaluate_s must be a positive number"),
+    ("sweep.budget=7", "sweep.budget must be a mapping"),
+])
+def test_bad_budget_is_one_line(monkeypatch, override, needle):
+    with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        _demo(monkeypatch, 100.0, override)
+
+
+def test_plan_prints_and_records_what_was_chosen_on_this_host():
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "plan", "sweep=demo", "--json"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    s = out["sizing"]
+    assert s["probe"]["gflops"] > 0 and s["probe"]["dtype"] == out["execution"]["smollm2-135m"]["bf16"]["dtype"]
+    assert s["estimate_s"] <= s["budget_s"] or s["factor"] == sizing.LADDER[-1]
+    n = {c["task"] for c in out["cells"]}
+    assert n == set(s["tasks"])
