@@ -122,7 +122,8 @@ class Server:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         gpu = settings.accelerator != "cpu"
         args = ["serve", checkpoint, "--host", "127.0.0.1", "--port", str(self.port),
-                "--served-model-name", self.served_name, "--dtype", fmt.dtype or model.dtype,
+                "--served-model-name", self.served_name, "--dtype",
+                settings.dtype if settings.dtype not in ("", "auto") else (fmt.dtype or model.dtype),
                 "--max-model-len", str(model.max_model_len), "--seed", str(settings.seed),
                 "--tensor-parallel-size", str(model.tensor_parallel_size)]
         if model.pipeline_parallel_size > 1:
