@@ -63,11 +63,13 @@ def test_emulated_checkpoint_holds_exactly_int4_times_scale(tiny_w4a16, tmp_path
     assert len(packed) == 14  # 2 layers x (q, k, v, o, gate, up, down); lm_head kept
     for k in packed:
         mod = k[: -len(".weight_packed")]
-        p, scale = q[k], q[f"{mod}.weight_scale"].float()
+        p, scale = q[k], q[f"{mod}.weight_scale"]
         nibbles = torch.stack([(p >> (4 * i)) & 0xF for i in range(8)], dim=-1).reshape(p.shape[0], -1)
         ints = nibbles.to(torch.float32) - 8
         group = ints.shape[1] // scale.shape[1]
-        expected = ints * scale.repeat_interleave(group, dim=1)
+        # compressed-tensors multiplies in the scale's dtype (the checkpoint's bf16), as the
+        # checkpoint defines its weights: int4 x scale rounded to bf16, then widened.
+        expected = (ints.to(scale.dtype) * scale.repeat_interleave(group, dim=1)).float()
         got = dense[f"{mod}.weight"]
         assert got.dtype == torch.float32 and torch.equal(got, expected), mod
         assert ints.min() >= -8 and ints.max() <= 7
