@@ -67,7 +67,8 @@ class Sizing:
         chosen = ", ".join(f"{t} {v['full']}->{v['chosen']}" for t, v in self.tasks.items())
         out = (f"sizing: probe {self.probe['gflops']} GFLOP/s ({self.probe['dtype']}); evaluations estimated "
                f"{self.estimate_full_s:.0f} s for a budget of {self.budget_s:.0f} s: "
-               + (f"subsets x{self.factor} ({chosen}), estimated {self.estimate_s:.0f} s" if self.factor < 1 else "full subsets"))
+               + (f"subsets x{self.factor} ({chosen}), estimated {self.estimate_s:.0f} s" if self.factor < 1 else "full subsets")
+               + (" (over budget even at the smallest step: expect a longer run)" if self.estimate_s > self.budget_s else ""))
         if self.quantize:
             q = self.quantize
             cal = ", ".join(f"{f} {v['full']}->{v['chosen']}" for f, v in self.calibration.items())

@@ -1,8 +1,21 @@
-"""Sweep expansion: axes -> cells and stages; cell keys change exactly with their inputs."""
+"""Sweep expansion: axes -> cells and stages; cell keys change exactly with their inputs.
 
+The demo sizes its subsets to `sweep.budget` from this host's measured throughput, so what it plans
+differs by host (tests/orchestrator/test_sizing.py covers that). Expansion itself is tested here on
+a host that holds the whole demo in budget: the probe is pinned, never read from this machine.
+"""
+
+import pytest
+
+from orchestrator import sizing
 from orchestrator.config import compose, load_sweep
 from orchestrator.plan import expand
 from quantgrid.types import StageKind
+
+
+@pytest.fixture(autouse=True)
+def fast_host(monkeypatch):
+    monkeypatch.setattr(sizing, "probe", lambda dtype: {"dtype": dtype, "gflops": 1e5, "host": "test"})
 
 
 def plan(*overrides):
