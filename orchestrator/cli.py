@@ -181,7 +181,8 @@ def cmd_submit(args) -> int:
     from orchestrator import config, preflight, submit
 
     plan = _plan(args.overrides)  # validated here: bad config never reaches the cluster
-    preflight.check(plan, submitting=True)
+    for w in preflight.check(plan, submitting=True):
+        print(f"warning: {w}", file=sys.stderr)
     job_id = submit.submit(plan, args.overrides, args.address, [str(d) for d in config.EXTRA_CONF_DIRS])
     name, run_dir = plan.sweep.name, Path(plan.sweep.run_dir)
     print(f"submitted sweep {name} as Ray job {job_id}")

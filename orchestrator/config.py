@@ -68,6 +68,9 @@ class Sweep:
     execution: dict[str, dict[str, capability.Execution]] = field(default_factory=dict)
     # Task subsets sized to `sweep.budget` from this host's measured throughput (orchestrator/sizing.py).
     sizing: dict[str, Any] | None = None
+    # Where workers write their attempt logs: "" = run_dir/NAME/logs; on a cluster a folder every
+    # node mounts (the run_dir itself stays on the head's local disk, orchestrator/sweep_lock.py).
+    logs_dir: str = ""
 
 
 def compose(overrides: list[str], conf_dir: Path = CONF_DIR) -> DictConfig:
@@ -366,6 +369,7 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
         baseline=baseline,
         engine=engine,
         run_dir=Path(raw.get("run_dir") or "runs"),
+        logs_dir=str(raw.get("logs_dir") or ""),
         tracking_uri=raw.get("tracking_uri") or "",
         ray_address=raw.get("ray_address") or "",
         resources=raw.get("resources") or {},

@@ -17,6 +17,7 @@ from typing import Any
 
 from orchestrator.config import ConfigError, calibration_file, check_group_size, one_line
 from orchestrator.cost import CostModel
+from orchestrator.faults import driver_fault
 from orchestrator.ledger import Ledger
 from orchestrator.placement import NodeShape, nodes_from_ray
 from orchestrator.plan import Plan
@@ -85,6 +86,9 @@ class Driver:
         self.sweep_name = plan.sweep.name
         # The sweep's folder (ledger, run store, logs): the CLI passes the one it created.
         self.run_dir = Path(run_dir).resolve() if run_dir else (Path(plan.sweep.run_dir) / plan.sweep.name).resolve()
+        # Attempt logs, written by the workers: beside the ledger, or on storage every node mounts.
+        logs = plan.sweep.logs_dir
+        self.logs_dir = (Path(logs) / plan.sweep.name).resolve() if logs else self.run_dir / "logs"
         # Cells the ledger already holds results for are never scored again (resume).
         self.done: set[str] = ledger.done_keys(self.sweep_name) if ledger else set()
         self.progress = progress  # callable(event: str, **info) for the CLI's rich progress
@@ -254,10 +258,21 @@ class Driver:
         self.emit("engine", stage=job.name, **info)
 
     def commit(self, att, result: TaskResult) -> bool:
-        """Record a task result exactly once, only from the attempt holding the lease."""
+        """Record a task result exactly once, only from the attempt holding the lease. Its files
+        first (atomically), then the ledger row that points at them (path, size, SHA-256): a crash
+        in between costs a rescore, never a done cell without samples."""
         cell = att.current
-        if self.ledger and not self.ledger.commit_result(self.sweep_name, att.token, result):
+        if getattr(att, "fallback", None):  # the engine this result came from was built after an OOM
+            result.provenance["oom_fallback"] = dict(att.fallback)
+        if self.ledger and self.ledger.reject_if_fenced(self.sweep_name, att.token, result.cell_key):
+            # A fenced-off attempt writes nothing: its files would replace the live attempt's.
             self.summary.rejected += 1
+            self.emit("rejected", stage=att.job.name, task=cell.task.name)
+            return False
+        self.sink.write_files(result)
+        driver_fault("after_samples")
+        if self.ledger and not self.ledger.commit_result(self.sweep_name, att.token, result):
+            self.summary.rejected += 1  # not reached while the driver is the ledger's only writer
             self.emit("rejected", stage=att.job.name, task=cell.task.name)
             return False
         self.done.add(cell.key)

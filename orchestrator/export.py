@@ -203,13 +203,20 @@ class Exporter:
 
 class BackgroundExport:
     """Runs `Exporter.push` every `interval_s` in a thread during a sweep; an unreachable server
-    only delays the export (the ledger buffers), it never slows or fails the scheduler."""
+    only delays the export (the ledger buffers), it never slows or fails the scheduler. `first`
+    (the sweep's params and tags) runs once before the first push, whenever the server answers.
+    `drain` does the last push and closes the runs, giving up after a deadline: MLflow's own HTTP
+    retries against a dead server take minutes (MLFLOW_HTTP_REQUEST_MAX_RETRIES, backoff), and a
+    finished sweep must exit within seconds of its last result."""
 
-    def __init__(self, exporter: Exporter, run_dir: Path, interval_s: float = 2.0):
+    def __init__(self, exporter: Exporter, run_dir: Path, interval_s: float = 2.0, first=None):
         self.exporter = exporter
         self.run_dir = run_dir
         self.interval_s = interval_s
+        self.first = first
         self._stop = threading.Event()
+        self._final: tuple[dict[str, Any], str] | None = None
+        self._drained = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="mlflow-export", daemon=True)
         self.errors = 0
 
@@ -217,18 +224,44 @@ class BackgroundExport:
         self._thread.start()
         return self
 
+    def _round(self, final: bool) -> None:
+        if self.first is not None:
+            self.first()
+            self.first = None
+        self.exporter.push(self.run_dir, wait_for_samples=not final)
+
     def _loop(self) -> None:
-        delay = self.interval_s
-        while not self._stop.wait(delay):
+        delay = 0.0
+        while True:
+            if self._stop.is_set():  # draining: retry on our own clock until the process exits
+                time.sleep(delay)
+                stopping = True
+            else:
+                stopping = self._stop.wait(delay)
             try:
-                self.exporter.push(self.run_dir, wait_for_samples=True)
+                self._round(final=stopping)
+                if stopping:
+                    if self._final is not None:
+                        self.exporter.finish(*self._final)
+                    self._drained.set()
+                    return
                 delay = self.interval_s
             except Exception as exc:  # noqa: BLE001 - unreachable server: back off, keep buffering
                 self.errors += 1
                 self.exporter.last_error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
-                delay = min(60.0, delay * 2)
+                delay = min(60.0, max(self.interval_s, delay * 2))
+                if stopping:
+                    if self._final is None:
+                        return
+                    delay = min(delay, 5.0)
+
+    def drain(self, summary: dict[str, Any], status: str, timeout_s: float) -> bool:
+        """Last push + runs terminated, within `timeout_s`. False: the server did not take it in
+        time (the thread keeps trying until the process exits; the ledger holds the rest)."""
+        self._final = (summary, status)
+        self._stop.set()
+        return self._drained.wait(timeout_s)
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
-

@@ -39,6 +39,8 @@ CREATE TABLE IF NOT EXISTS results (
   PRIMARY KEY (sweep, cell_key));
 CREATE TABLE IF NOT EXISTS rejected (
   sweep TEXT, cell_key TEXT, token INTEGER, reason TEXT, at REAL);
+CREATE TABLE IF NOT EXISTS withdrawn (
+  sweep TEXT, cell_key TEXT, token INTEGER, reason TEXT, at REAL, record TEXT);
 CREATE TABLE IF NOT EXISTS artifacts (
   sweep TEXT, stage TEXT, path TEXT, content_hash TEXT, at REAL, PRIMARY KEY (sweep, stage));
 CREATE INDEX IF NOT EXISTS cells_state ON cells (sweep, state);
@@ -202,22 +204,38 @@ class Ledger:
         with self._tx() as db:
             db.execute("UPDATE attempts SET state='finished', finished=? WHERE token=? AND state='leased'", (time.time(), token))
 
-    def commit_result(self, sweep: str, token: int, result: TaskResult, record: dict[str, Any] | None = None) -> bool:
-        """Record a result exactly once, only from the live attempt. False = rejected (and counted)."""
+    @staticmethod
+    def _reject_reason(db: sqlite3.Connection, sweep: str, token: int, cell_key: str, now: float) -> str | None:
+        row = db.execute("SELECT state, lease_expires, cells FROM attempts WHERE token=? AND sweep=?", (token, sweep)).fetchone()
+        if row is None:
+            return "unknown attempt"
+        if row[0] != "leased":
+            return f"attempt {row[0]}"
+        if row[1] < now:
+            return "lease expired"
+        if cell_key not in json.loads(row[2]):
+            return "cell not leased by this attempt"
+        if db.execute("SELECT 1 FROM results WHERE sweep=? AND cell_key=?", (sweep, cell_key)).fetchone():
+            return "duplicate"
+        return None
+
+    def reject_if_fenced(self, sweep: str, token: int, cell_key: str) -> str | None:
+        """Before a result's files are written: why this attempt may not commit (recorded as a
+        rejection), or None. The driver is the ledger's only writer, so the answer holds until
+        its commit_result."""
         now = time.time()
         with self._tx() as db:
-            row = db.execute("SELECT state, lease_expires, cells FROM attempts WHERE token=? AND sweep=?", (token, sweep)).fetchone()
-            reason = None
-            if row is None:
-                reason = "unknown attempt"
-            elif row[0] != "leased":
-                reason = f"attempt {row[0]}"
-            elif row[1] < now:
-                reason = "lease expired"
-            elif result.cell_key not in json.loads(row[2]):
-                reason = "cell not leased by this attempt"
-            elif db.execute("SELECT 1 FROM results WHERE sweep=? AND cell_key=?", (sweep, result.cell_key)).fetchone():
-                reason = "duplicate"
+            reason = self._reject_reason(db, sweep, token, cell_key, now)
+            if reason:
+                db.execute("INSERT INTO rejected VALUES (?,?,?,?,?)", (sweep, cell_key, token, reason, now))
+            return reason
+
+    def commit_result(self, sweep: str, token: int, result: TaskResult, record: dict[str, Any] | None = None) -> bool:
+        """Record a result exactly once, only from the live attempt. False = rejected (and counted).
+        The record carries its samples file's path, size and SHA-256 (written before this call)."""
+        now = time.time()
+        with self._tx() as db:
+            reason = self._reject_reason(db, sweep, token, result.cell_key, now)
             if reason:
                 db.execute("INSERT INTO rejected VALUES (?,?,?,?,?)", (sweep, result.cell_key, token, reason, now))
                 return False
@@ -228,6 +246,34 @@ class Ledger:
                        "started=COALESCE(started, ?) WHERE sweep=? AND cell_key=?",
                        (now, result.seconds, now - result.seconds, sweep, result.cell_key))
             return True
+
+    def done_records(self, sweep: str) -> list[dict[str, Any]]:
+        """Every done cell's committed record (resume checks their samples files)."""
+        return [json.loads(r) for (r,) in self.db.execute(
+            "SELECT r.record FROM results r JOIN cells c ON c.sweep=r.sweep AND c.cell_key=r.cell_key "
+            "WHERE r.sweep=? AND c.state='done'", (sweep,))]
+
+    def reopen(self, sweep: str, reasons: dict[str, str]) -> None:
+        """Done cells whose result cannot be trusted any more (its samples file is missing or bad):
+        the result is withdrawn (kept in `withdrawn` with the reason) and the cell is pending again."""
+        now = time.time()
+        with self._tx() as db:
+            for key, why in reasons.items():
+                row = db.execute("SELECT token, record FROM results WHERE sweep=? AND cell_key=?", (sweep, key)).fetchone()
+                db.execute("INSERT INTO withdrawn VALUES (?,?,?,?,?,?)",
+                           (sweep, key, row[0] if row else None, why, now, row[1] if row else None))
+                db.execute("DELETE FROM results WHERE sweep=? AND cell_key=?", (sweep, key))
+                db.execute("DELETE FROM exports WHERE sweep=? AND cell_key=?", (sweep, key))
+                db.execute("UPDATE cells SET state='pending', failure_class='samples_lost', failure=?, updated=? "
+                           "WHERE sweep=? AND cell_key=?", (why[:2000], now, sweep, key))
+
+    def withdrawn(self, sweep: str) -> list[dict[str, Any]]:
+        return [{"cell_key": k, "reason": r, "at": t} for k, r, t in
+                self.db.execute("SELECT cell_key, reason, at FROM withdrawn WHERE sweep=? ORDER BY at", (sweep,))]
+
+    def not_terminal(self, sweep: str, keys: set[str]) -> list[dict[str, Any]]:
+        """Cells of `keys` neither done nor failed (a run that leaves any must not say done)."""
+        return [c for c in self.cells(sweep) if c["cell_key"] in keys and c["state"] not in ("done", "failed")]
 
     def fail_cells(self, sweep: str, cell_keys: list[str], failure_class: str, message: str) -> None:
         now = time.time()

@@ -60,6 +60,22 @@ def status_view(ledger: Ledger, sweep: str) -> tuple[Group, int]:
             parts.append(f"[red]failed[/red] {c['model']}/{c['format']}/{c['task']}: {c['failure_class']}: {c['failure']}")
     if counts["rejected"]:
         parts.append(f"[yellow]{counts['rejected']} late results from given-up attempts were rejected (fenced)[/yellow]")
+    if info.get("state") == "incomplete":  # the run ended with cells neither scored nor failed
+        left = [c for c in ledger.cells(sweep) if c["state"] not in ("done", "failed")]
+        parts.append(f"[yellow]the last run ended with {len(left)} cells neither scored nor failed"
+                     + (f" (e.g. {left[0]['model']}/{left[0]['format']}/{left[0]['task']}"
+                        + (f": {left[0]['failure_class']}: {left[0]['failure']}" if left[0]["failure_class"] else "") + ")"
+                        if left else "") + f": `quantgrid resume {sweep}` scores them[/yellow]")
+    fallbacks: dict[tuple[str, str, str], list[str]] = {}
+    for r in ledger.results(sweep):  # scored on an engine rebuilt after an OOM (orchestrator/scheduler.py)
+        fb = (r.get("provenance") or {}).get("oom_fallback")
+        if fb:
+            what = "+".join(fb.get("steps") or []) + (" (may change scores)" if fb.get("may_change_scores") else "")
+            fallbacks.setdefault((r["model"], r["format"], what), []).append(r["task"])
+    for (model, fmt, what), tasks in sorted(fallbacks.items()):
+        parts.append(f"[yellow]scored after OOM fallback {what}: {model}/{fmt} {', '.join(sorted(tasks))}[/yellow]")
+    for w in ledger.withdrawn(sweep):
+        parts.append(f"[yellow]withdrawn result {w['cell_key'][:12]}: {w['reason']} (rescored on resume)[/yellow]")
     return Group(*parts), counts["failed"]
 
 

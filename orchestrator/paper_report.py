@@ -212,8 +212,10 @@ def similarity_markdown(rows: list[dict], baseline: str) -> str:
 
 
 def write(rows: list[dict], out_dir: Path, sweep: str, baseline: str, formats: list[str], notes: dict[str, str],
-          similarity_records: list[dict[str, Any]] | None = None, perf: dict[str, Any] | None = None) -> list[Path]:
-    """`perf`: {table, recommendations, limits, note} from orchestrator/recommend.py, or None."""
+          similarity_records: list[dict[str, Any]] | None = None, perf: dict[str, Any] | None = None,
+          omitted: list[str] | None = None) -> list[Path]:
+    """`perf`: {table, recommendations, limits, note} from orchestrator/recommend.py, or None;
+    `omitted`: results left out (their samples file is missing or damaged), one line each."""
     from orchestrator import recommend
     from orchestrator.plots import perf_frontier, recovery_heatmap, similarity_distributions, task_differences
 
@@ -222,7 +224,9 @@ def write(rows: list[dict], out_dir: Path, sweep: str, baseline: str, formats: l
     sim_rows, dists = similarity(similarity_records or [], out_dir.parent, formats)
     perf = perf or {"table": [], "recommendations": [], "limits": {}, "note": ""}
     md = "\n".join(part for part in (to_markdown(rows, baseline, formats, notes), similarity_markdown(sim_rows, baseline),
-                                      recommend.to_markdown(perf["table"], perf["recommendations"], perf["limits"], perf["note"]))
+                                      recommend.to_markdown(perf["table"], perf["recommendations"], perf["limits"], perf["note"]),
+                                      "## Left out\n\nThese results have no trustworthy samples file; `quantgrid resume` "
+                                      "scores them again:\n\n" + "\n".join(f"- {o}" for o in omitted) if omitted else "")
                     if part)
     images = [p for p in (recovery_heatmap(rows, others, out_dir / "recovery_heatmap.png"),
                           task_differences(rows, others, out_dir / "task_differences.png"),
@@ -231,5 +235,6 @@ def write(rows: list[dict], out_dir: Path, sweep: str, baseline: str, formats: l
     (out_dir / "report.md").write_text(f"# quantgrid report: {sweep}\n\n{md}")
     (out_dir / "report.html").write_text(to_html(md, images, f"quantgrid report: {sweep}"))
     (out_dir / "report.json").write_text(json.dumps({"rows": rows, "similarity": sim_rows, "perf": perf["table"],
-                                                     "recommendations": perf["recommendations"]}, indent=1, default=float))
+                                                     "recommendations": perf["recommendations"], "omitted": omitted or []},
+                                                    indent=1, default=float))
     return [out_dir / "report.md", out_dir / "report.html", out_dir / "report.json", *images]

@@ -144,10 +144,19 @@ def check_disk(plan, free_gb: float | None = None) -> None:
                           "space or set QUANTGRID_CACHE to a larger (shared) volume")
 
 
-def check(plan, submitting: bool = False) -> None:
+def check(plan, submitting: bool = False) -> list[str]:
+    """Refuse what cannot run (ConfigError, one line); return warnings for what can. A tracking
+    server that is down is a warning: a GPU reservation is not given up for it, the ledger
+    buffers every result and `quantgrid export` (or the run's own exporter, once the server is
+    back) drains them."""
+    warnings = []
     check_memory(plan)
-    check_tracking(os.environ.get("MLFLOW_TRACKING_URI") or plan.sweep.tracking_uri)
+    try:
+        check_tracking(os.environ.get("MLFLOW_TRACKING_URI") or plan.sweep.tracking_uri)
+    except ConfigError as exc:
+        warnings.append(f"{exc}; running anyway: results are buffered in the ledger until it answers")
     if not submitting:  # on a cluster the job's own `quantgrid run` checks these where they apply
         check_tokens(plan)
         check_judges(plan)
         check_disk(plan)
+    return warnings

@@ -25,6 +25,10 @@ class Row:
     recovery_note: str
     num_samples: int
     execution: str = "native"  # native | emulated (quantgrid/capability.py): emulated scores are flagged
+    # OOM fallback steps the engine was built with (orchestrator/scheduler.py), and whether one of
+    # them can change scores (a shorter context truncates documents): flagged next to the score.
+    fallback: tuple[str, ...] = ()
+    fallback_changes_scores: bool = False
 
 
 def _stderr_key(metric: str) -> str:
@@ -63,8 +67,11 @@ def build_rows(results: list[dict[str, Any]], baseline: str, tasks: dict[str, di
         else:
             rec, note = recovery(score, base["metrics"].get(metric), base["metrics"].get(_stderr_key(metric)),
                                  spec["higher_is_better"], spec.get("chance"))
-        mode = (r.get("provenance") or {}).get("execution_mode") or "native"
-        rows.append(Row(model, fmt, task, metric, score, stderr, rec, note, int(r.get("num_samples", 0)), mode))
+        prov = r.get("provenance") or {}
+        mode = prov.get("execution_mode") or "native"
+        fb = prov.get("oom_fallback") or {}
+        rows.append(Row(model, fmt, task, metric, score, stderr, rec, note, int(r.get("num_samples", 0)), mode,
+                        tuple(fb.get("steps") or ()), bool(fb.get("may_change_scores"))))
     return rows
 
 
@@ -79,8 +86,11 @@ def _by_model(rows: list[Row], format_order: list[str]) -> dict[str, list[tuple[
         rec = f"{r.recovery:.1f}" if r.recovery is not None else r.recovery_note
         if r.recovery is not None and r.recovery_note:
             rec += f" ({r.recovery_note})"
+        score = "—" if r.score is None else f"{r.score:.4g}"
+        if r.fallback:  # scored after an OOM fallback: "!" where it can change the score itself
+            score += f" ({'!' if r.fallback_changes_scores else ''}{'+'.join(r.fallback)})"
         out.setdefault(r.model, []).append((
-            r.format if r.execution == "native" else f"{r.format} ({r.execution})", r.task, r.metric.split(",")[0], "—" if r.score is None else f"{r.score:.4g}",
+            r.format if r.execution == "native" else f"{r.format} ({r.execution})", r.task, r.metric.split(",")[0], score,
             "" if r.stderr is None else f"{r.stderr:.3g}", rec, str(r.num_samples)))
     return out
 

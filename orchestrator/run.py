@@ -14,13 +14,25 @@ from pathlib import Path
 from orchestrator.config import ConfigError
 from orchestrator.plan import execution_lines
 
+# Seconds the final MLflow export may take after the last result before the run exits anyway.
+EXPORT_GRACE_S = 10.0
+
 
 def make_report(plan, ledger, run_dir: Path, resamples: int = 2000, seed: int = 0, log=print) -> list[Path]:
     """Write report/ (markdown, HTML, JSON, PNGs) and attach it to the sweep's MLflow parent run."""
     from orchestrator import paper_report
 
+    from orchestrator.results import check_samples
+
     sweep = plan.sweep
     everything = ledger.results(sweep.name)
+    # A result whose samples file is missing or does not match what was committed is left out and
+    # named (the report is written from the rest); `resume` withdraws and rescores it.
+    omitted = {r["cell_key"]: f"{r['model']}/{r['format']}/{r['task']}: {why}" for r in everything
+               if (why := check_samples(run_dir, r, full=True))}
+    for why in omitted.values():
+        log(f"left out of the report: {why} (`quantgrid resume {sweep.name}` scores it again)")
+    everything = [r for r in everything if r["cell_key"] not in omitted]
     keys = {c.key for c in plan.cells}
     results = [r for r in everything if r["cell_key"] in keys]
     perf_keys = {c.key for c in plan.perf_cells}
@@ -34,7 +46,7 @@ def make_report(plan, ledger, run_dir: Path, resamples: int = 2000, seed: int = 
     similarity = [r for r in everything if r["cell_key"] in comps]
     perf = _perf_section(sweep, rows, perf_records, run_dir) if perf_records else None
     paths = paper_report.write(rows, run_dir / "report", sweep.name, sweep.baseline, sweep.format_names,
-                               {m.name: m.note for m in sweep.models}, similarity, perf)
+                               {m.name: m.note for m in sweep.models}, similarity, perf, sorted(omitted.values()))
     try:
         from orchestrator.tracking import attach_report, local_tracking_uri
 
@@ -77,19 +89,10 @@ def _perf_section(sweep, rows: list[dict], records: list[dict], run_dir: Path) -
 
 def execute(plan, overrides: list[str], conf_dirs: list[str], verbose: bool) -> int:
     """Run a plan: ledger, result store, background MLflow export, the Ray driver, the tables."""
-    from rich.console import Console
-
-    from orchestrator.driver import Driver
-    from orchestrator.export import BackgroundExport, Exporter
-    from orchestrator.ledger import Ledger
-    from orchestrator.report import build_rows, print_table, to_markdown
-    from orchestrator.results import RunStore
-    from orchestrator.tracking import log_batch_chunked, local_tracking_uri
-
-    console = Console(width=max(110, Console().width))
     from orchestrator import preflight
+    from orchestrator.sweep_lock import SweepLock, check_local
 
-    preflight.check(plan)  # before anything is written or started
+    warnings = preflight.check(plan)  # before anything is written or started
     sweep = plan.sweep
     run_dir = (Path(sweep.run_dir) / sweep.name).resolve()
     try:
@@ -98,11 +101,41 @@ def execute(plan, overrides: list[str], conf_dirs: list[str], verbose: bool) -> 
         (run_dir / ".write-test").unlink()
     except OSError as e:
         raise ConfigError(f"run_dir: cannot write {run_dir} ({e.strerror or e})") from None
+    check_local(run_dir)
+    # One driver per sweep: a second run/resume on a live sweep is refused here, before it could
+    # abandon the first driver's leases (orchestrator/sweep_lock.py).
+    with SweepLock(run_dir, sweep.name):
+        return _execute(plan, overrides, conf_dirs, verbose, run_dir, warnings)
+
+
+def _execute(plan, overrides: list[str], conf_dirs: list[str], verbose: bool, run_dir: Path, warnings: list[str]) -> int:
+    from rich.console import Console
+
+    from orchestrator.driver import Driver
+    from orchestrator.export import BackgroundExport, Exporter
+    from orchestrator.ledger import Ledger
+    from orchestrator.report import build_rows, print_table, to_markdown
+    from orchestrator.results import RunStore, check_samples
+    from orchestrator.tracking import log_batch_chunked, local_tracking_uri
+
+    console = Console(width=max(110, Console().width))
+    sweep = plan.sweep
     sweep.run_dir = run_dir
     sink = RunStore(run_dir)
     ledger = Ledger(run_dir / "ledger.db")
     ledger.open_sweep(sweep.name, list(overrides), conf_dirs, [*plan.cells, *plan.comparisons, *plan.perf_cells],
                       host=sweep.host.as_dict() if sweep.host else None)
+    # A done cell is only as good as its per-sample file: one missing or damaged (a crash, a
+    # deleted file) withdraws the result, and this run scores the cell again.
+    keys = {c.key for c in [*plan.cells, *plan.comparisons, *plan.perf_cells]}
+    bad = {r["cell_key"]: why for r in ledger.done_records(sweep.name) if r["cell_key"] in keys
+           and (why := check_samples(run_dir, r))}
+    if bad:
+        ledger.reopen(sweep.name, bad)
+        console.print(f"[yellow]{len(bad)} done cells have no trustworthy samples file (e.g. {next(iter(bad.values()))}): "
+                      "their results are withdrawn and scored again[/yellow]", soft_wrap=True)
+    for w in warnings:
+        console.print(f"[yellow]warning: {w}[/yellow]", soft_wrap=True)
     counts = plan.counts()
     console.print(f"[bold]quantgrid[/bold] sweep [cyan]{sweep.name}[/cyan]: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()))
     for line in execution_lines(sweep):
@@ -118,8 +151,8 @@ def execute(plan, overrides: list[str], conf_dirs: list[str], verbose: bool) -> 
     # never slows the scheduler, and nothing is lost while it is down (`quantgrid export` drains).
     uri = os.environ.get("MLFLOW_TRACKING_URI") or sweep.tracking_uri or local_tracking_uri(run_dir)
     exporter = Exporter(run_dir / "ledger.db", sweep.name, uri, plan, artifact_root=run_dir / "mlartifacts")
-    background = None
-    try:
+
+    def log_sweep() -> None:  # the parent run's params and tags, once the server answers
         log_batch_chunked(exporter.client(), exporter.parent(), params=[
             ("models", [m.name for m in sweep.models]), ("formats", sweep.format_names),
             ("tasks", [t.name for t in sweep.tasks]), ("seeds", sweep.seeds), ("baseline", sweep.baseline),
@@ -128,10 +161,10 @@ def execute(plan, overrides: list[str], conf_dirs: list[str], verbose: bool) -> 
                ("probe_gflops", sweep.sizing["probe"]["gflops"])] if sweep.sizing else [])],
             tags=[("quantgrid.run_dir", str(run_dir)), ("quantgrid.versions", dict(sweep.versions)),
                   ("quantgrid.host", sweep.host.as_dict() if sweep.host else {})])
-        background = BackgroundExport(exporter, run_dir).start()
-    except Exception as exc:  # tracking down: the ledger buffers every result
-        console.print(f"[yellow]warning: MLflow at {uri} unavailable ({type(exc).__name__}); results are kept in the "
-                      f"ledger: `quantgrid export {sweep.name}` pushes them when it is back[/yellow]")
+
+    # Never on the scheduler's path: a tracking server that is down (or hangs in MLflow's HTTP
+    # retries) delays the export, never the sweep; the ledger buffers every result meanwhile.
+    background = BackgroundExport(exporter, run_dir, first=log_sweep).start()
     t0 = time.perf_counter()
 
     def progress(event: str, **info) -> None:
@@ -178,10 +211,13 @@ def execute(plan, overrides: list[str], conf_dirs: list[str], verbose: bool) -> 
         if ray.is_initialized():
             ray.shutdown()
     tasks = {t.name: {"metric": t.metric, "higher_is_better": t.higher_is_better, "chance": t.chance} for t in sweep.tasks}
-    keys = {c.key for c in plan.cells}
-    rows = build_rows([r for r in ledger.results(sweep.name) if r["cell_key"] in keys], sweep.baseline, tasks)
+    cell_keys = {c.key for c in plan.cells}
+    rows = build_rows([r for r in ledger.results(sweep.name) if r["cell_key"] in cell_keys], sweep.baseline, tasks)
+    # A run that leaves any cell neither done nor failed (a rejected commit, a job the scheduler
+    # dropped) never says done and never exits 0: `status` names them, `resume` scores them.
+    stuck = [] if summary.cancelled else ledger.not_terminal(sweep.name, keys)
     if not summary.cancelled:
-        ledger.set_sweep_state(sweep.name, "failed" if summary.failed else "done")
+        ledger.set_sweep_state(sweep.name, "failed" if summary.failed else "incomplete" if stuck else "done")
     notes = {m.name: m.note for m in sweep.models}
     print_table(rows, sweep.format_names, console, notes)
     (run_dir / "table.md").write_text(to_markdown(rows, sweep.format_names, notes))
@@ -194,19 +230,24 @@ def execute(plan, overrides: list[str], conf_dirs: list[str], verbose: bool) -> 
     final = {"run_dir": str(run_dir), "cells_done": summary.done, "cells_failed": len(summary.failed),
              "failed": len(summary.failed), "seconds": summary.seconds}
     sink.sweep_finished(final)
-    if background is not None:
-        background.stop()
-    try:
-        exporter.push(run_dir)
-        exporter.finish(final, "FAILED" if summary.failed else "FINISHED")
-    except Exception as exc:
-        console.print(f"[yellow]warning: MLflow export incomplete ({type(exc).__name__}); "
-                      f"`quantgrid export {sweep.name}` pushes the rest from the ledger[/yellow]")
+    # The last export gets a few seconds, whatever the tracking server does: what it could not
+    # take stays in the ledger for `quantgrid export` (one line says how much).
+    exported = background.drain(final, "FAILED" if summary.failed or stuck else "FINISHED", EXPORT_GRACE_S)
+    total, acked = ledger.export_counts(sweep.name, uri)
+    if not exported or acked < total:
+        why = f" ({exporter.last_error})" if getattr(exporter, "last_error", "") else ""
+        console.print(f"[yellow]MLflow at {uri} did not take everything within {EXPORT_GRACE_S:g}s{why}: {total - acked} of "
+                      f"{total} results are buffered in the ledger; `quantgrid export {sweep.name}` pushes them[/yellow]",
+                      soft_wrap=True)
     console.print(f"done in {summary.seconds:.0f}s: {summary.done} cells scored, {summary.skipped} already done, "
                   f"{len(summary.failed)} stages failed, {summary.rejected} late results rejected; "
                   f"engine loads {summary.engine_loads}")
     console.print(f"results: {run_dir}  MLflow: {uri}")
     if summary.cancelled:
         console.print("[yellow]sweep cancelled: `quantgrid resume` picks it up where it stopped[/yellow]")
-    return 1 if summary.failed or summary.cancelled else 0
+    if stuck:
+        console.print(f"[red]{len(stuck)} cells were neither scored nor failed (e.g. {stuck[0]['model']}/{stuck[0]['format']}/"
+                      f"{stuck[0]['task']}): sweep marked incomplete; `quantgrid resume {sweep.name}` scores them[/red]",
+                      soft_wrap=True)
+    return 1 if summary.failed or summary.cancelled or stuck else 0
 

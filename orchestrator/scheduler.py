@@ -26,16 +26,24 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from orchestrator.faults import driver_fault
 from orchestrator.placement import ClusterState, NodeShape, Placement, ray_options
 from orchestrator.policy import Job, ReadyQueue
 from quantgrid.types import SCORING, Cell, StageKind
 
-RETRYABLE = {"actor_died", "timeout", "lease_expired"}
+# engine_dead: vLLM's engine core died (workers/engine.py): the group goes to a fresh actor.
+RETRYABLE = {"actor_died", "timeout", "lease_expired", "engine_dead"}
 # Fail the cell (or the stage) at once: retrying cannot help. The perf stage's and the judge's classes included
 # (the judge client has already retried with backoff).
 DETERMINISTIC = {"error", "bad_input", "server_unhealthy", "port_in_use", "load_generator_failed", "perf_failed",
                  "judge_failed"}
 TICK_S = 0.25
+
+
+# Fallbacks that can change a score, not only how fast it is computed: a shorter max_model_len
+# truncates long documents (lm-eval cuts prompts from the left). Batch size and tensor parallelism
+# change the numerics only at float rounding (recorded all the same).
+SCORE_CHANGING_FALLBACKS = {"halve_max_model_len"}
 
 
 def apply_fallback(step: str, model, engine):
@@ -69,6 +77,7 @@ class Attempt:
     zombie_until: float = 0.0
     pid: int = 0
     log_path: str = ""
+    fallback: dict | None = None  # the OOM fallback steps this attempt's engine was built with
 
     @property
     def unscored(self) -> list[Cell]:
@@ -179,7 +188,7 @@ class Scheduler:
         self.running.append(att)
         n = self.tries.get(job.id, 0) + self.fallback_level.get(job.id, 0) + 1
         if not self.drv.verbose:  # -v streams worker output to the console instead
-            att.log_path = str(Path(self.drv.run_dir) / "logs" / f"{re.sub(r'[^A-Za-z0-9_.#-]+', '_', job.name)}-try{n}.log")
+            att.log_path = str(self.drv.logs_dir / f"{re.sub(r'[^A-Za-z0-9_.#-]+', '_', job.name)}-try{n}.log")
         self._call(att, "begin", actor.begin.remote(att.log_path))
         self.drv.emit("start", stage=job.name, tasks=len(job.cells), attempt=n)
 
@@ -230,6 +239,7 @@ class Scheduler:
         if att.phase == "begin":
             model, engine = self.overrides.get(job.id, (job.stage.model, None))
             fb = {"steps": self.fallbacks[:self.fallback_level[job.id]]} if self.fallback_level.get(job.id) else None
+            att.fallback = {**fb, "may_change_scores": bool(set(fb["steps"]) & SCORE_CHANGING_FALLBACKS)} if fb else None
             att.token = drv.lease(job, att, fallback=fb)
             if job.kind is StageKind.BUILD_MODEL:
                 self._call(att, "work", actor.build_model.remote(job.stage.model))
@@ -278,7 +288,13 @@ class Scheduler:
                 self.drv.commit(att, value)  # rejected by the ledger's fencing, and counted
             self._bury(att)
             return
+        if att.phase == "eval":
+            driver_fault("before_result")
+        # Any reply is a sign of life, not only a heartbeat's: renew the lease before committing,
+        # so a driver loop that stalled past lease_s never makes the ledger reject a live result.
         att.last_alive = time.time()
+        if att.phase != "begin":
+            self.drv.renew(att.token, self.lease_s)
         if att.phase == "begin":
             att.pid = value
             att.last_alive = time.time()  # the lease starts now

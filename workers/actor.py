@@ -134,7 +134,7 @@ class StageWorker:
     def open_engine(self, checkpoint: Artifact, model: ModelSpec, fmt: FormatSpec, settings: EngineSettings,
                     calibration_hash: str | None = None) -> dict[str, Any]:
         from quantgrid.checkpoint import verify_checkpoint
-        from workers.engine import Engine
+        from workers.engine import Engine, raise_classified
 
         inject("open_engine", f"{model.name}/{fmt.name}")
         verify_checkpoint(Path(checkpoint.path))  # cheap: sizes + safetensors headers
@@ -142,8 +142,12 @@ class StageWorker:
         self.group = f"{model.name}/{fmt.name}/seed{settings.seed}"
         served = self._execution(checkpoint, model, fmt, settings)
         # Multi-node engines (placement group) use vLLM's Ray executor; see orchestrator/placement.py.
-        self.engine = Engine(served.path, model, fmt, settings,
-                             distributed_executor_backend=os.environ.get("QUANTGRID_EXECUTOR") or None)
+        try:
+            self.engine = Engine(served.path, model, fmt, settings,
+                                 distributed_executor_backend=os.environ.get("QUANTGRID_EXECUTOR") or None)
+        except Exception as exc:  # a KV-cache shortage is an OOM, a dead core is retried: vLLM's words
+            raise_classified(exc)
+            raise
         self.settings = {"batch_size": settings.batch_size, "max_model_len": model.max_model_len,
                          "tensor_parallel_size": model.tensor_parallel_size,
                          "pipeline_parallel_size": model.pipeline_parallel_size}
@@ -180,13 +184,18 @@ class StageWorker:
         return checkpoint
 
     def evaluate(self, cell: Cell) -> TaskResult:
+        from workers.engine import raise_classified
         from workers.score import scorer_for
 
         inject("evaluate", f"{cell.model.name}/{cell.format.name}/{cell.task.name}")
         if self.engine is None:
             raise RuntimeError("evaluate() before open_engine()")
         before = self.engine.token_counters()
-        out = scorer_for(cell.task)(self.engine.lm, cell.task)
+        try:
+            out = scorer_for(cell.task)(self.engine.lm, cell.task)
+        except Exception as exc:  # an engine that died mid-task fails its group, not this cell alone
+            raise_classified(exc)
+            raise
         after = self.engine.token_counters()
         tokens = {k: after[k] - before[k] for k in after}
         provenance = {

@@ -88,3 +88,39 @@ class Engine:
                 core.shutdown()
             self.lm = None
         gc.collect()
+
+
+# vLLM 0.32's own words for an engine that cannot hold its KV cache (vllm/v1/core/kv_cache_utils.py,
+# _check_enough_kv_cache_memory: ValueError) and for an engine core that is gone
+# (vllm/v1/engine/exceptions.py EngineDeadError; vllm/v1/engine/utils.py "Engine core
+# initialization failed", the multiprocess front end's error when the core process died at start).
+KV_CACHE_SHORTAGE = ("KV cache is needed, which is larger than the available KV cache memory",
+                     "No available memory for the cache blocks")
+ENGINE_DEAD = ("EngineDeadError",)
+ENGINE_DEAD_MESSAGES = ("Engine core initialization failed", "EngineCore encountered an issue")
+
+
+def classify_engine_error(exc: BaseException) -> str | None:
+    """`oom` for memory (allocator or KV cache: the OOM fallbacks apply), `engine_dead` for an
+    engine core that died (the group is retried on a fresh actor), None for anything else."""
+    seen = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        text = str(e)
+        if isinstance(e, MemoryError) or "out of memory" in text.lower() or any(m in text for m in KV_CACHE_SHORTAGE):
+            return "oom"
+        if type(e).__name__ in ENGINE_DEAD or any(m in text for m in ENGINE_DEAD_MESSAGES):
+            return "engine_dead"
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def raise_classified(exc: BaseException) -> None:
+    """Re-raise `exc` as a StageFailure when vLLM's failure has a class of its own."""
+    from quantgrid.failures import StageFailure
+
+    cls = classify_engine_error(exc)
+    if cls is not None:
+        msg = " ".join(str(exc).split())[:400] or type(exc).__name__
+        raise StageFailure(cls, f"{type(exc).__name__}: {msg}") from exc

@@ -79,11 +79,19 @@ def test_rayjob_manifest_token_from_secret_only():
     sweep = re.search(r"sweep=(\S+)", entry).group(1)
     assert (ROOT / "conf" / "sweep" / f"{sweep}.yaml").exists()
     run_dir = re.search(r"run_dir=(\S+)", entry).group(1)
+    logs_dir = re.search(r"logs_dir=(\S+)", entry).group(1)
     containers = [c for n in _walk(spec) for c in n.get("containers", [])]
     assert len(containers) == 2 and all(c["image"] == IMAGE for c in containers)
+    head = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    (head_c,) = head["containers"]
+    # The ledger on the head's own volume (never the shared filesystem: WAL and the driver lock
+    # need a local disk); the attempt logs, written by workers on every node, on the shared one.
+    (run_mount,) = [m for m in head_c["volumeMounts"] if run_dir.startswith(m["mountPath"] + "/")]
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in head["volumes"]}
+    assert claims[run_mount["name"]] != "quantgrid-shared"
     for c in containers:
-        mounts = {m["mountPath"] for m in c["volumeMounts"]}
-        assert any(run_dir.startswith(m) for m in mounts), (run_dir, mounts)
+        shared = {m["mountPath"] for m in c["volumeMounts"] if m["name"] == "shared"}
+        assert any(logs_dir.startswith(m + "/") for m in shared), (logs_dir, shared)
         (tok,) = [e for e in c["env"] if e["name"] == "HF_TOKEN"]
         assert tok["valueFrom"]["secretKeyRef"]["name"] == "hf-token" and "value" not in tok
         (judge,) = [e for e in c["env"] if e["name"] == "OPENAI_API_KEY"]  # conf/task/arena_hard.yaml's api_key_env

@@ -132,6 +132,9 @@ def test_oom_fallback_hang_timeout_and_deterministic_errors(tmp_path, ray_local,
     assert json.loads(attempts[1][3]) == {"steps": ["halve_batch_size"]}
     assert records["t001"]["provenance"]["engine"]["batch_size"] == 16
     assert records["t000"]["provenance"]["engine"]["batch_size"] == "auto"
+    # ... and in the result itself: which steps, and whether one of them can change the score
+    assert records["t001"]["provenance"]["oom_fallback"] == {"steps": ["halve_batch_size"], "may_change_scores": False}
+    assert "oom_fallback" not in records["t000"]["provenance"]  # scored before the OOM, on the original engine
     # hang: past stage_timeout_s the attempt is given up and the rest retried
     assert attempts[1][1:3] == ("given_up", "timeout") and attempts[2][1] == "finished"
     assert any(e == "fallback" for e, _ in events) and any(e == "retry" and i["error_class"] == "timeout" for e, i in events)

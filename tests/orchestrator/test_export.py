@@ -114,3 +114,39 @@ def test_tracking_server_down_for_the_whole_sweep_then_back(tmp_path):
         assert len({k for _, k in hist}) >= len(plan.sweep.tasks) * 4 and set(hist.values()) == {1}  # 0 lost, 0 doubled
     finally:
         stop(server)
+
+
+class _FakeExporter:
+    """An Exporter stand-in: `hang` makes every push block like MLflow's HTTP retries on a dead server."""
+
+    def __init__(self, hang: bool):
+        self.hang, self.pushes, self.finished, self.last_error = hang, 0, None, ""
+
+    def push(self, run_dir, wait_for_samples=False):
+        if self.hang:
+            import time
+
+            time.sleep(600)
+        self.pushes += 1
+        return 0
+
+    def finish(self, summary, status):
+        self.finished = (summary, status)
+
+
+def test_the_last_export_is_bounded_whatever_the_server_does(tmp_path):
+    import time
+
+    from orchestrator.export import BackgroundExport
+
+    ok = _FakeExporter(hang=False)
+    started = []
+    bg = BackgroundExport(ok, tmp_path, interval_s=0.05, first=lambda: started.append(1)).start()
+    time.sleep(0.3)
+    assert bg.drain({"cells_done": 3}, "FINISHED", 5.0) is True
+    assert started == [1] and ok.pushes >= 2 and ok.finished == ({"cells_done": 3}, "FINISHED")
+    dead = _FakeExporter(hang=True)
+    bg = BackgroundExport(dead, tmp_path, interval_s=0.05).start()
+    t0 = time.perf_counter()
+    assert bg.drain({}, "FINISHED", 0.5) is False
+    assert time.perf_counter() - t0 < 1.5 and dead.finished is None

@@ -74,3 +74,30 @@ def test_first_failure_cause_sticks_and_resume_can_retry_it(setup):
     token = ledger.lease("tiny", "evaluate", [cells[0].key], ttl_s=60)  # a resume retries failed cells
     assert ledger.commit_result("tiny", token, result(cells[0]))
     assert ledger.counts("tiny")["failed"] == 0
+
+
+def test_a_fenced_attempt_is_refused_before_it_writes_files_and_the_refusal_is_counted(setup):
+    ledger, cells = setup
+    old = ledger.lease("tiny", "evaluate", [cells[0].key], ttl_s=60)
+    assert ledger.reject_if_fenced("tiny", old, cells[0].key) is None  # live: may write, then commit
+    ledger.give_up(old, "lease_expired", "silent")
+    assert ledger.reject_if_fenced("tiny", old, cells[0].key) == "attempt given_up"
+    assert ledger.reject_if_fenced("tiny", old, cells[1].key) == "attempt given_up"
+    assert ledger.counts("tiny")["rejected"] == 2 and ledger.counts("tiny")["done"] == 0
+
+
+def test_a_withdrawn_result_makes_its_cell_pending_and_is_kept_with_its_reason(setup):
+    ledger, cells = setup
+    token = ledger.lease("tiny", "evaluate", [c.key for c in cells], ttl_s=60)
+    for c in cells:
+        assert ledger.commit_result("tiny", token, result(c))
+    ledger.mark_exported("tiny", "uri", [c.key for c in cells])
+    assert {r["cell_key"] for r in ledger.done_records("tiny")} == {c.key for c in cells}
+    ledger.reopen("tiny", {cells[0].key: "samples file x is missing"})
+    assert ledger.done_keys("tiny") == {cells[1].key}
+    assert ledger.export_counts("tiny", "uri") == (1, 1)  # its result and acknowledgement are gone
+    assert [w["reason"] for w in ledger.withdrawn("tiny")] == ["samples file x is missing"]
+    assert [c["cell_key"] for c in ledger.not_terminal("tiny", {c.key for c in cells})] == [cells[0].key]
+    token = ledger.lease("tiny", "evaluate", [cells[0].key], ttl_s=60)
+    assert ledger.commit_result("tiny", token, result(cells[0]))  # scored again: committed once more
+    assert ledger.not_terminal("tiny", {c.key for c in cells}) == [] and ledger.counts("tiny")["rejected"] == 0

@@ -26,7 +26,8 @@ def sweep_dir(tmp_path):
                          node="0", fallback={"steps": ["halve_batch_size"]}, log_path=str(log))
     ledger.start_cell("tiny", c0.key)
     time.sleep(0.05)
-    assert ledger.commit_result("tiny", token, TaskResult(c0.key, "tiny-llama", "bf16", "ppl_local", {"x": 1.0}, [], 1, 2.0, {}))
+    assert ledger.commit_result("tiny", token, TaskResult(c0.key, "tiny-llama", "bf16", "ppl_local", {"x": 1.0}, [], 1, 2.0,
+                                                          {"oom_fallback": {"steps": ["halve_max_model_len"], "may_change_scores": True}}))
     ledger.start_cell("tiny", c1.key)
     ledger.fail_cells("tiny", [c2.key], "error", "RuntimeError: boom")
     ledger.record_artifact("tiny", "build_model/tiny-llama", str(tmp_path / "cache" / "models" / "kept"), "abc")
@@ -44,6 +45,7 @@ def test_status_shows_progress_rate_running_attempt_and_failure(sweep_dir, capsy
     assert "pid 4242" in out and "OOM fallback ['halve_batch_size']" in out
     assert "failed tiny-llama/bf16/humaneval_local: error: RuntimeError: boom" in out
     assert "cells left" in out
+    assert "scored after OOM fallback halve_max_model_len (may change scores): tiny-llama/bf16 ppl_local" in out
 
 
 def test_logs_for_a_cell_show_its_attempts_and_log_tail(sweep_dir, capsys):
