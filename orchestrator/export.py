@@ -214,6 +214,7 @@ class BackgroundExport:
         self.run_dir = run_dir
         self.interval_s = interval_s
         self.first = first
+        self.last = None  # runs once after the final push (the run attaches its report there)
         self._stop = threading.Event()
         self._final: tuple[dict[str, Any], str] | None = None
         self._drained = threading.Event()
@@ -243,6 +244,8 @@ class BackgroundExport:
                 if stopping:
                     if self._final is not None:
                         self.exporter.finish(*self._final)
+                    if self.last is not None:
+                        self.last()
                     self._drained.set()
                     return
                 delay = self.interval_s

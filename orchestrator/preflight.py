@@ -68,11 +68,11 @@ def check_memory(plan) -> None:
                 f"(conf/model: tensor_parallel_size, or format_overrides.{s.format.name}.parallel)")
 
 
-def check_tracking(uri: str) -> None:
+def check_tracking(uri: str, timeout_s: float = 10) -> None:
     if not uri.startswith(("http://", "https://")):
         return  # a local store (sqlite, file): created on demand
     try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10) as r:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as r:
             if r.status == 200:
                 return
     except OSError as exc:

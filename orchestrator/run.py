@@ -14,12 +14,16 @@ from pathlib import Path
 from orchestrator.config import ConfigError
 from orchestrator.plan import execution_lines
 
-# Seconds the final MLflow export may take after the last result before the run exits anyway.
+# Seconds the final MLflow export (last results, runs closed, report attached) may take before the
+# run exits anyway, leaving the rest buffered in the ledger: short once the server has failed a
+# push, longer while it has answered every one (a healthy server with a large last batch).
 EXPORT_GRACE_S = 10.0
+HEALTHY_EXPORT_GRACE_S = 30.0
 
 
-def make_report(plan, ledger, run_dir: Path, resamples: int = 2000, seed: int = 0, log=print) -> list[Path]:
-    """Write report/ (markdown, HTML, JSON, PNGs) and attach it to the sweep's MLflow parent run."""
+def make_report(plan, ledger, run_dir: Path, resamples: int = 2000, seed: int = 0, log=print, attach: bool = True) -> list[Path]:
+    """Write report/ (markdown, HTML, JSON, PNGs) and attach it to the sweep's MLflow parent run
+    (`attach=False`: a run attaches it from its background exporter, within its export deadline)."""
     from orchestrator import paper_report
 
     from orchestrator.results import check_samples
@@ -47,16 +51,35 @@ def make_report(plan, ledger, run_dir: Path, resamples: int = 2000, seed: int = 
     perf = _perf_section(sweep, rows, perf_records, run_dir) if perf_records else None
     paths = paper_report.write(rows, run_dir / "report", sweep.name, sweep.baseline, sweep.format_names,
                                {m.name: m.note for m in sweep.models}, similarity, perf, sorted(omitted.values()))
+    if attach:
+        attach_to_mlflow(sweep, run_dir, paths, log)
+    return paths
+
+
+def attach_to_mlflow(sweep, run_dir: Path, paths: list[Path], log=print) -> None:
     try:
         from orchestrator.tracking import attach_report, local_tracking_uri
 
         uri = os.environ.get("MLFLOW_TRACKING_URI") or sweep.tracking_uri or local_tracking_uri(run_dir)
+        if not _tracking_answers(uri):  # never sit in MLflow's HTTP retries against a dead server
+            log(f"warning: MLflow at {uri} does not answer: the report is not attached (run `quantgrid report "
+                f"{sweep.name}` again once it is up)")
+            return
         if attach_report(uri, f"quantgrid/{sweep.name}", paths):
             log(f"report attached to the sweep's MLflow run ({uri})")
     except Exception as exc:  # tracking down: the files are written, attach later with `report`
         log(f"warning: could not attach the report to MLflow ({type(exc).__name__}: {exc})")
-    return paths
 
+
+
+def _tracking_answers(uri: str) -> bool:
+    from orchestrator import preflight
+
+    try:
+        preflight.check_tracking(uri, timeout_s=3)
+        return True
+    except ConfigError:
+        return False
 
 
 def _perf_section(sweep, rows: list[dict], records: list[dict], run_dir: Path) -> dict:
@@ -223,7 +246,9 @@ def _execute(plan, overrides: list[str], conf_dirs: list[str], verbose: bool, ru
     (run_dir / "table.md").write_text(to_markdown(rows, sweep.format_names, notes))
     if (rows or plan.perf_cells) and not summary.cancelled:
         try:  # the paper-layout report with paired CIs: run_dir/report/
-            make_report(plan, ledger, run_dir, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+            paths = make_report(plan, ledger, run_dir, log=lambda m: console.print(f"[dim]{m}[/dim]"), attach=False)
+            # Attached by the exporter after its last push: a dead server must not hold the exit.
+            background.last = lambda: attach_to_mlflow(sweep, run_dir, paths, log=lambda m: None)
             console.print(f"report: {run_dir / 'report' / 'report.html'}")
         except ConfigError as exc:
             console.print(f"[yellow]report skipped: {exc}[/yellow]")
@@ -232,11 +257,12 @@ def _execute(plan, overrides: list[str], conf_dirs: list[str], verbose: bool, ru
     sink.sweep_finished(final)
     # The last export gets a few seconds, whatever the tracking server does: what it could not
     # take stays in the ledger for `quantgrid export` (one line says how much).
-    exported = background.drain(final, "FAILED" if summary.failed or stuck else "FINISHED", EXPORT_GRACE_S)
+    grace = HEALTHY_EXPORT_GRACE_S if not exporter.last_error and _tracking_answers(uri) else EXPORT_GRACE_S
+    exported = background.drain(final, "FAILED" if summary.failed or stuck else "FINISHED", grace)
     total, acked = ledger.export_counts(sweep.name, uri)
     if not exported or acked < total:
         why = f" ({exporter.last_error})" if getattr(exporter, "last_error", "") else ""
-        console.print(f"[yellow]MLflow at {uri} did not take everything within {EXPORT_GRACE_S:g}s{why}: {total - acked} of "
+        console.print(f"[yellow]MLflow at {uri} did not take everything within {grace:g}s{why}: {total - acked} of "
                       f"{total} results are buffered in the ledger; `quantgrid export {sweep.name}` pushes them[/yellow]",
                       soft_wrap=True)
     console.print(f"done in {summary.seconds:.0f}s: {summary.done} cells scored, {summary.skipped} already done, "
