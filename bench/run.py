@@ -178,7 +178,9 @@ def main(argv: list[str]) -> int:
         elif name == "demo-cold":
             res = demo(cold=True)
         elif name == "demo-warm":
-            demo(cold=False) if not (Path(os.environ.get("QUANTGRID_CACHE", Path.home() / ".cache/quantgrid")) / "checkpoints").exists() else None
+            # Warm means the demo's own checkpoints are cached (other sweeps' do not count).
+            cache = Path(os.environ.get("QUANTGRID_CACHE", Path.home() / ".cache/quantgrid")) / "checkpoints"
+            demo(cold=False) if not list(cache.glob("smollm2-135m-*")) else None
             res = demo(cold=False)
         elif name == "demo-perf":
             res = demo_perf()
