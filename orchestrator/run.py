@@ -19,6 +19,7 @@ from orchestrator.plan import execution_lines
 # push, longer while it has answered every one (a healthy server with a large last batch).
 EXPORT_GRACE_S = 10.0
 HEALTHY_EXPORT_GRACE_S = 30.0
+LOCAL_EXPORT_GRACE_S = 600.0
 
 
 def make_report(plan, ledger, run_dir: Path, resamples: int = 2000, seed: int = 0, log=print, attach: bool = True) -> list[Path]:
@@ -257,7 +258,11 @@ def _execute(plan, overrides: list[str], conf_dirs: list[str], verbose: bool, ru
     sink.sweep_finished(final)
     # The last export gets a few seconds, whatever the tracking server does: what it could not
     # take stays in the ledger for `quantgrid export` (one line says how much).
-    grace = HEALTHY_EXPORT_GRACE_S if not exporter.last_error and _tracking_answers(uri) else EXPORT_GRACE_S
+    # A local store (the run directory's sqlite) cannot be down: its export (first use creates the
+    # store, ~10-20 s on 2 cores) is waited for in full, bounded only against a broken store.
+    remote = uri.startswith(("http://", "https://"))
+    grace = (HEALTHY_EXPORT_GRACE_S if not exporter.last_error and _tracking_answers(uri) else EXPORT_GRACE_S) \
+        if remote else LOCAL_EXPORT_GRACE_S
     exported = background.drain(final, "FAILED" if summary.failed or stuck else "FINISHED", grace)
     total, acked = ledger.export_counts(sweep.name, uri)
     if not exported or acked < total:
