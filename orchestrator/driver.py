@@ -264,25 +264,26 @@ class Driver:
         cell = att.current
         if getattr(att, "fallback", None):  # the engine this result came from was built after an OOM
             result.provenance["oom_fallback"] = dict(att.fallback)
+        # A fenced-off attempt writes nothing (its files would replace the live attempt's); the
+        # second check, at commit, is not reached while the driver is the ledger's only writer.
+        # The lease itself was renewed when this reply arrived (Scheduler._on_work).
         if self.ledger and self.ledger.reject_if_fenced(self.sweep_name, att.token, result.cell_key):
-            # A fenced-off attempt writes nothing: its files would replace the live attempt's.
-            self.summary.rejected += 1
-            self.emit("rejected", stage=att.job.name, task=cell.task.name)
-            return False
+            return self._rejected(att)
         self.sink.write_files(result)
         driver_fault("after_samples")
         if self.ledger and not self.ledger.commit_result(self.sweep_name, att.token, result):
-            self.summary.rejected += 1  # not reached while the driver is the ledger's only writer
-            self.emit("rejected", stage=att.job.name, task=cell.task.name)
-            return False
+            return self._rejected(att)
         self.done.add(cell.key)
         self.sink.task_result(cell, result)
         self.summary.done += 1
-        if self.ledger:
-            self.ledger.renew(att.token, self.lease_s)
         self.emit("result", stage=att.job.name, task=cell.task.name, score=result.score, metric=cell.task.metric,
                   seconds=result.seconds, tokens=result.tokens)
         return True
+
+    def _rejected(self, att) -> bool:
+        self.summary.rejected += 1
+        self.emit("rejected", stage=att.job.name, task=att.current.task.name)
+        return False
 
     def fail_cells(self, job: Job, cells: list[Cell], cls: str, msg: str) -> None:
         if not cells:

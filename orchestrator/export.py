@@ -264,7 +264,3 @@ class BackgroundExport:
         self._final = (summary, status)
         self._stop.set()
         return self._drained.wait(timeout_s)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
