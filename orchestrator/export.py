@@ -209,6 +209,8 @@ class BackgroundExport:
     retries against a dead server take minutes (MLFLOW_HTTP_REQUEST_MAX_RETRIES, backoff), and a
     finished sweep must exit within seconds of its last result."""
 
+    FINAL_TRIES = 3
+
     def __init__(self, exporter: Exporter, run_dir: Path, interval_s: float = 2.0, first=None):
         self.exporter = exporter
         self.run_dir = run_dir
@@ -258,9 +260,17 @@ class BackgroundExport:
                         return
                     delay = min(delay, 5.0)
 
-    def drain(self, summary: dict[str, Any], status: str, timeout_s: float) -> bool:
+    def drain(self, summary: dict[str, Any], status: str, timeout_s: float, stop_on_error: bool = False) -> bool:
         """Last push + runs terminated, within `timeout_s`. False: the server did not take it in
-        time (the thread keeps trying until the process exits; the ledger holds the rest)."""
+        time (the thread keeps trying until the process exits; the ledger holds the rest).
+        `stop_on_error`: give up after FINAL_TRIES failed final rounds instead (a local store is
+        never "down": repeated failures there are an error that waiting does not mend, while one
+        may be a transient sqlite lock)."""
+        errors = self.errors
         self._final = (summary, status)
         self._stop.set()
-        return self._drained.wait(timeout_s)
+        deadline = time.monotonic() + timeout_s
+        while not self._drained.wait(min(0.2, max(0.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline or (stop_on_error and self.errors >= errors + self.FINAL_TRIES):
+                return False
+        return True

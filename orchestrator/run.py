@@ -259,15 +259,16 @@ def _execute(plan, overrides: list[str], conf_dirs: list[str], verbose: bool, ru
     # The last export gets a few seconds, whatever the tracking server does: what it could not
     # take stays in the ledger for `quantgrid export` (one line says how much).
     # A local store (the run directory's sqlite) cannot be down: its export (first use creates the
-    # store, ~10-20 s on 2 cores) is waited for in full, bounded only against a broken store.
+    # store, ~10-20 s on 2 cores) is waited for in full, unless it keeps failing (a broken store).
     remote = uri.startswith(("http://", "https://"))
     grace = (HEALTHY_EXPORT_GRACE_S if not exporter.last_error and _tracking_answers(uri) else EXPORT_GRACE_S) \
         if remote else LOCAL_EXPORT_GRACE_S
-    exported = background.drain(final, "FAILED" if summary.failed or stuck else "FINISHED", grace)
+    exported = background.drain(final, "FAILED" if summary.failed or stuck else "FINISHED", grace, stop_on_error=not remote)
     total, acked = ledger.export_counts(sweep.name, uri)
     if not exported or acked < total:
         why = f" ({exporter.last_error})" if getattr(exporter, "last_error", "") else ""
-        console.print(f"[yellow]MLflow at {uri} did not take everything within {grace:g}s{why}: {total - acked} of "
+        when = "" if not remote and why else f" within {grace:g}s"
+        console.print(f"[yellow]MLflow at {uri} did not take everything{when}{why}: {total - acked} of "
                       f"{total} results are buffered in the ledger; `quantgrid export {sweep.name}` pushes them[/yellow]",
                       soft_wrap=True)
     console.print(f"done in {summary.seconds:.0f}s: {summary.done} cells scored, {summary.skipped} already done, "

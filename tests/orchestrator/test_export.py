@@ -150,3 +150,24 @@ def test_the_last_export_is_bounded_whatever_the_server_does(tmp_path):
     t0 = time.perf_counter()
     assert bg.drain({}, "FINISHED", 0.5) is False
     assert time.perf_counter() - t0 < 1.5 and dead.finished is None
+
+
+class _FailingExporter(_FakeExporter):
+    def push(self, run_dir, wait_for_samples=False):
+        self.pushes += 1
+        raise FileNotFoundError("[Errno 2] No such file or directory")
+
+
+def test_a_local_store_that_keeps_failing_is_given_up_after_a_few_final_tries(tmp_path):
+    """A broken local store (e.g. a deleted working directory) must not hold the exit for the
+    full local grace: the drain stops after FINAL_TRIES failed final rounds, the error kept."""
+    import time
+
+    from orchestrator.export import BackgroundExport
+
+    broken = _FailingExporter(hang=False)
+    bg = BackgroundExport(broken, tmp_path, interval_s=0.05).start()
+    t0 = time.perf_counter()
+    assert bg.drain({}, "FINISHED", 600.0, stop_on_error=True) is False
+    assert time.perf_counter() - t0 < 30 and bg.errors >= BackgroundExport.FINAL_TRIES and broken.finished is None
+    assert "FileNotFoundError" in broken.last_error
