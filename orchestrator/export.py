@@ -42,9 +42,9 @@ class Exporter:
     # -- runs ------------------------------------------------------------------------------------
     def client(self):
         if self._client is None:
-            from mlflow.tracking import MlflowClient
+            from orchestrator.tracking import client
 
-            self._client = MlflowClient(self.uri)
+            self._client = client(self.uri)
         return self._client
 
     def _experiment(self) -> str:

@@ -37,6 +37,57 @@ def local_tracking_uri(run_dir: Path) -> str:
     return f"sqlite:///{(Path(run_dir) / 'mlflow.db').resolve()}"
 
 
+def client(uri: str):
+    """An MlflowClient on `uri`; a new local sqlite store is seeded first (`seed_sqlite_store`)."""
+    from mlflow.tracking import MlflowClient
+
+    seed_sqlite_store(uri)
+    return MlflowClient(uri)
+
+
+def seed_sqlite_store(uri: str) -> None:
+    """A sqlite store that does not exist yet starts as a copy of an empty store built once per
+    MLflow version (cache_dir()/mlflow-store/): MLflow runs its whole alembic migration chain on
+    every new database (mlflow/store/db/utils.py, `_initialize_tables`: ~9 s of CPU on 2 cores,
+    once per sweep and again for each `ui`), and skips it on a store whose tables all exist
+    (`_all_tables_exist`). The copy's Default experiment points at the store's own artifacts."""
+    if not uri.startswith("sqlite:///"):
+        return
+    db = Path(uri[len("sqlite:///"):])
+    if db.exists():
+        return
+    import os
+    import shutil
+    import sqlite3
+
+    import mlflow
+
+    from quantgrid.runtime import cache_dir
+
+    template = cache_dir() / "mlflow-store" / f"empty-mlflow-{mlflow.__version__}.db"
+    if not template.exists():
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        template.parent.mkdir(parents=True, exist_ok=True)
+        tmp = template.with_suffix(f".{os.getpid()}.tmp")
+        store = SqlAlchemyStore(f"sqlite:///{tmp}", str(template.parent / "artifacts"))
+        store.engine.dispose()
+        os.replace(tmp, template)  # concurrent builders: each replace is whole
+    db.parent.mkdir(parents=True, exist_ok=True)
+    tmp = db.with_suffix(f".{os.getpid()}.tmp")
+    shutil.copyfile(template, tmp)
+    with sqlite3.connect(tmp) as con:
+        con.execute("UPDATE experiments SET artifact_location=? WHERE experiment_id=0",
+                    ((db.parent / "mlartifacts").resolve().as_uri(),))
+    con.close()
+    try:
+        os.link(tmp, db)  # never replaces a store another process created meanwhile
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+
+
 def _param_value(v: Any) -> str:
     s = v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
     return s if len(s) <= MAX_PARAM_VALUE else s[: MAX_PARAM_VALUE - 3] + "..."
@@ -60,15 +111,14 @@ def log_batch_chunked(client, run_id: str, metrics=(), params=(), tags=()) -> No
 
 def attach_report(tracking_uri: str, experiment: str, paths: list[Path]) -> bool:
     """Log the report files to the sweep's latest parent run (under report/); False if none."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
+    mlflow_client = client(tracking_uri)
+    exp = mlflow_client.get_experiment_by_name(experiment)
     if exp is None:
         return False
-    runs = client.search_runs([exp.experiment_id], "tags.`quantgrid.kind` = 'sweep'", order_by=["attributes.start_time DESC"], max_results=1)
+    runs = mlflow_client.search_runs([exp.experiment_id], "tags.`quantgrid.kind` = 'sweep'",
+                                     order_by=["attributes.start_time DESC"], max_results=1)
     if not runs:
         return False
     for p in paths:
-        client.log_artifact(runs[0].info.run_id, str(p), artifact_path="report")
+        mlflow_client.log_artifact(runs[0].info.run_id, str(p), artifact_path="report")
     return True

@@ -41,6 +41,9 @@ def start_server(backend_uri: str, artifact_root: Path, log_path: Path, host: st
                  port: int = 0) -> tuple[subprocess.Popen, str]:
     """`mlflow server` in its own process group; returns (process, base URL) once /health
     answers (the port opens before the app is ready)."""
+    from orchestrator.tracking import seed_sqlite_store
+
+    seed_sqlite_store(backend_uri)  # a new store skips MLflow's migration chain
     port = port or free_port(host)
     cmd = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port), "--workers", "1",
            "--backend-store-uri", backend_uri, "--default-artifact-root", str(Path(artifact_root).resolve())]
