@@ -82,6 +82,17 @@ def worker_env(cpu_threads: int | None = None, kv_cache_gb: int = 1, gpu: bool =
         env["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gb)
     env["VLLM_CACHE_ROOT"] = str(cache_dir() / "vllm")
     env["HF_HOME"] = str(cache_dir() / "hf")
+    # vLLM torch.compiles the prompt-logprobs ranking even under enforce_eager
+    # (vllm/v1/sample/ops/logprobs.py, batched_count_greater_than): inductor builds C++ with the
+    # host compiler, ~25 s per engine process on 2 cores. Its cache defaults to
+    # $TMPDIR/torchinductor_$USER, and each attempt has a TMPDIR of its own
+    # (orchestrator/scheduler.py), so every engine compiled from cold. Inductor keys its cache on
+    # torch version, source, compiler flags and the vector ISA it picks, so one cache serves all.
+    env["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir() / "torchinductor")
+    # Its precompiled headers ignore that setting (torch/_inductor/codecache.py, _HEADER_DIR is
+    # under default_cache_dir(), i.e. $TMPDIR): with them on, every process rebuilt the header
+    # (~8 s) before finding the cached kernel. Without them a cached kernel is only loaded.
+    env["TORCHINDUCTOR_CPP_CACHE_PRECOMPILE_HEADERS"] = "0"
     forced = os.environ.get("QUANTGRID_HOST_ISA", "")
     if forced and not gpu:
         # A host made to behave as a lower ISA (quantgrid/host.py): the worker sees the same level,

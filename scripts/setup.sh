@@ -34,7 +34,11 @@ FIND_LINKS=()
 
 [[ -x $VENV/bin/python ]] || "$UV" venv -q --python "$PY" "$VENV"
 echo "setup: syncing .venv with requirements/cpu.lock"
-"$UV" pip sync -q --python "$VENV/bin/python" "${FIND_LINKS[@]}" --index-strategy unsafe-best-match \
+# --compile-bytecode: uv installs sources only, and where PYTHONDONTWRITEBYTECODE=1 (as on these
+# machines) no process ever writes a .pyc, so each one compiled torch/vLLM/transformers/Ray from
+# source at import: ~10 s per worker, per driver, per CLI call. Compiled once here (~1 min on 2
+# cores; a .pyc is still read under PYTHONDONTWRITEBYTECODE).
+"$UV" pip sync -q --compile-bytecode --python "$VENV/bin/python" "${FIND_LINKS[@]}" --index-strategy unsafe-best-match \
   requirements/cpu.lock
 # The metadata-only `vllm` distribution (see scripts/build_vllm_alias.py for why).
 ALIAS_DIR="$CACHE/vllm-alias"
