@@ -42,6 +42,13 @@ def submit(plan, overrides: list[str], address: str, conf_dirs: list[str]) -> st
         raise ConfigError("submit uploads the project directory as the job's working_dir: put extra configs under "
                           "conf/ instead of --conf-dir")
     sweep = plan.sweep
+    # The job runs in the working_dir Ray unpacks for it on the head, which Ray deletes once no
+    # job uses it (its runtime-env agent's URI cache): a relative run_dir would put the ledger
+    # and results there.
+    for key, path in (("run_dir", sweep.run_dir), ("logs_dir", sweep.logs_dir)):
+        if path and not Path(path).is_absolute():
+            raise ConfigError(f"submit needs an absolute {key} on the cluster (got '{path}': relative to the job's "
+                              f"working_dir, which Ray deletes after the job), e.g. {key}=/var/lib/quantgrid/runs")
     args = [o for o in overrides if not o.startswith("ray_address=")]
     # `python` of the cluster's environment (the image's, or the venv the head was started from).
     entry = ["python", "-m", "orchestrator.cli", "run", *args, "ray_address=auto"]

@@ -145,3 +145,11 @@ def test_negative_scenario_tokens_named(tmp_path):
     proc = quantgrid("run", "--conf-dir", str(tmp_path / "conf"), "sweep=tiny_perf", "sweep.perf.scenarios=[bad]",
                      f"run_dir={tmp_path / 'runs'}")
     assert_one_line_error(proc, "conf/perf/bad.yaml: prompt_tokens must be >= 1, got -5")
+
+
+@pytest.mark.parametrize("override,key", [("run_dir=runs", "run_dir"), ("logs_dir=logs", "logs_dir")])
+def test_submit_refuses_a_relative_run_or_logs_dir_before_reaching_the_cluster(tmp_path, override, key):
+    # Nothing listens on port 9: the refusal must come before any call to the job API.
+    args = [f"run_dir={tmp_path}", override] if key == "logs_dir" else [override]
+    proc = quantgrid("submit", "sweep=tiny", *args, "--address", "http://127.0.0.1:9", cwd=tmp_path)
+    assert_one_line_error(proc, f"submit needs an absolute {key} on the cluster", "Ray deletes")
