@@ -12,6 +12,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _interactive():
+    """A terminal's foreground process gets Ctrl-C; a command started in the background by a
+    non-interactive shell (`make test &` in a script) inherits SIGINT ignored, and Python then
+    never raises KeyboardInterrupt. The `ui` under test gets what a terminal would give it."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 FORMATS = ["bf16", "fp8", "int8", "w4a16"]
 TASKS = ["mmlu_local", "humaneval_local", "ppl_local"]
 
@@ -213,7 +222,8 @@ def test_ui_serves_the_sweep_and_stops_on_ctrl_c(tiny_run):
 
     _, out = tiny_run
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "ui", "tiny", "--run-dir", str(out.parent)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=_interactive)
     try:
         line = proc.stdout.readline()
         assert "MLflow UI for sweep tiny: http://127.0.0.1:" in line, line
@@ -251,7 +261,8 @@ def test_ui_in_headless_chromium_shows_the_sweep_runs_and_a_metric(tiny_run):
     chromium = shutil.which("chromium")
     assert chromium, "Debian chromium is missing: `make test` installs it (scripts/test-deps.sh)"
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "ui", "tiny", "--run-dir", str(out.parent)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=_interactive)
     try:
         url = proc.stdout.readline().split(": ", 1)[1].split()[0]
         with sync_playwright() as pw:
