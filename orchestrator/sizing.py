@@ -85,7 +85,10 @@ def probe(dtype: str) -> dict[str, Any]:
     from quantgrid.types import stable_hash
 
     h = probe_host()
-    path = cache_dir() / "probe" / f"{h.name.replace(':', '-')}-{stable_hash([h.cpu_model, h.native_isa, dtype], 8)}.json"
+    # PROBE_METHOD: workers/probe.py's (the driver stays torch-free: that module imports torch lazily)
+    from workers.probe import PROBE_METHOD
+
+    path = cache_dir() / "probe" / f"{h.name.replace(':', '-')}-{stable_hash([h.cpu_model, h.native_isa, dtype, PROBE_METHOD], 8)}.json"
     if path.is_file():
         return json.loads(path.read_text())
     proc = subprocess.run([sys.executable, "-m", "workers.probe", dtype], capture_output=True, text=True, timeout=300)

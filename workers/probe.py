@@ -13,6 +13,7 @@ import sys
 import time
 
 SHAPE = (256, 576, 1536)
+PROBE_METHOD = "best-rep"  # part of the cache key: a probe measured another way is measured again
 
 
 def matmul_gflops(dtype: str, seconds: float = 0.6) -> dict:
@@ -23,15 +24,20 @@ def matmul_gflops(dtype: str, seconds: float = 0.6) -> dict:
     a = torch.randn(m, k, generator=g).to(getattr(torch, dtype))
     b = torch.randn(k, n, generator=g).to(getattr(torch, dtype))
     a @ b  # warm-up: oneDNN picks and caches its kernel
-    reps, t0 = 0, time.perf_counter()
+    # The fastest rep, not the mean: the result is cached per host (orchestrator/sizing.py), and a
+    # probe taken while another process held a core (a test suite, a second sweep) measured half
+    # the host's speed (320 vs ~600 GFLOP/s in bf16 on a 2-core EPYC) and sized every later demo
+    # too small. The best of many reps is the host's speed whenever it had the cores for a moment.
+    reps, best, t0 = 0, float("inf"), time.perf_counter()
     while True:
+        t = time.perf_counter()
         a @ b
+        best = min(best, time.perf_counter() - t)
         reps += 1
-        elapsed = time.perf_counter() - t0
-        if elapsed >= seconds and reps >= 3:
+        if time.perf_counter() - t0 >= seconds and reps >= 3:
             break
-    return {"dtype": dtype, "gflops": round(2 * m * k * n * reps / elapsed / 1e9, 2), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "shape": list(SHAPE)}
+    return {"dtype": dtype, "gflops": round(2 * m * k * n / best / 1e9, 2), "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "shape": list(SHAPE), "reps": reps, "method": PROBE_METHOD}
 
 
 if __name__ == "__main__":
