@@ -258,8 +258,8 @@ def _execute(plan, overrides: list[str], conf_dirs: list[str], verbose: bool, ru
     sink.sweep_finished(final)
     # The last export gets a few seconds, whatever the tracking server does: what it could not
     # take stays in the ledger for `quantgrid export` (one line says how much).
-    # A local store (the run directory's sqlite) cannot be down: its export (first use creates the
-    # store, ~10-20 s on 2 cores) is waited for in full, unless it keeps failing (a broken store).
+    # A local store (the run directory's sqlite) cannot be down: its export is waited for in full,
+    # unless it keeps failing (a broken store, e.g. a deleted working directory).
     remote = uri.startswith(("http://", "https://"))
     grace = (HEALTHY_EXPORT_GRACE_S if not exporter.last_error and _tracking_answers(uri) else EXPORT_GRACE_S) \
         if remote else LOCAL_EXPORT_GRACE_S
