@@ -51,7 +51,7 @@ def seed_sqlite_store(uri: str) -> None:
     every new database (mlflow/store/db/utils.py, `_initialize_tables`: ~9 s of CPU on 2 cores,
     once per sweep and again for each `ui`), and skips it on a store whose tables all exist
     (`_all_tables_exist`). The copy's Default experiment points at the store's own artifacts."""
-    if not uri.startswith("sqlite:///"):
+    if not uri.startswith("sqlite:///") or "?" in uri:  # URI options: left to MLflow as given
         return
     db = Path(uri[len("sqlite:///"):])
     if db.exists():
