@@ -25,9 +25,9 @@ def matmul_gflops(dtype: str, seconds: float = 0.6) -> dict:
     b = torch.randn(k, n, generator=g).to(getattr(torch, dtype))
     a @ b  # warm-up: oneDNN picks and caches its kernel
     # The fastest rep, not the mean: the result is cached per host (orchestrator/sizing.py), and a
-    # probe taken while another process held a core (a test suite, a second sweep) measured half
-    # the host's speed (320 vs ~600 GFLOP/s in bf16 on a 2-core EPYC) and sized every later demo
-    # too small. The best of many reps is the host's speed whenever it had the cores for a moment.
+    # probe taken while another process held a core (a test suite, a second sweep) measured 320
+    # GFLOP/s in bf16 on a 2-core EPYC whose best rep is 422, and sized every later demo too small.
+    # The best of many reps is the host's speed whenever it had the cores for a moment.
     reps, best, t0 = 0, float("inf"), time.perf_counter()
     while True:
         t = time.perf_counter()

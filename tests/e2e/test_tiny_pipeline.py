@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+FORMATS = ["bf16", "fp8", "int8", "w4a16"]
+TASKS = ["mmlu_local", "humaneval_local", "ppl_local"]
 
 
 def _interactive():
@@ -21,8 +23,6 @@ def _interactive():
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-FORMATS = ["bf16", "fp8", "int8", "w4a16"]
-TASKS = ["mmlu_local", "humaneval_local", "ppl_local"]
 
 
 @pytest.fixture(scope="module")
