@@ -22,7 +22,7 @@ from orchestrator.ledger import Ledger
 from orchestrator.placement import NodeShape, nodes_from_ray
 from orchestrator.plan import Plan
 from orchestrator.policy import Job, PlacementPolicy
-from orchestrator.results import ResultSink, samples_file
+from orchestrator.results import ResultSink, read_generations, samples_file
 from quantgrid.checkpoint import CheckpointError
 from quantgrid.runtime import PROJECT_ROOT
 from quantgrid.types import SCORING, Artifact, Cell, Comparison, Stage, StageKind, TaskResult, file_sha256, stable_hash
@@ -231,8 +231,6 @@ class Driver:
     def comparison_pairs(self, comp: Comparison) -> tuple[list[tuple[int, str, str]] | None, str]:
         """(doc_id, baseline output, output) for every document both cells generated for, read
         from the run store; (None, why) when a side has no result (its cell failed)."""
-        import pandas as pd
-
         missing = [c for c in (comp.baseline, comp.cell) if c.key not in self.done]
         if missing:
             return None, f"no outputs to compare: {', '.join(f'{c.format.name}/{c.task.name}' for c in missing)} has no result"
@@ -242,10 +240,9 @@ class Driver:
         for c in (comp.baseline, comp.cell):
             path = samples_file(self.run_dir, c.model.name, c.format.name, c.task.name, c.key)
             try:
-                df = pd.read_parquet(path, columns=["doc_id", "response"])
+                outputs.append(read_generations(path))
             except Exception as exc:  # noqa: BLE001 - missing or damaged file: this comparison fails
                 return None, f"cannot read the outputs of {c.format.name}/{c.task.name} ({path}): {type(exc).__name__}: {one_line(exc)}"
-            outputs.append(dict(zip(df["doc_id"].astype(int), df["response"].fillna("").astype(str))))
         base, other = outputs
         return [(d, base[d], other[d]) for d in sorted(set(base) & set(other))], ""
 

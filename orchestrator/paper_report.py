@@ -39,9 +39,19 @@ def read_samples(path: Path, columns: list[str] | None = None):
 
 
 def load_samples(path: Path, metric: str) -> Samples:
-    """Per-document outcomes of the primary metric (`acc,none` -> column m_acc)."""
-    name = metric.split(",")[0]
+    """Per-document outcomes of the primary metric under its filter (`exact_match,strict-match` ->
+    column m_exact_match of the rows whose filter is strict-match): lm-eval logs one sample per
+    (document, filter), and mixing filters would count each document twice."""
+    name, _, filt = metric.partition(",")
     df = read_samples(path)
+    if "filter" in df.columns:  # files written before filters were kept hold one filter's rows
+        df = df[df["filter"] == (filt or "none")]
+        if df.empty:
+            have = sorted(set(read_samples(path, ["filter"])["filter"]))
+            raise ConfigError(f"samples file {path} has no rows for filter '{filt or 'none'}' of metric "
+                              f"'{metric}' (filters: {', '.join(have)})")
+        if df["doc_id"].duplicated().any():
+            raise ConfigError(f"samples file {path} repeats documents under filter '{filt or 'none'}'")
     if f"ll_{name}" in df.columns:  # corpus metric: re-aggregated per resample
         return Samples(df["doc_id"].to_numpy(), df[f"ll_{name}"].to_numpy(float), df[f"units_{name}"].to_numpy(float))
     if f"num_{name}" in df.columns:  # ratio metric (judge win rate): pooled per resample

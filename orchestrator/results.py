@@ -86,6 +86,15 @@ def check_samples(run_dir: Path, record: dict[str, Any], full: bool = False) -> 
     return None
 
 
+def read_generations(path: Path) -> dict[int, str]:
+    """{doc_id: raw generation} of a cell's samples file, for output similarity. Rows are per
+    (doc, filter) and every filter's row holds the same raw text, so each document counts once."""
+    import pandas as pd
+
+    df = pd.read_parquet(path, columns=["doc_id", "response"]).drop_duplicates("doc_id")
+    return dict(zip(df["doc_id"].astype(int), df["response"].fillna("").astype(str)))
+
+
 class ResultSink(Protocol):
     def sweep_started(self, sweep_name: str, info: dict[str, Any]) -> None: ...
     def artifact_ready(self, stage: Stage, artifact: Artifact) -> None: ...
@@ -143,8 +152,9 @@ class RunStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         rows = [
             {
-                "cell_key": result.cell_key, "doc_id": s.doc_id, "target": s.target, "response": s.response,
-                "metrics": json.dumps(s.metrics), "logprobs": s.logprobs,
+                # one row per (doc_id, filter): lm-eval scores each filter's answer separately
+                "cell_key": result.cell_key, "doc_id": s.doc_id, "filter": s.filter, "target": s.target,
+                "response": s.response, "filtered": s.filtered, "metrics": json.dumps(s.metrics), "logprobs": s.logprobs,
                 **{f"m_{k}": v for k, v in s.metrics.items()},
                 **{f"ll_{k}": v[0] for k, v in s.extra.get("corpus", {}).items()},
                 **{f"units_{k}": v[1] for k, v in s.extra.get("corpus", {}).items()},

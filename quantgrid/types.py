@@ -339,7 +339,11 @@ class Artifact:
 
 @dataclass
 class SampleRecord:
-    """One scored document: the paper's "sample evaluations" live at this grain."""
+    """One scored document under one lm-eval filter: the paper's "sample evaluations" live at this
+    grain. lm-eval logs a sample per (document, filter) (GSM8K: strict-match and flexible-extract),
+    so (doc_id, filter) is the key; `response` is the raw generation (the same text under every
+    filter, what output similarity compares) and `filtered` the answer the filter extracted from it
+    (what the metric scored)."""
 
     doc_id: int
     target: str
@@ -347,6 +351,8 @@ class SampleRecord:
     metrics: dict[str, float]
     logprobs: list[float] | None = None  # per choice (multiple choice) or per document (rolling)
     extra: dict[str, Any] = field(default_factory=dict)
+    filter: str = "none"  # lm-eval's name for "no filter" (the `,none` in metric keys)
+    filtered: str = ""
 
 
 @dataclass

@@ -98,21 +98,31 @@ def _per_sample_metrics(sample: dict[str, Any], metric_names: list[str]) -> dict
     return out
 
 
+def _first(x: Any) -> str:
+    """A response as text: generation tasks log a list per request (repeats: n samples per doc,
+    of which the first is kept as the document's text)."""
+    if isinstance(x, (list, tuple)):
+        x = x[0] if x else ""
+    return x if isinstance(x, str) else str(x)
+
+
 def _record(sample: dict[str, Any], output_type: str, metric_names: list[str]) -> SampleRecord:
     resps = sample.get("resps") or []
     logprobs = None
+    filtered = sample.get("filtered_resps") or [""]
     if output_type in ("multiple_choice", "loglikelihood"):
         logprobs = [float(r[0][0]) for r in resps]
         response = str(max(range(len(logprobs)), key=logprobs.__getitem__)) if logprobs else ""
+        filtered_text = response
     elif output_type == "loglikelihood_rolling":
         logprobs = [float(r[0]) if not isinstance(r[0], (tuple, list)) else float(r[0][0]) for r in resps]
-        response = ""
+        response = filtered_text = ""
     else:
-        filtered = sample.get("filtered_resps") or [""]
-        first = filtered[0]
-        if isinstance(first, list) and first:  # repeats (n samples per doc): the first is shown
-            first = first[0]
-        response = first if isinstance(first, str) else str(first)
+        # The raw generation, before any filter: a filter's output is an extracted answer (GSM8K's
+        # number), which says nothing about how close two formats' texts are (lm-eval
+        # evaluator.py logs both `resps` and, per filter, `filtered_resps`).
+        response = _first(resps[0]) if resps else ""
+        filtered_text = _first(filtered[0])
     # Corpus metrics (perplexities): keep (loglikelihood, units) so a paired bootstrap can
     # re-aggregate exp(-sum ll / sum units) per resample instead of averaging per-doc values.
     corpus = {n: [float(v[0]), float(v[1])] for n in metric_names
@@ -124,6 +134,8 @@ def _record(sample: dict[str, Any], output_type: str, metric_names: list[str]) -
         metrics=_per_sample_metrics(sample, metric_names),
         logprobs=logprobs,
         extra={"corpus": corpus} if corpus else {},
+        filter=str(sample.get("filter") or "none"),
+        filtered=filtered_text,
     )
 
 
@@ -178,7 +190,7 @@ def evaluate_task(lm, task: TaskSpec, limit_docs: list[int] | None = None) -> di
     return {
         "metrics": metrics,
         "samples": records,
-        "num_samples": len(records),
+        "num_samples": len({r.doc_id for r in records}),  # documents; records are per (doc, filter)
         "seconds": time.perf_counter() - t0,
         "lm_eval_version": out.get("versions", {}).get(task.name),
         "n_shot": out.get("n-shot", {}).get(task.name) if not group else

@@ -21,7 +21,8 @@ def _count(ledger: Path, state: str) -> int:
 def test_cancel_then_resume(tmp_path, tiny_llama):
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     cli = [sys.executable, "-m", "orchestrator.cli"]
-    proc = subprocess.Popen([*cli, "run", "sweep=tiny", "sweep.formats=[bf16]", f"run_dir={tmp_path}"],
+    proc = subprocess.Popen([*cli, "run", "sweep=tiny", "sweep.formats=[bf16]",
+                             "sweep.tasks=[mmlu_local,humaneval_local,ppl_local]", f"run_dir={tmp_path}"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ledger = tmp_path / "tiny" / "ledger.db"
     deadline = time.time() + 300

@@ -13,7 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 FORMATS = ["bf16", "fp8", "int8", "w4a16"]
-TASKS = ["mmlu_local", "humaneval_local", "ppl_local"]
+TASKS = ["mmlu_local", "humaneval_local", "ppl_local", "arith_local"]
+SIMILARITY_TASKS = ["humaneval_local", "arith_local"]
 
 
 def _interactive():
@@ -143,24 +144,54 @@ def test_similarity_of_generations_to_the_baseline(tiny_run):
 
     _, out = tiny_run
     sims = [r for r in _jsonl(out / "results.jsonl") if r.get("kind") == "similarity"]
-    assert sorted(r["format"] for r in sims) == ["fp8", "int8", "w4a16"]  # every format but the baseline
+    assert sorted((r["task"], r["format"]) for r in sims) == sorted(
+        (f"{t}.similarity", f) for t in SIMILARITY_TASKS for f in ("fp8", "int8", "w4a16"))  # every format but the baseline
     outputs = {}
     for r in _task_results(out):
-        if r["task"] == "humaneval_local":
+        if r["task"] in SIMILARITY_TASKS:
             df = pd.read_parquet(r["samples_path"])
-            outputs[r["format"]] = dict(zip(df["doc_id"], df["response"]))
+            outputs[r["format"], r["task"]] = dict(zip(df["doc_id"], df["response"]))
     for r in sims:
-        assert r["task"] == "humaneval_local.similarity" and r["num_samples"] == 2
+        task = r["task"].removesuffix(".similarity")
+        assert r["num_samples"] == {"humaneval_local": 2, "arith_local": 3}[task]
         m = r["metrics"]
         assert 0.0 <= m["rouge1,none"] <= 1.0 and 0.0 <= m["rougeL,none"] <= 1.0 and -1.0 <= m["semantic,none"] <= 1.0
         per_doc = pd.read_parquet(r["samples_path"])
+        assert len(per_doc) == r["num_samples"] and not per_doc["doc_id"].duplicated().any()
         for _, row in per_doc.iterrows():  # each row pairs the two formats' stored outputs for one document
-            assert row["target"] == outputs["bf16"][row["doc_id"]] and row["response"] == outputs[r["format"]][row["doc_id"]]
+            assert row["target"] == outputs["bf16", task][row["doc_id"]] and row["response"] == outputs[r["format"], task][row["doc_id"]]
             assert (row["m_identical"] == 1.0) == (row["target"] == row["response"])
             if row["target"] == row["response"]:
                 assert row["m_rouge1"] == row["m_rougeL"] == row["m_semantic"] == 1.0
         assert abs(m["rouge1,none"] - per_doc["m_rouge1"].mean()) < 1e-9
         assert r["provenance"]["baseline_format"] == "bf16" and r["provenance"]["encoder"] == "all-minilm-l6-v2"
+
+
+def test_two_filter_task_keeps_samples_and_statistics_per_filter(tiny_run):
+    """arith_local has GSM8K's two filters: one row per (doc, filter) in the samples file, each
+    filter's per-sample mean equal to lm-eval's own aggregate for it, the raw generation (not the
+    extracted number) as the response, and the report's baseline over 3 documents, not 6."""
+    import pandas as pd
+
+    _, out = tiny_run
+    for r in (r for r in _task_results(out) if r["task"] == "arith_local"):
+        df = pd.read_parquet(r["samples_path"])
+        assert r["num_samples"] == 3 and len(df) == 6
+        assert sorted(df.groupby("filter")["doc_id"].apply(sorted).items()) == sorted(
+            (f, sorted(set(df["doc_id"]))) for f in ("flexible-extract", "strict-match"))
+        for filt, rows in df.groupby("filter"):
+            assert rows["m_exact_match"].mean() == pytest.approx(r["metrics"][f"exact_match,{filt}"])
+        by_doc = df.groupby("doc_id")
+        assert (by_doc["response"].nunique() == 1).all()  # the same raw text under both filters
+        strict = df[df["filter"] == "strict-match"]
+        assert all(f == "[invalid]" or f in t for f, t in zip(strict["filtered"], strict["response"]))
+        assert any(f != t for f, t in zip(df["filtered"], df["response"]))  # the extracted answer is not the text
+    base = next(r for r in _task_results(out) if r["task"] == "arith_local" and r["format"] == "bf16")
+    row = next(r for r in json.loads((out / "report" / "report.json").read_text())["rows"] if r["name"] == "arith_local")
+    assert row["n"] == 3 and row["baseline"] == pytest.approx(base["metrics"]["exact_match,strict-match"])
+    db = sqlite3.connect(out / "mlflow.db")  # MLflow keeps each filter's metric apart (task/metric/filter)
+    keys = {k for (k,) in db.execute("select distinct key from metrics where key like 'arith_local/exact_match%'")}
+    assert {"arith_local/exact_match/strict-match", "arith_local/exact_match/flexible-extract"} <= keys, keys
 
 
 def test_report_written_and_attached_and_rerunnable(tiny_run):
