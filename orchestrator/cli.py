@@ -141,9 +141,13 @@ def cmd_export(args) -> int:
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or plan.sweep.tracking_uri or local_tracking_uri(run_dir)
     exporter = Exporter(run_dir / "ledger.db", args.sweep, uri, plan, artifact_root=run_dir / "mlartifacts")
     t0 = time.perf_counter()
+    info = ledger.sweep_info(args.sweep) or {}
+    sizing = run_dir / "sizing.json"
     try:
+        # a run the server never saw: its params too, as that run recorded them (host, sizing)
+        exporter.log_sweep(run_dir, info.get("host"), json.loads(sizing.read_text()) if sizing.exists() else None)
         pushed = exporter.push(run_dir)
-        state = (ledger.sweep_info(args.sweep) or {}).get("state")
+        state = info.get("state")
         if state in ("done", "failed"):
             exporter.finish({"cells_done": ledger.counts(args.sweep)["done"]}, "FAILED" if state == "failed" else "FINISHED")
     except Exception as exc:

@@ -58,7 +58,11 @@ def classify(exc: BaseException) -> tuple[str, str]:
     cause = exc
     if isinstance(exc, rex.RayTaskError):
         cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-    if isinstance(exc, (rex.ActorDiedError, rex.WorkerCrashedError, rex.NodeDiedError)):
+    # RayActorError covers ActorUnavailableError too: what a call in flight gets when its actor's
+    # node goes away ("RpcError: Socket closed ... may or may not have been executed"), before
+    # the GCS has declared the node dead. The attempt is given up and retried either way; a late
+    # result, if the actor was only cut off, is fenced by the ledger.
+    if isinstance(exc, (rex.RayActorError, rex.WorkerCrashedError, rex.NodeDiedError)):
         return "actor_died", one_line(exc, last=True)
     if isinstance(exc, rex.OutOfMemoryError) or isinstance(cause, MemoryError) or "out of memory" in str(cause).lower():
         return "oom", one_line(cause)
@@ -164,7 +168,7 @@ class Driver:
     def lease(self, job: Job, att, fallback: dict | None = None) -> int:
         if self.ledger is None:
             return 0
-        node = ",".join(str(b.node) for b in att.placement)
+        node = getattr(att, "node_ids", "") or ",".join(str(b.node) for b in att.placement)
         return self.ledger.lease(self.sweep_name, job.name, [c.key for c in att.cells], self.lease_s,
                                  worker_pid=att.pid, node=node, fallback=fallback, log_path=att.log_path)
 

@@ -184,6 +184,25 @@ class Exporter:
             ledger.close()
         return pushed
 
+    def log_sweep(self, run_dir: Path, host: dict[str, Any] | None, sizing: dict[str, Any] | None) -> bool:
+        """The parent run's params and tags: what was swept, on which host, sized how. Logged once:
+        by the run when the server answers, or by `quantgrid export` after a run the server missed
+        (then with the host the ledger recorded and the run's sizing.json, never this machine's:
+        MLflow refuses a param logged again with another value). False if already there."""
+        c, parent = self.client(), self.parent()
+        if c.get_run(parent).data.params:
+            return False
+        sweep = self.plan.sweep
+        log_batch_chunked(c, parent, params=[
+            ("models", [m.name for m in sweep.models]), ("formats", sweep.format_names),
+            ("tasks", [t.name for t in sweep.tasks]), ("seeds", sweep.seeds), ("baseline", sweep.baseline),
+            ("host", (host or {}).get("name", "")),
+            *([("sizing", {k: sizing[k] for k in ("budget_s", "factor", "tasks", "calibration", "quantize")}),
+               ("probe_gflops", sizing["probe"]["gflops"])] if sizing else [])],
+            tags=[("quantgrid.run_dir", str(run_dir)), ("quantgrid.versions", dict(sweep.versions)),
+                  ("quantgrid.host", host or {})])
+        return True
+
     def finish(self, summary: dict[str, Any], status: str) -> None:
         """Sweep-level metrics and failures on the parent run; runs marked terminated."""
         c = self.client()

@@ -114,24 +114,91 @@ def demand(model, nodes: list[NodeShape], cfg: dict[str, Any], role: str = "eval
     return Demand(gpus=gpus, cpus=cpus, memory_gb=memory, nodes=n_nodes)
 
 
+def placement_from_bundles(bundles_to_node_id: dict[int, str], bundles: list[dict[str, float]],
+                           nodes: list[NodeShape]) -> Placement:
+    """Where a ready placement group's bundles actually are, as a Placement over `nodes`.
+
+    A PACK group goes where Ray finds room, not necessarily on the nodes the policy chose (Ray
+    only promises to pack as tightly as it can): `bundles_to_node_id` is what
+    `ray.util.placement_group_table(pg)` reports once the group is ready. Bundle 0's node comes
+    first (the engine actor sits there, with its cores)."""
+    index = {n.node_id: i for i, n in enumerate(nodes) if n.node_id}
+    per_node: dict[int, list[float]] = {}
+    for k in sorted(int(b) for b in bundles_to_node_id):
+        node_id = bundles_to_node_id.get(k, bundles_to_node_id.get(str(k)))
+        if node_id not in index:
+            raise KeyError(f"placement group bundle {k} is on node {node_id}, which the scheduler does not know")
+        acc = per_node.setdefault(index[node_id], [0.0, 0.0, 0.0])
+        acc[0] += bundles[k].get("GPU", 0)
+        acc[1] += bundles[k].get("CPU", 0)
+        acc[2] += bundles[k].get("memory", 0) / 2**30
+    return tuple(Bundle(i, int(g), int(c), m) for i, (g, c, m) in per_node.items())
+
+
 class ClusterState:
-    """Free resources per node; best-fit allocation so whole nodes stay free for big engines."""
+    """Free resources per node; best-fit allocation so whole nodes stay free for big engines.
+
+    Node indices are stable for the life of a run: a node that dies is marked dead (nothing is
+    placed there again), one that joins is appended."""
 
     def __init__(self, nodes: list[NodeShape]):
         self.nodes = list(nodes)
         self.free = [[n.gpus, n.cpus, n.memory_gb] for n in nodes]
         self.total_gpus = sum(n.gpus for n in nodes)
         self.total_cpus = sum(n.cpus for n in nodes)
+        self.dead: set[int] = set()
         # nodes by free GPU count: best fit looks at the fullest node that still fits first
         self._by_free: dict[int, set[int]] = {}
         for i, n in enumerate(nodes):
             self._by_free.setdefault(n.gpus, set()).add(i)
 
+    def add_node(self, node: NodeShape) -> int:
+        self.nodes.append(node)
+        self.free.append([node.gpus, node.cpus, node.memory_gb])
+        self.total_gpus += node.gpus
+        self.total_cpus += node.cpus
+        i = len(self.nodes) - 1
+        self._by_free.setdefault(node.gpus, set()).add(i)
+        return i
+
+    def mark_dead(self, i: int) -> None:
+        """Nothing is placed on node i again; its capacity leaves the totals."""
+        if i in self.dead:
+            return
+        self.dead.add(i)
+        self._by_free[self.free[i][0]].discard(i)
+        self.total_gpus -= self.nodes[i].gpus
+        self.total_cpus -= self.nodes[i].cpus
+
+    def sync(self, alive: list[NodeShape]) -> tuple[list[int], list[int]]:
+        """Match the cluster Ray reports now (alive nodes, with ids): (newly dead, newly added)
+        node indices. Nodes without an id (a simulated cluster) are never matched."""
+        alive_ids = {n.node_id for n in alive if n.node_id}
+        known = {n.node_id for n in self.nodes if n.node_id}
+        dead = [i for i, n in enumerate(self.nodes) if n.node_id and n.node_id not in alive_ids and i not in self.dead]
+        for i in dead:
+            self.mark_dead(i)
+        added = [self.add_node(n) for n in alive if n.node_id and n.node_id not in known]
+        return dead, added
+
+    def adopt(self, planned: Placement, actual: Placement) -> None:
+        """Charge what a placement group really holds instead of what the policy planned."""
+        self.release(planned)
+        for b in actual:
+            before = self.free[b.node][0]
+            self.free[b.node][0] -= b.gpus
+            self.free[b.node][1] -= b.cpus
+            self.free[b.node][2] -= b.memory_gb
+            self._move(b.node, before)
+
     def _move(self, i: int, before: int) -> None:
-        self._by_free[before].discard(i)
-        self._by_free.setdefault(self.free[i][0], set()).add(i)
+        self._by_free.setdefault(before, set()).discard(i)
+        if i not in self.dead:
+            self._by_free.setdefault(self.free[i][0], set()).add(i)
 
     def _fits(self, i: int, gpus: int, cpus: int, mem: float) -> bool:
+        if i in self.dead:
+            return False
         g, c, m = self.free[i]
         return g >= gpus and c >= cpus and (mem <= 0 or self.nodes[i].memory_gb <= 0 or m >= mem)
 
@@ -146,7 +213,8 @@ class ClusterState:
     def reserve_for(self, d: Demand) -> set[int]:
         """The nodes a blocked job will get first (the emptiest): kept free of backfill so that
         big engines are not starved by a stream of small ones."""
-        order = sorted(range(len(self.free)), key=lambda i: (-self.free[i][0], -self.free[i][1], i))
+        order = sorted((i for i in range(len(self.free)) if i not in self.dead),
+                       key=lambda i: (-self.free[i][0], -self.free[i][1], i))
         return set(order[:d.nodes])
 
     def allocate(self, d: Demand, exclude: set[int] = frozenset()) -> Placement | None:

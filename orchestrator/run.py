@@ -140,7 +140,7 @@ def _execute(plan, overrides: list[str], conf_dirs: list[str], verbose: bool, ru
     from orchestrator.ledger import Ledger
     from orchestrator.report import build_rows, print_table, to_markdown
     from orchestrator.results import RunStore, check_samples
-    from orchestrator.tracking import log_batch_chunked, local_tracking_uri
+    from orchestrator.tracking import local_tracking_uri
 
     console = Console(width=max(110, Console().width))
     sweep = plan.sweep
@@ -177,14 +177,7 @@ def _execute(plan, overrides: list[str], conf_dirs: list[str], verbose: bool, ru
     exporter = Exporter(run_dir / "ledger.db", sweep.name, uri, plan, artifact_root=run_dir / "mlartifacts")
 
     def log_sweep() -> None:  # the parent run's params and tags, once the server answers
-        log_batch_chunked(exporter.client(), exporter.parent(), params=[
-            ("models", [m.name for m in sweep.models]), ("formats", sweep.format_names),
-            ("tasks", [t.name for t in sweep.tasks]), ("seeds", sweep.seeds), ("baseline", sweep.baseline),
-            ("host", sweep.host.name if sweep.host else ""),
-            *([("sizing", {k: sweep.sizing[k] for k in ("budget_s", "factor", "tasks", "calibration", "quantize")}),
-               ("probe_gflops", sweep.sizing["probe"]["gflops"])] if sweep.sizing else [])],
-            tags=[("quantgrid.run_dir", str(run_dir)), ("quantgrid.versions", dict(sweep.versions)),
-                  ("quantgrid.host", sweep.host.as_dict() if sweep.host else {})])
+        exporter.log_sweep(run_dir, sweep.host.as_dict() if sweep.host else None, sweep.sizing)
 
     # Never on the scheduler's path: a tracking server that is down (or hangs in MLflow's HTTP
     # retries) delays the export, never the sweep; the ledger buffers every result meanwhile.
@@ -222,6 +215,12 @@ def _execute(plan, overrides: list[str], conf_dirs: list[str], verbose: bool, ru
             console.print(f"{elapsed} [yellow]  {info['task']}: late result from a given-up attempt rejected[/yellow]")
         elif event == "failed":
             console.print(f"{elapsed} [red]✗ {info['stage']}: {info['error_class']}: {info['message']}[/red]")
+        elif event == "node":
+            style = "yellow" if info["state"] == "lost" else "dim"
+            console.print(f"{elapsed} [{style}]  Ray node {info['node']} {info['state']}[/{style}]")
+        elif event == "placement":
+            console.print(f"{elapsed} [dim]  {info['stage']}: placement group on nodes {info['actual']} "
+                          f"(planned {info['planned']})[/dim]")
 
     done_before = len(ledger.done_keys(sweep.name) & {c.key for c in plan.cells})
     if done_before:

@@ -38,6 +38,9 @@ RETRYABLE = {"actor_died", "timeout", "lease_expired", "engine_dead"}
 DETERMINISTIC = {"error", "bad_input", "server_unhealthy", "port_in_use", "load_generator_failed", "perf_failed",
                  "judge_failed"}
 TICK_S = 0.25
+# How often the node list is read again from Ray besides after every actor failure: an actor
+# pinned to a node that died never starts and never fails, so only a refresh notices it.
+NODE_REFRESH_S = 10.0
 
 
 # Fallbacks that can change a score, not only how fast it is computed: a shorter max_model_len
@@ -78,6 +81,7 @@ class Attempt:
     pid: int = 0
     log_path: str = ""
     fallback: dict | None = None  # the OOM fallback steps this attempt's engine was built with
+    node_ids: str = ""  # the Ray nodes it actually runs on (a placement group's, once ready)
 
     @property
     def unscored(self) -> list[Cell]:
@@ -99,8 +103,9 @@ class Scheduler:
         self.max_retries = int(res.get("max_retries", 2))
         self.fallbacks = list(res.get("oom_fallbacks") or ["halve_batch_size", "halve_max_model_len", "double_tensor_parallel"])
         self.reuse_actors = bool(res.get("reuse_actors", False))
-        self.nodes = nodes
         self.state = ClusterState(nodes)
+        self.nodes = self.state.nodes  # one list: nodes that join are appended, indices never change
+        self.nodes_read = time.time()
         self.jobs = {j.id: j for j in jobs}
         self.deps = {j.id: set(j.deps) for j in jobs}
         self.children: dict[str, list[Job]] = {}
@@ -129,8 +134,9 @@ class Scheduler:
                     return
                 self._dispatch()
                 if not self.running and not self.zombies and self.left > 0 and not self.refs:
+                    lost = f"; lost nodes: {sorted(self.nodes[i].node_id[:12] for i in self.state.dead)}" if self.state.dead else ""
                     raise RuntimeError(f"scheduler stalled: {len(self.ready)} ready jobs fit no node of the cluster "
-                                       f"(free per node: {self.state.free}; waiting: {self.ready.shapes()})")
+                                       f"(free per node: {self.state.free}; waiting: {self.ready.shapes()}{lost})")
                 done, _ = self.ray.wait(list(self.refs), num_returns=1, timeout=TICK_S) if self.refs else ([], [])
                 if done:  # take everything already finished, not just one
                     more, _ = self.ray.wait(list(self.refs), num_returns=len(self.refs), timeout=0)
@@ -153,12 +159,15 @@ class Scheduler:
 
     def _dispatch_once(self) -> bool:
         started = self.drv.policy.dispatch(self.ready, self.state, self._take_idle if self.reuse_actors else None)
-        if len(self.ready) and (self.idle or self.zombies):
-            # Idle actors, and zombies waiting to deliver a late result, hold what the next job
-            # needs: release them (a zombie otherwise lives until stage_timeout_s).
+        if len(self.ready) and self.idle:
+            # Idle actors hold what the next job needs: release them first.
             for actor, placement, _, pg in self.idle:
                 self._kill(actor, placement, pg)
             self.idle = []
+            started += self.drv.policy.dispatch(self.ready, self.state)
+        if len(self.ready) and self.zombies:
+            # Then zombies waiting to deliver a late result (one otherwise lives until
+            # stage_timeout_s): their late result is then lost to fencing, never to the ledger.
             for att in list(self.zombies):
                 self._bury(att)
             started += self.drv.policy.dispatch(self.ready, self.state)
@@ -298,6 +307,7 @@ class Scheduler:
         if att.phase == "begin":
             att.pid = value
             att.last_alive = time.time()  # the lease starts now
+            self._adopt_placement(att)
         elif att.phase == "work":
             if not self.drv.artifact_ready(att.job, value):
                 self._release(att)
@@ -330,6 +340,8 @@ class Scheduler:
             return
         self.drv.give_up(att.token, cls, msg)
         self._kill(att.actor, att.placement, att.pg, att)
+        if cls == "actor_died":  # its node may be gone: place the retry on the nodes alive now
+            self._refresh_nodes()
         self._retry(job, remaining, cls, msg)
 
     def _retry(self, job: Job, remaining: list[Cell], cls: str, msg: str) -> None:
@@ -397,8 +409,56 @@ class Scheduler:
             att.last_alive = time.time()
             self.drv.renew(att.token, self.lease_s)
 
+    # -- the cluster as it is -------------------------------------------------------------------
+    def _adopt_placement(self, att: Attempt) -> None:
+        """A placement group is ready once its actor has started: account for the nodes its
+        bundles are really on (Ray's PACK is best effort), not the ones the policy chose."""
+        if att.pg is not None:
+            from orchestrator.placement import placement_from_bundles
+            from ray.util.placement_group import placement_group_table
+
+            table = placement_group_table(att.pg)
+            try:
+                actual = placement_from_bundles(table.get("bundles_to_node_id") or {}, att.pg.bundle_specs, self.nodes)
+            except KeyError:  # on a node that joined after the last refresh
+                self._refresh_nodes()
+                actual = placement_from_bundles(table.get("bundles_to_node_id") or {}, att.pg.bundle_specs, self.nodes)
+            if sorted(actual) != sorted(att.placement):
+                self.state.adopt(att.placement, actual)
+                self.drv.emit("placement", stage=att.job.name, planned=[b.node for b in att.placement],
+                              actual=[b.node for b in actual])
+                att.placement = actual
+        att.node_ids = ",".join(self.nodes[b.node].node_id or str(b.node) for b in att.placement)
+
+    def _refresh_nodes(self) -> None:
+        """Read the alive nodes again: a dead node gets no more work, attempts still waiting to
+        start on it are retried elsewhere now (instead of after start_timeout_s), new nodes join."""
+        self.nodes_read = time.time()
+        if not any(n.node_id for n in self.nodes):
+            return  # a simulated or injected cluster: nothing to ask Ray
+        from orchestrator.placement import nodes_from_ray
+
+        try:
+            alive = nodes_from_ray(self.ray.nodes())
+        except Exception:  # noqa: BLE001 - the GCS is briefly unreachable: try again at the next refresh
+            return
+        dead, added = self.state.sync(alive)
+        for i in added:
+            self.drv.emit("node", state="joined", node=self.nodes[i].node_id[:12])
+        if not dead:
+            return
+        for i in dead:
+            self.drv.emit("node", state="lost", node=self.nodes[i].node_id[:12])
+        for att in list(self.running):
+            if att.phase == "begin" and any(b.node in dead for b in att.placement):
+                msg = f"node {self.nodes[att.placement[0].node].node_id[:12]} died before the actor started"
+                self._kill(att.actor, att.placement, att.pg, att)
+                self._retry(att.job, list(att.cells), "actor_died", msg)
+
     def _check_clocks(self) -> None:
         now = time.time()
+        if now - self.nodes_read > NODE_REFRESH_S:
+            self._refresh_nodes()
         for att in list(self.running):
             if att.phase == "begin":  # actor still starting (or waiting for its placement group)
                 if now - att.call_started > self.start_timeout_s:

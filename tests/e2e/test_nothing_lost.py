@@ -143,6 +143,11 @@ def test_one_sweep_survives_tracking_down_a_stall_a_second_driver_and_a_crash_be
         keys = {k for _, k in hist}
         assert {"ppl_local/word_perplexity", "mmlu_local/acc", "humaneval_local/pass_at_1"} <= keys, keys
         assert set(hist.values()) == {1}
+        # the sweep's own params, which the run could not log: the host the ledger recorded
+        (parent,) = c.search_runs([exp_id], "tags.`quantgrid.kind` = 'sweep'")
+        host = json.loads(_q(ledger, "SELECT host FROM sweeps")[0][0])
+        assert parent.data.params["host"] == host["name"] and json.loads(parent.data.params["formats"]) == ["bf16"]
+        assert json.loads(parent.data.tags["quantgrid.host"]) == host
     finally:
         stop(server)
 

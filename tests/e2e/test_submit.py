@@ -2,25 +2,17 @@
 second node, both started with `ray start --block` (stopped by this test alone), a tiny-llama
 sweep submitted through Ray's job API, finished with its results in the ledger and MLflow."""
 
-import os
 import re
-import shutil
-import signal
 import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
-import uuid
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 
 
 def _port() -> int:
@@ -30,59 +22,9 @@ def _port() -> int:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    # Ray 2.60 starts clusters with token authentication on; a client sends the token when
-    # RAY_AUTH_MODE=token. `ray start --head` refuses to start without a token (it creates none:
-    # ray/scripts/scripts.py, ensure_token_if_auth_enabled(create_token_if_missing=False)), so the
-    # cluster gets its own, not whatever ~/.ray/auth_token an earlier local ray.init() left.
-    token = tmp_path_factory.mktemp("ray-auth") / "auth_token"
-    token.write_text(uuid.uuid4().hex)
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
-           "RAY_AUTH_TOKEN_PATH": str(token)}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    gcs, dash = _port(), _port()
-    common = ["--block", "--disable-usage-stats"]
-    head = subprocess.Popen([str(BIN / "ray"), "start", "--head", f"--port={gcs}", "--node-ip-address=127.0.0.1",
-                             "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2", *common],
-                            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    procs = [head]
-    # The second node gets a temp dir of its own, as a second machine has: nodes sharing one
-    # session dir share runtime_resources/, and the second node's runtime-env agent deletes the
-    # job's working_dir (the driver's cwd and PYTHONPATH, on the head) when its own actors end.
-    node2_tmp = tempfile.mkdtemp(prefix="qg-ray-node2-", dir="/tmp")  # short: Ray's socket paths
-    try:
-        address = f"http://127.0.0.1:{dash}"
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(f"{address}/api/version", timeout=2)
-                break
-            except urllib.error.HTTPError:  # up, and asking for Ray's auth token (~/.ray/auth_token)
-                break
-            except OSError:
-                if head.poll() is not None:
-                    pytest.fail(f"`ray start --head` exited with {head.returncode} before its dashboard came up")
-                time.sleep(1)
-        else:
-            pytest.fail("the local Ray head's dashboard did not come up within 120 s")
-        procs.append(subprocess.Popen([str(BIN / "ray"), "start", f"--address=127.0.0.1:{gcs}", "--node-ip-address=127.0.0.1",
-                                       "--num-cpus=1", f"--temp-dir={node2_tmp}", *common], env=env, start_new_session=True,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        yield address, env
-    finally:
-        for p in reversed(procs):
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        deadline = time.time() + 10  # `ray start --block` stops its node's processes on SIGTERM
-        for p in procs:
-            try:
-                p.wait(max(0.1, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait(10)
-        shutil.rmtree(node2_tmp, ignore_errors=True)
+def cluster(local_cluster):
+    c = local_cluster(head_cpus=2, node_cpus=[1])
+    return c.dashboard, c.env
 
 
 def test_submitted_sweep_finishes_with_results_in_mlflow(cluster, tmp_path, tiny_llama):

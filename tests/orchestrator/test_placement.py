@@ -4,7 +4,8 @@ without GPUs (pure functions of node shapes)."""
 import pytest
 
 from orchestrator.config import ConfigError
-from orchestrator.placement import ClusterState, Demand, NodeShape, demand, nodes_from_ray, ray_options
+from orchestrator.placement import (
+    Bundle, ClusterState, Demand, NodeShape, demand, nodes_from_ray, placement_from_bundles, ray_options)
 from quantgrid.types import ModelSpec
 
 M8B = ModelSpec(name="llama-8b", source={"kind": "local", "path": "/x"})
@@ -95,3 +96,39 @@ def test_workers_stay_offline_unless_the_sweep_lets_them_reach_the_hub():
     online = ray_options(p, nodes, hub_offline=False)["runtime_env"]["env_vars"]
     assert {default[k] for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")} == {"1"}
     assert {online[k] for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")} == {"0"}
+
+
+def test_a_placement_group_is_accounted_where_ray_put_its_bundles():
+    """The policy planned the 405B TP8xPP2 group on nodes 0 and 1; Ray packed it on 1 and 2
+    (bundles_to_node_id as `placement_group_table` reports it): the state charges 1 and 2."""
+    nodes = [NodeShape(64, 8, 2000, f"n{i}") for i in range(3)]
+    state = ClusterState(nodes)
+    planned = state.allocate(demand(M405B, nodes, {}, "evaluate"))
+    assert sorted(b.node for b in planned) == [0, 1]
+    opts = ray_options(planned, nodes)
+    bundles = opts["_placement_group_bundles"]
+    where = {k: ("n2" if k < 8 else "n1") for k in range(16)}  # bundle 0 (the actor, 64 CPUs) on n2
+    actual = placement_from_bundles(where, bundles, nodes)
+    assert actual == (Bundle(2, 8, 64, 0.0), Bundle(1, 8, 0, 0.0))
+    state.adopt(planned, actual)
+    assert state.free == [[8, 64, 2000], [0, 64, 2000], [0, 0, 2000]]
+    state.release(actual)
+    assert state.free == [[8, 64, 2000]] * 3
+    with pytest.raises(KeyError, match="node n9"):
+        placement_from_bundles({0: "n9"}, [{"GPU": 1}], nodes)
+
+
+def test_dead_nodes_get_no_more_work_and_new_nodes_join():
+    nodes = [NodeShape(2, 0, 0, "a"), NodeShape(2, 0, 0, "b")]
+    state = ClusterState(nodes)
+    held = state.allocate(Demand(cpus=2))
+    assert held == (Bundle(0, 0, 2, 0.0),)
+    dead, added = state.sync([NodeShape(2, 0, 0, "b"), NodeShape(4, 0, 0, "c")])  # a died, c joined
+    assert (dead, added) == ([0], [2]) and state.total_cpus == 6
+    state.release(held)  # the dead node's actor is killed: its cores do not come back
+    assert all(state.allocate(Demand(cpus=2)) != (Bundle(0, 0, 2, 0.0),) for _ in range(3))
+    assert state.allocate(Demand(cpus=1)) is None  # b and c are full now, a is never used again
+    assert state.reserve_for(Demand(cpus=1)) != {0}
+    assert state.sync([NodeShape(2, 0, 0, "b"), NodeShape(4, 0, 0, "c")]) == ([], [])
+    sim = ClusterState([NodeShape(2, 0)])  # no node ids (a simulation): never matched
+    assert sim.sync([]) == ([], [])
