@@ -423,7 +423,7 @@ class Scheduler:
             except KeyError:  # on a node that joined after the last refresh
                 self._refresh_nodes()
                 actual = placement_from_bundles(table.get("bundles_to_node_id") or {}, att.pg.bundle_specs, self.nodes)
-            if sorted(actual) != sorted(att.placement):
+            if set(actual) != set(att.placement):
                 self.state.adopt(att.placement, actual)
                 self.drv.emit("placement", stage=att.job.name, planned=[b.node for b in att.placement],
                               actual=[b.node for b in actual])
