@@ -82,7 +82,7 @@ def compose(overrides: list[str], conf_dir: Path = CONF_DIR) -> DictConfig:
     try:
         with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base=None):
             extra = [f"hydra.searchpath=[{','.join('file://' + str(d.resolve()) for d in EXTRA_CONF_DIRS)}]"] if EXTRA_CONF_DIRS else []
-            return hydra_compose("config", overrides=extra + list(overrides))
+            return _pin_sweep_resources(hydra_compose("config", overrides=extra + list(overrides)), overrides)
     except yaml.YAMLError as e:
         raise ConfigError(f"malformed YAML: {one_line(e)}") from None
     except (HydraException, OmegaConfBaseException) as e:
@@ -91,6 +91,26 @@ def compose(overrides: list[str], conf_dir: Path = CONF_DIR) -> DictConfig:
             group, name, known = missing.groups()
             raise ConfigError(f"unknown {group} '{name}' (known: {', '.join(known.split())})") from None
         raise ConfigError(one_line(e)) from None
+
+
+def _pin_sweep_resources(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """A sweep's `resources:` over conf/config.yaml's (the paper's 405B stages need hours, not the
+    default hour), under the command line's `resources.*`, which always win. Done here because
+    only here are the command-line keys known."""
+    from omegaconf import open_dict
+
+    pinned = OmegaConf.select(cfg, "sweep.resources")
+    if not isinstance(pinned, DictConfig):
+        return cfg
+    cli = {o.lstrip("+~").split("=", 1)[0].split(".")[1] for o in overrides
+           if o.lstrip("+~").startswith("resources.") and "." in o.split("=", 1)[0]}
+    with open_dict(cfg):
+        if cfg.get("resources") is None:
+            cfg.resources = {}
+        for k, v in pinned.items():
+            if k not in cli:
+                cfg.resources[k] = v
+    return cfg
 
 
 def one_line(exc: BaseException, last: bool = False) -> str:
@@ -212,6 +232,7 @@ def load_format(name: str, model: ModelSpec, calibration: dict | None, conf_dir:
     except OmegaConfBaseException as e:
         raise ConfigError(f"conf/format/{name}.yaml: {one_line(e)}") from None
     # Top-level scalars (group_size, dampening_frac) only feed the recipe's interpolations.
+    refuse_unknown(data.get("calibration"), CALIBRATION_KEYS, f"conf/format/{name}.yaml: calibration.")
     spec = {k: data.get(k) for k in ("name", "label", "recipe", "calibration", "dtype", "parallel", "published", "scheme")
             if k in data}
     fmt = _build(FormatSpec, spec, f"conf/format/{name}.yaml")
@@ -269,13 +290,33 @@ def _as_list(value: Any, what: str) -> list:
     return value
 
 
+# Every key each section may hold: a typo (`+sweep.calibraton.num_samples=4`) is refused in one
+# line like an unknown engine or resources key, never silently ignored (nanoGPT's configurator:
+# "Unknown config key"). Sections with their own tables: engine (EngineSettings), resources
+# (RESOURCE_KEYS), sweep.perf (perf_config.SECTION_KEYS), sweep.budget (sizing.BUDGET_KEYS).
+ROOT_KEYS = ("sweep", "engine", "run_dir", "logs_dir", "tracking_uri", "ray_address", "resources", "cost")
+SWEEP_KEYS = ("name", "models", "formats", "tasks", "seeds", "baseline", "suites", "calibration", "similarity",
+              "task_settings", "engine", "resources", "hub_offline", "budget", "perf")
+CALIBRATION_KEYS = ("dataset", "path", "hf_dataset", "revision", "split", "text_field", "num_samples", "max_seq_length", "seed")
+
+
+def refuse_unknown(node: Any, known: tuple[str, ...], where: str) -> None:
+    if isinstance(node, dict):
+        bad = [k for k in node if k not in known]
+        if bad:
+            raise ConfigError(f"{where}{bad[0]}: unknown setting (known: {', '.join(known)})")
+
+
 def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
     """Typed, validated sweep. Every check that needs no model weights happens here."""
     try:
         raw = OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as e:
         raise ConfigError(one_line(e)) from None
+    refuse_unknown(raw, ROOT_KEYS, "")
     s = raw.get("sweep") or {}
+    refuse_unknown(s, SWEEP_KEYS, "sweep.")
+    refuse_unknown(s.get("calibration"), CALIBRATION_KEYS, "sweep.calibration.")
     model_names = _as_list(s.get("models"), "models")
     format_names = _as_list(s.get("formats"), "formats")
     # A perf-only sweep (serving scenarios, no accuracy tasks) may leave tasks empty.
@@ -324,7 +365,9 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
         if dims:
             for f in formats[m.name].values():
                 check_group_size(f, m.name, dims)
-    _check_resources(raw.get("resources") or {})
+    refuse_unknown(s.get("resources"), tuple(RESOURCE_KEYS), "sweep.resources.")
+    resources = raw.get("resources") or {}  # sweep.resources already pinned over it (compose)
+    _check_resources(resources)
     suites = s.get("suites") or {}
     if not isinstance(suites, dict):
         raise ConfigError("sweep.suites must map a suite name to a list of tasks")
@@ -372,7 +415,7 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
         logs_dir=str(raw.get("logs_dir") or ""),
         tracking_uri=raw.get("tracking_uri") or "",
         ray_address=raw.get("ray_address") or "",
-        resources=raw.get("resources") or {},
+        resources=resources,
         versions=package_versions(),
         raw=raw,
         suites={k: list(v) for k, v in suites.items()},

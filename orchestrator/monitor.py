@@ -10,9 +10,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from rich.console import Console, Group
+from rich.console import Group
 from rich.table import Table
 
+from orchestrator.console import make_console
 from orchestrator.ledger import Ledger
 
 
@@ -80,7 +81,7 @@ def status_view(ledger: Ledger, sweep: str) -> tuple[Group, int]:
 
 
 def show_status(ledger: Ledger, sweep: str, watch: float = 0.0) -> int:
-    console = Console(width=max(110, Console().width))
+    console = make_console()
     if not watch:
         view, failed = status_view(ledger, sweep)
         console.print(view)
@@ -98,7 +99,7 @@ def show_status(ledger: Ledger, sweep: str, watch: float = 0.0) -> int:
 
 def show_logs(ledger: Ledger, sweep: str, cell: str | None, lines: int = 40) -> int:
     """Attempts (optionally of one cell: key prefix or model/format/task) and their log tails."""
-    console = Console(width=max(110, Console().width))
+    console = make_console()
     key = None
     if cell:
         matches = [c for c in ledger.cells(sweep) if c["cell_key"].startswith(cell)

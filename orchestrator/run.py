@@ -133,16 +133,16 @@ def execute(plan, overrides: list[str], conf_dirs: list[str], verbose: bool) -> 
 
 
 def _execute(plan, overrides: list[str], conf_dirs: list[str], verbose: bool, run_dir: Path, warnings: list[str]) -> int:
-    from rich.console import Console
 
     from orchestrator.driver import Driver
     from orchestrator.export import BackgroundExport, Exporter
+    from orchestrator.console import make_console
     from orchestrator.ledger import Ledger
     from orchestrator.report import build_rows, print_table, to_markdown
     from orchestrator.results import RunStore, check_samples
     from orchestrator.tracking import local_tracking_uri
 
-    console = Console(width=max(110, Console().width))
+    console = make_console()
     sweep = plan.sweep
     sweep.run_dir = run_dir
     sink = RunStore(run_dir)

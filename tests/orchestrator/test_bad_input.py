@@ -40,6 +40,12 @@ def assert_one_line_error(proc, *needles):
     ("sweep.similarity.tasks=[mmlu_local]", ("'mmlu_local' is a multiple_choice task", "generate_until")),
     ("sweep.similarity.tasks=[arc_local]", ("sweep.similarity.tasks: unknown task 'arc_local'",)),
     ("sweep.similarity.encoder=/no/such/encoder", ("similarity encoder '/no/such/encoder'", "all-minilm-l6-v2")),
+    # every section refuses a key it does not know, the sweep's own and the root's included
+    ("+sweep.bogus_key=1", ("sweep.bogus_key: unknown setting", "models")),
+    ("+sweep.calibraton.num_samples=4", ("sweep.calibraton: unknown setting",)),
+    ("+sweep.calibration.num_samplez=4", ("sweep.calibration.num_samplez: unknown setting", "num_samples")),
+    ("+sweep.resources.lease=5", ("sweep.resources.lease: unknown setting", "lease_s")),
+    ("+run_dri=/tmp/x", ("run_dri: unknown setting", "run_dir")),
 ])
 def test_unknown_names_and_missing_data(tmp_path, override, needles):
     proc = quantgrid("run", "sweep=tiny", override, f"run_dir={tmp_path}")

@@ -75,3 +75,16 @@ def test_similarity_stages_compare_each_format_with_the_baseline_after_both_grou
     assert all(a[f] != b[f] for f in a)
     assert not plan("sweep.tasks=[mmlu_local,ppl_local]").comparisons  # narrowed away: nothing to compare
     assert not plan("~sweep.similarity").comparisons
+
+
+def test_a_sweeps_resources_are_pinned_over_the_roots_and_the_command_line_wins():
+    """conf/sweep/paper.yaml's resources (hours-long 405B stages, the quantize environment) were
+    once dropped without a word: they apply over conf/config.yaml's, under `resources.*` given on
+    the command line."""
+    paper = load_sweep(compose(["sweep=paper"])).resources
+    assert (paper["stage_timeout_s"], paper["start_timeout_s"]) == (21600, 3600)
+    assert paper["runtime_env"] == {"quantize": {"py_executable": "/opt/quantize/bin/python"}}
+    assert paper["lease_s"] == 120 and paper["reuse_actors"] is True  # the rest from conf/config.yaml
+    cli = load_sweep(compose(["sweep=paper", "resources.stage_timeout_s=60", "+resources.runtime_env={}"])).resources
+    assert cli["stage_timeout_s"] == 60 and cli["runtime_env"] == {} and cli["start_timeout_s"] == 3600
+    assert load_sweep(compose(["sweep=tiny"])).resources["stage_timeout_s"] == 3600
