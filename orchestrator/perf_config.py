@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.config import ConfigError, _build, _load_yaml
+from orchestrator.conf_loader import ConfigError, build, load_yaml
 from quantgrid.types import LoadSettings, ModelSpec, PerfScenario
 
 LATENCY_KEYS = ("ttft_ms_p50", "ttft_ms_p90", "ttft_ms_p99", "itl_ms_p50", "itl_ms_p90", "itl_ms_p99",
@@ -27,9 +27,9 @@ SECTION_KEYS = {"scenarios", "load", "server", "price_per_hour", "latency_limits
 def load_scenario(name: str, conf_dir) -> PerfScenario:
     from omegaconf import OmegaConf
 
-    data = OmegaConf.to_container(_load_yaml("perf", name, conf_dir), resolve=True)
+    data = OmegaConf.to_container(load_yaml("perf", name, conf_dir), resolve=True)
     where = f"conf/perf/{name}.yaml"
-    sc = _build(PerfScenario, data, where)
+    sc = build(PerfScenario, data, where)
     for k in ("prompt_tokens", "output_tokens"):
         if getattr(sc, k) < 1:
             raise ConfigError(f"{where}: {k} must be >= 1, got {getattr(sc, k)}")
@@ -65,7 +65,7 @@ def load_perf(node: Any, models: list[ModelSpec], conf_dir) -> dict[str, Any]:
         if 1 not in streams:
             raise ConfigError(f"sweep.perf.load.streams must include 1 (the synchronous, one-request-at-a-time level), got {streams}")
         load_node["streams"] = tuple(sorted(streams))
-    load = _build(LoadSettings, load_node, "sweep.perf.load")
+    load = build(LoadSettings, load_node, "sweep.perf.load")
     _positive(load.max_requests, "sweep.perf.load.max_requests")
     _positive(load.max_seconds, "sweep.perf.load.max_seconds", integer=False)
     if load.warmup_requests < 0 or load.max_requests <= load.warmup_requests + 1:

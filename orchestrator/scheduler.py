@@ -5,7 +5,8 @@ quantize, or open_engine then one evaluate call per cell. The loop waits on ever
 call at once (`ray.wait`), so many engines run concurrently on a cluster; concurrency is bounded
 by the resources Ray reports, through `ClusterState`.
 
-Failure classes (see driver.classify):
+Failure classes (quantgrid/failures.py FailureClass, each with its Recovery; orchestrator/failures.py
+classifies what Ray and the workers raise):
 - actor or node death -> the attempt is given up (fenced) and the job's remaining cells retried
   on a new actor, up to resources.max_retries;
 - hang: a call running past resources.stage_timeout_s -> given up, actor killed, retried; an
@@ -26,17 +27,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from orchestrator.failures import classify, recovery_of
 from orchestrator.faults import driver_fault
 from orchestrator.placement import ClusterState, NodeShape, Placement, ray_options
 from orchestrator.policy import Job, ReadyQueue
+from quantgrid.failures import FailureClass, Recovery
 from quantgrid.types import SCORING, Cell, StageKind
 
-# engine_dead: vLLM's engine core died (workers/engine.py): the group goes to a fresh actor.
-RETRYABLE = {"actor_died", "timeout", "lease_expired", "engine_dead"}
-# Fail the cell (or the stage) at once: retrying cannot help. The perf stage's and the judge's classes included
-# (the judge client has already retried with backoff).
-DETERMINISTIC = {"error", "bad_input", "server_unhealthy", "port_in_use", "load_generator_failed", "perf_failed",
-                 "judge_failed"}
 TICK_S = 0.25
 # How often the node list is read again from Ray besides after every actor failure: an actor
 # pinned to a node that died never starts and never fails, so only a refresh notices it.
@@ -270,7 +267,7 @@ class Scheduler:
             if job.kind is StageKind.SIMILARITY:
                 pairs, why = drv.comparison_pairs(att.current)
                 if pairs is None:  # a side of the comparison has no result: nothing to score
-                    drv.fail_cells(job, [att.current], "dependency_failed", why)
+                    drv.fail_cells(job, [att.current], FailureClass.DEPENDENCY_FAILED.value, why)
                     continue
                 drv.cell_started(att.current)
                 self._call(att, "eval", actor.compare.remote(att.current, pairs))
@@ -320,15 +317,13 @@ class Scheduler:
         self._next_call(att)
 
     def _on_error(self, att: Attempt, exc: BaseException) -> None:
-        from orchestrator.driver import classify
-
         if att in self.zombies:
             self._bury(att)
             return
         cls, msg = classify(exc)
         job = att.job
         remaining = att.unscored
-        if cls in DETERMINISTIC:
+        if recovery_of(cls) is Recovery.FAIL:
             if att.phase == "eval":
                 self.drv.fail_cells(job, [att.current], cls, msg)
                 att.current = None
@@ -340,7 +335,7 @@ class Scheduler:
             return
         self.drv.give_up(att.token, cls, msg)
         self._kill(att.actor, att.placement, att.pg, att)
-        if cls == "actor_died":  # its node may be gone: place the retry on the nodes alive now
+        if cls == FailureClass.ACTOR_DIED.value:  # its node may be gone: place the retry on the nodes alive now
             self._refresh_nodes()
         self._retry(job, remaining, cls, msg)
 
@@ -348,7 +343,7 @@ class Scheduler:
         if job.kind in SCORING and not remaining:
             self._job_done(job)
             return
-        if cls == "oom" and job.kind is StageKind.EVALUATE:
+        if recovery_of(cls) is Recovery.FALLBACK and job.kind is StageKind.EVALUATE:
             level = self.fallback_level.get(job.id, 0)
             model, engine = self.overrides.get(job.id, (job.stage.model, job.cells[0].engine))
             while level < len(self.fallbacks):
@@ -364,7 +359,7 @@ class Scheduler:
                     return
             return self._give_up_job(job, remaining, cls, msg + " (no OOM fallback left)")
         n = self.tries.get(job.id, 0)
-        if cls in RETRYABLE and n < self.max_retries:
+        if recovery_of(cls) is Recovery.RETRY and n < self.max_retries:
             self.tries[job.id] = n + 1
             job.cells = remaining
             self.drv.emit("retry", stage=job.name, error_class=cls, message=msg, attempt=n + 2)
@@ -453,7 +448,7 @@ class Scheduler:
             if att.phase == "begin" and any(b.node in dead for b in att.placement):
                 msg = f"node {self.nodes[att.placement[0].node].node_id[:12]} died before the actor started"
                 self._kill(att.actor, att.placement, att.pg, att)
-                self._retry(att.job, list(att.cells), "actor_died", msg)
+                self._retry(att.job, list(att.cells), FailureClass.ACTOR_DIED.value, msg)
 
     def _check_clocks(self) -> None:
         now = time.time()
@@ -463,7 +458,7 @@ class Scheduler:
             if att.phase == "begin":  # actor still starting (or waiting for its placement group)
                 if now - att.call_started > self.start_timeout_s:
                     self._kill(att.actor, att.placement, att.pg, att)
-                    self._retry(att.job, list(att.cells), "timeout",
+                    self._retry(att.job, list(att.cells), FailureClass.TIMEOUT.value,
                                 f"actor did not start within start_timeout_s={self.start_timeout_s:g}")
                 continue
             if att.ping_ref is None and now - att.ping_sent >= self.heartbeat_s:
@@ -472,18 +467,18 @@ class Scheduler:
             if now - att.call_started > self.stage_timeout_s:
                 msg = f"{att.phase} call ran past stage_timeout_s={self.stage_timeout_s:g}"
                 self._drop_refs(att)
-                self.drv.give_up(att.token, "timeout", msg)
+                self.drv.give_up(att.token, FailureClass.TIMEOUT.value, msg)
                 self._kill(att.actor, att.placement, att.pg, att)
-                self._retry(att.job, att.unscored, "timeout", msg)
+                self._retry(att.job, att.unscored, FailureClass.TIMEOUT.value, msg)
             elif now - att.last_alive > self.lease_s:
                 # Paused or cut off: fence it, retry elsewhere now, keep it one more lease so its
                 # late result (if any) arrives and is rejected rather than lost in a killed process.
                 msg = f"no heartbeat for {now - att.last_alive:.0f}s (lease_s={self.lease_s:g})"
-                self.drv.give_up(att.token, "lease_expired", msg)
+                self.drv.give_up(att.token, FailureClass.LEASE_EXPIRED.value, msg)
                 self.running.remove(att)
                 att.zombie_until = now + self.stage_timeout_s
                 self.zombies.append(att)
-                self._retry(att.job, att.unscored, "lease_expired", msg)
+                self._retry(att.job, att.unscored, FailureClass.LEASE_EXPIRED.value, msg)
         for att in list(self.zombies):
             if now > att.zombie_until:
                 self._bury(att)

@@ -20,7 +20,9 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from orchestrator.config import CONF_DIR, ConfigError, _build, _load_yaml
+from orchestrator.conf_loader import ConfigError, build, load_yaml
+from quantgrid.runtime import CONF_DIR
+from quantgrid.scorers import SCORERS
 from quantgrid.runtime import TASKS_DIR
 from quantgrid.types import TaskSpec
 
@@ -92,7 +94,6 @@ def task_version_hash(name: str, registry: str = "local") -> str:
     return h.hexdigest()[:16]
 
 
-SCORERS = ("lm_eval", "arena_hard")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -106,8 +107,9 @@ def check_scorer(where: str, scorer: Any) -> None:
     if not isinstance(scorer, dict):
         raise ConfigError(f"{where}: scorer must be a mapping with a kind ({', '.join(SCORERS)})")
     kind = scorer.get("kind")
-    if kind not in SCORERS[1:]:
-        raise ConfigError(f"{where}: scorer.kind must be one of {', '.join(SCORERS[1:])} (lm-eval tasks need no "
+    external = [k for k in SCORERS if k != "lm_eval"]
+    if kind not in external:
+        raise ConfigError(f"{where}: scorer.kind must be one of {', '.join(external)} (lm-eval tasks need no "
                           f"scorer block), got {kind!r}")
     unknown = set(scorer) - {"kind", "questions", "baseline", "judge", "generation", "strong_weight"}
     if unknown:
@@ -155,7 +157,7 @@ def scorer_version_hash(scorer: dict) -> str:
 
 
 def load_task(name: str, settings: dict | None, conf_dir: Path = CONF_DIR) -> TaskSpec:
-    node = _load_yaml("task", name, conf_dir)
+    node = load_yaml("task", name, conf_dir)
     if settings:
         node = OmegaConf.merge(node, settings)
     data = OmegaConf.to_container(node, resolve=True)
@@ -163,7 +165,7 @@ def load_task(name: str, settings: dict | None, conf_dir: Path = CONF_DIR) -> Ta
     if data.get("scorer") is not None:  # an external scorer: not looked up in lm-eval's registry
         check_scorer(f"conf/task/{name}.yaml", data["scorer"])
         data["version_hash"] = scorer_version_hash(data["scorer"])
-        return _build(TaskSpec, data, f"conf/task/{name}.yaml")
+        return build(TaskSpec, data, f"conf/task/{name}.yaml")
     registry = data.get("registry", "local")
     if registry not in REGISTRIES:
         raise ConfigError(f"conf/task/{name}.yaml: registry must be one of {', '.join(REGISTRIES)}, got {registry!r}")
@@ -175,4 +177,4 @@ def load_task(name: str, settings: dict | None, conf_dir: Path = CONF_DIR) -> Ta
     if found[0] == "tag":
         raise ConfigError(f"conf/task/{name}.yaml: '{lm_name}' is an lm-eval tag (several tasks); name one task or group")
     data["version_hash"] = task_version_hash(lm_name, registry)
-    return _build(TaskSpec, data, f"conf/task/{name}.yaml")
+    return build(TaskSpec, data, f"conf/task/{name}.yaml")

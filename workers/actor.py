@@ -185,14 +185,14 @@ class StageWorker:
 
     def evaluate(self, cell: Cell) -> TaskResult:
         from workers.engine import raise_classified
-        from workers.score import scorer_for
+        from quantgrid.scorers import scorer_for
 
         inject("evaluate", f"{cell.model.name}/{cell.format.name}/{cell.task.name}")
         if self.engine is None:
             raise RuntimeError("evaluate() before open_engine()")
         before = self.engine.token_counters()
         try:
-            out = scorer_for(cell.task)(self.engine.lm, cell.task)
+            out = scorer_for(cell.task.scorer_kind)(self.engine.lm, cell.task)
         except Exception as exc:  # an engine that died mid-task fails its group, not this cell alone
             raise_classified(exc)
             raise

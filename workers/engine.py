@@ -12,6 +12,7 @@ import os
 import time
 from typing import Any
 
+from quantgrid.failures import FailureClass
 from quantgrid.types import EngineSettings, FormatSpec, ModelSpec
 
 
@@ -109,9 +110,9 @@ def classify_engine_error(exc: BaseException) -> str | None:
         seen.add(id(e))
         text = str(e)
         if isinstance(e, MemoryError) or "out of memory" in text.lower() or any(m in text for m in KV_CACHE_SHORTAGE):
-            return "oom"
+            return FailureClass.OOM.value
         if type(e).__name__ in ENGINE_DEAD or any(m in text for m in ENGINE_DEAD_MESSAGES):
-            return "engine_dead"
+            return FailureClass.ENGINE_DEAD.value
         e = e.__cause__ or e.__context__
     return None
 

@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from quantgrid.failures import FailureClass
 from quantgrid.runtime import cache_dir
 from quantgrid.types import SampleRecord, TaskSpec
 
@@ -45,7 +46,7 @@ CONTINUE = "continue your judgment and finish by outputting a final verdict labe
 class JudgeFailed(RuntimeError):
     """The judge could not score the cell (unreachable, rejected the key, no verdict at all)."""
 
-    failure_class = "judge_failed"
+    failure_class = FailureClass.JUDGE_FAILED.value
 
 
 # -- data ------------------------------------------------------------------------------------

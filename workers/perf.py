@@ -29,6 +29,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from quantgrid.failures import FailureClass
 from quantgrid.runtime import worker_env
 from quantgrid.types import EngineSettings, FormatSpec, LoadSettings, ModelSpec, PerfScenario
 
@@ -36,19 +37,19 @@ from quantgrid.types import EngineSettings, FormatSpec, LoadSettings, ModelSpec,
 class PerfError(RuntimeError):
     """A perf failure with its class (the ledger's failure_class)."""
 
-    failure_class = "perf_failed"
+    failure_class = FailureClass.PERF_FAILED.value
 
 
 class ServerUnhealthy(PerfError):
-    failure_class = "server_unhealthy"
+    failure_class = FailureClass.SERVER_UNHEALTHY.value
 
 
 class PortInUse(PerfError):
-    failure_class = "port_in_use"
+    failure_class = FailureClass.PORT_IN_USE.value
 
 
 class LoadGeneratorFailed(PerfError):
-    failure_class = "load_generator_failed"
+    failure_class = FailureClass.LOAD_GENERATOR_FAILED.value
 
 
 def _child_setup(cores: set[int] | None):

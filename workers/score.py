@@ -11,28 +11,12 @@ import math
 import random
 import time
 from collections import defaultdict
-from typing import Any, Protocol
+from typing import Any
 
 from quantgrid.runtime import TASKS_DIR
 from quantgrid.types import SampleRecord, TaskSpec
 
 _TASK_MANAGERS: dict[bool, Any] = {}
-
-
-class Scorer(Protocol):
-    """Scores one task on a ready lm-eval LM object (the engine's): returns {metrics, samples,
-    num_samples, seconds, lm_eval_version, n_shot}. lm-eval tasks go through `evaluate_task`;
-    tasks lm-eval cannot score (an LLM judge) name an external scorer in `TaskSpec.scorer`."""
-
-    def __call__(self, lm: Any, task: TaskSpec, limit_docs: list[int] | None = None) -> dict[str, Any]: ...
-
-
-def scorer_for(task: TaskSpec) -> Scorer:
-    if task.scorer_kind == "arena_hard":
-        from workers.judge import evaluate_judged
-
-        return evaluate_judged
-    return evaluate_task
 
 
 def task_manager(builtin: bool = False):

@@ -37,3 +37,64 @@ def test_shared_types_import_neither_side():
     for path in (ROOT / "quantgrid").rglob("*.py"):
         bad = _imports(path) & {"orchestrator", "workers", "torch", "vllm", "mlflow"}
         assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+
+
+def _project_import_graph() -> dict[str, set[str]]:
+    """module -> project modules it imports, at any depth of the file (function-level imports
+    count: a lazy import is still a dependency, and two modules that need each other are one)."""
+    mods = {}
+    for pkg in ("orchestrator", "workers", "quantgrid"):
+        for p in (ROOT / pkg).rglob("*.py"):
+            name = ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+            mods[name] = p
+    graph = {}
+    for name, p in mods.items():
+        deps = set()
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name in mods}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                deps |= {node.module} & set(mods) | {f"{node.module}.{a.name}" for a in node.names} & set(mods)
+        graph[name] = deps - {name}
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(v: str) -> list[str] | None:
+        state[v] = 1
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if state.get(w) == 1:
+                return stack[stack.index(w):] + [w]
+            if w not in state and (found := visit(w)):
+                return found
+        stack.pop()
+        state[v] = 2
+        return None
+
+    for v in sorted(graph):
+        if v not in state and (found := visit(v)):
+            return found
+    return None
+
+
+def test_no_import_cycles():
+    """`python -m pytest tests/orchestrator/test_layering.py -k cycles`: config loading, the
+    scheduler and the scorers once imported each other (config <-> tasks/perf_config through
+    private helpers, scheduler <-> driver, score <-> judge)."""
+    graph = _project_import_graph()
+    assert graph["orchestrator.scheduler"] and graph["orchestrator.config"]  # the graph was read
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph))
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]  # the check itself sees one
+
+
+def test_every_failure_class_a_worker_raises_is_one_the_scheduler_knows():
+    from quantgrid.failures import FailureClass
+    from workers import judge, perf
+
+    raised = {judge.JudgeFailed.failure_class} | {c.failure_class for c in vars(perf).values()
+                                                   if isinstance(c, type) and hasattr(c, "failure_class")}
+    assert raised and raised <= {f.value for f in FailureClass}

@@ -47,7 +47,7 @@ def test_vllms_kv_cache_shortage_and_dead_engine_have_classes():
 def test_the_class_survives_pickling_and_the_driver_takes_it():
     import ray.exceptions as rex
 
-    from orchestrator.driver import classify
+    from orchestrator.failures import classify
 
     with pytest.raises(StageFailure) as e:
         raise_classified(_kv_shortage())
