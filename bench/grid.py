@@ -33,6 +33,7 @@ from pathlib import Path
 
 from bench.synthetic import paper_sweep, wide_sweep
 from orchestrator.placement import NodeShape
+from quantgrid.settings import Resources
 
 GPU_NODE = NodeShape(cpus=128, gpus=8, memory_gb=2000)
 
@@ -122,7 +123,7 @@ def ray_cluster() -> dict:
     # One model is served TP8 x PP2: a 16-GPU placement group across both nodes (the 405B path).
     models = [replace(m, quantize_resources={"gpus": 1}) for m in sweep.models]
     models[0] = replace(models[0], tensor_parallel_size=8, pipeline_parallel_size=2)
-    sweep = replace(sweep, run_dir=tmp, raw={"synthetic": True}, resources={"reuse_actors": False, "lease_s": 60},
+    sweep = replace(sweep, run_dir=tmp, raw={"synthetic": True}, resources=Resources(reuse_actors=False, lease_s=60),
                     models=models)
     plan = expand(sweep)
     cost = CostModel()

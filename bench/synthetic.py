@@ -19,6 +19,7 @@ import random
 from dataclasses import replace
 from pathlib import Path
 
+from quantgrid.settings import Resources
 from orchestrator.config import Sweep
 from quantgrid.types import EngineSettings, FormatSpec, ModelSpec, TaskSpec
 
@@ -30,7 +31,7 @@ def _sweep(name, models, formats, tasks, seeds, accelerator=ACCELERATOR, resourc
         name=name, models=models, formats={m.name: {f.name: f for f in formats.get(m.name, formats.get("*", []))} for m in models},
         format_names=[f.name for f in formats.get("*", next(iter(formats.values())))], tasks=tasks, seeds=seeds,
         baseline="bf16", engine=EngineSettings(accelerator=accelerator, enforce_eager=False), run_dir=Path("runs"),
-        tracking_uri="", ray_address="", resources=resources or {},
+        tracking_uri="", ray_address="", resources=Resources.of(resources),
         versions=(("vllm", "0.32.0"), ("lm-eval", "0.4.13")),
     )
 

@@ -17,11 +17,8 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from quantgrid.errors import ConfigError, one_line  # noqa: F401 - re-exported
 from quantgrid.runtime import CONF_DIR
-
-
-class ConfigError(ValueError):
-    """Bad input. The message is one line; the CLI prints it and exits 2."""
 
 
 def compose(overrides: list[str], conf_dir: Path = CONF_DIR) -> DictConfig:
@@ -33,7 +30,7 @@ def compose(overrides: list[str], conf_dir: Path = CONF_DIR) -> DictConfig:
     try:
         with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base=None):
             extra = [f"hydra.searchpath=[{','.join('file://' + str(d.resolve()) for d in EXTRA_CONF_DIRS)}]"] if EXTRA_CONF_DIRS else []
-            return _pin_sweep_resources(hydra_compose("config", overrides=extra + list(overrides)), overrides)
+            return _layer(hydra_compose("config", overrides=extra + list(overrides)), overrides)
     except yaml.YAMLError as e:
         raise ConfigError(f"malformed YAML: {one_line(e)}") from None
     except (HydraException, OmegaConfBaseException) as e:
@@ -44,34 +41,35 @@ def compose(overrides: list[str], conf_dir: Path = CONF_DIR) -> DictConfig:
         raise ConfigError(one_line(e)) from None
 
 
-def _pin_sweep_resources(cfg: DictConfig, overrides: list[str]) -> DictConfig:
-    """A sweep's `resources:` over conf/config.yaml's (the paper's 405B stages need hours, not the
-    default hour), under the command line's `resources.*`, which always win. Done here because
-    only here are the command-line keys known."""
+# Set by compose, read (and removed) by load_sweep: not a setting anyone writes.
+CLI_ENGINE_KEYS = "_cli_engine_keys"
+
+
+def _cli_keys(overrides: list[str], section: str) -> set[str]:
+    """The keys of `section` the command line sets (`resources.lease_s=60` -> lease_s)."""
+    keys = (o.lstrip("+~").split("=", 1)[0] for o in overrides)
+    return {k.split(".")[1] for k in keys if k.startswith(section + ".") and "." in k}
+
+
+def _layer(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """What only compose can do, because only here are the command-line keys known:
+    - a sweep's `resources:` go over conf/config.yaml's (the paper's 405B stages need hours, not
+      the default hour), under the command line's `resources.*`, which always win;
+    - the engine keys the command line set are recorded: they beat a model's own engine defaults
+      (ModelSpec.engine), which beat conf/engine's."""
     from omegaconf import open_dict
 
-    pinned = OmegaConf.select(cfg, "sweep.resources")
-    if not isinstance(pinned, DictConfig):
-        return cfg
-    cli = {o.lstrip("+~").split("=", 1)[0].split(".")[1] for o in overrides
-           if o.lstrip("+~").startswith("resources.") and "." in o.split("=", 1)[0]}
     with open_dict(cfg):
-        if cfg.get("resources") is None:
-            cfg.resources = {}
-        for k, v in pinned.items():
-            if k not in cli:
-                cfg.resources[k] = v
+        cfg[CLI_ENGINE_KEYS] = sorted(_cli_keys(overrides, "engine"))
+        pinned = OmegaConf.select(cfg, "sweep.resources")
+        if isinstance(pinned, DictConfig):
+            if cfg.get("resources") is None:
+                cfg.resources = {}
+            cli = _cli_keys(overrides, "resources")
+            for k, v in pinned.items():
+                if k not in cli:
+                    cfg.resources[k] = v
     return cfg
-
-
-def one_line(exc: BaseException, last: bool = False) -> str:
-    """An exception as one line: its whole message joined (or only its last line, for Ray's texts
-    that start with a remote traceback), minus pydantic's documentation links, at most 400 chars."""
-    lines = [ln for ln in str(exc).splitlines() if ln.strip() and not ln.strip().startswith("For further information")]
-    if not lines:
-        return type(exc).__name__
-    text = " ".join((lines[-1] if last else " ".join(lines)).split())
-    return text if len(text) <= 400 else text[:397] + "..."
 
 
 # Extra config trees layered over conf/ (`quantgrid run --conf-dir DIR`): a team adds its own

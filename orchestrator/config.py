@@ -19,12 +19,14 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 # Re-exported: ConfigError, compose and EXTRA_CONF_DIRS are what callers import from here.
-from orchestrator.conf_loader import EXTRA_CONF_DIRS, ConfigError, build, compose, load_yaml, one_line, search_path  # noqa: F401
+from orchestrator.conf_loader import (  # noqa: F401
+    CLI_ENGINE_KEYS, EXTRA_CONF_DIRS, ConfigError, build, compose, load_yaml, one_line, search_path)
 from quantgrid import capability
 from quantgrid.checkpoint import checkpoint_revision, model_dims, verify_checkpoint
 from quantgrid.host import Host, HostError
 from quantgrid.host import probe as probe_host
 from quantgrid.runtime import CONF_DIR, encoder_path, installed_versions
+from quantgrid.settings import Resources
 from quantgrid.types import EngineSettings, FormatSpec, ModelSpec, TaskSpec
 
 
@@ -50,7 +52,7 @@ class Sweep:
     run_dir: Path
     tracking_uri: str
     ray_address: str
-    resources: dict[str, Any]
+    resources: Resources
     versions: tuple[tuple[str, str], ...] = ()
     raw: dict[str, Any] = field(default_factory=dict)
     suites: dict[str, list[str]] = field(default_factory=dict)  # name -> tasks averaged (report)
@@ -67,6 +69,13 @@ class Sweep:
     # Where workers write their attempt logs: "" = run_dir/NAME/logs; on a cluster a folder every
     # node mounts (the run_dir itself stays on the head's local disk, orchestrator/sweep_lock.py).
     logs_dir: str = ""
+    # Engine keys set by the sweep or the command line: a model's engine defaults do not touch them.
+    engine_pinned: frozenset[str] = frozenset()
+
+    def engine_for(self, model: ModelSpec) -> EngineSettings:
+        """conf/engine < the model's own engine defaults < the sweep's engine < the command line."""
+        own = {k: v for k, v in (model.engine or {}).items() if k not in self.engine_pinned}
+        return replace(self.engine, **own) if own else self.engine
 
 
 def _check_engine(e: EngineSettings) -> None:
@@ -174,7 +183,7 @@ def _as_list(value: Any, what: str) -> list:
 # Every key each section may hold: a typo (`+sweep.calibraton.num_samples=4`) is refused in one
 # line like an unknown engine or resources key, never silently ignored (nanoGPT's configurator:
 # "Unknown config key"). Sections with their own tables: engine (EngineSettings), resources
-# (RESOURCE_KEYS), sweep.perf (perf_config.SECTION_KEYS), sweep.budget (sizing.BUDGET_KEYS).
+# (quantgrid/settings.py Resources), sweep.perf (perf_config.SECTION_KEYS), sweep.budget (sizing.BUDGET_KEYS).
 ROOT_KEYS = ("sweep", "engine", "run_dir", "logs_dir", "tracking_uri", "ray_address", "resources", "cost")
 SWEEP_KEYS = ("name", "models", "formats", "tasks", "seeds", "baseline", "suites", "calibration", "similarity",
               "task_settings", "engine", "resources", "hub_offline", "budget", "perf")
@@ -194,6 +203,7 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
         raw = OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as e:
         raise ConfigError(one_line(e)) from None
+    cli_engine = set(raw.pop(CLI_ENGINE_KEYS, None) or [])
     refuse_unknown(raw, ROOT_KEYS, "")
     s = raw.get("sweep") or {}
     refuse_unknown(s, SWEEP_KEYS, "sweep.")
@@ -235,6 +245,11 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
                         raise ConfigError(f"format {f.name}: calibration.{k} must be > 0")
     host, execution = resolve_execution(models, formats, engine, raw.get("sweep") or {})
     engine_fields = {f.name for f in fields(EngineSettings)} - {"seed", "accelerator", "dtype", "execution", "host"}
+    for m in models:
+        bad = sorted(set(m.engine) - engine_fields)
+        if bad:
+            raise ConfigError(f"conf/model/{m.name}.yaml: engine.{bad[0]} is not an engine setting a model may change "
+                              f"(allowed: {', '.join(sorted(engine_fields))})")
     for t in tasks:
         _check_subset(t)
         bad = sorted(set(t.engine or {}) - engine_fields)
@@ -246,9 +261,8 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
         if dims:
             for f in formats[m.name].values():
                 check_group_size(f, m.name, dims)
-    refuse_unknown(s.get("resources"), tuple(RESOURCE_KEYS), "sweep.resources.")
-    resources = raw.get("resources") or {}  # sweep.resources already pinned over it (compose)
-    _check_resources(resources)
+    Resources.of(s.get("resources"), "sweep.resources")
+    resources = Resources.of(raw.get("resources"))  # sweep.resources already pinned over it (compose)
     suites = s.get("suites") or {}
     if not isinstance(suites, dict):
         raise ConfigError("sweep.suites must map a suite name to a list of tasks")
@@ -297,6 +311,8 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
         tracking_uri=raw.get("tracking_uri") or "",
         ray_address=raw.get("ray_address") or "",
         resources=resources,
+        # engine keys a model's own defaults may not change: set by the sweep or the command line
+        engine_pinned=frozenset(set(s.get("engine") or {}) | cli_engine),
         versions=package_versions(),
         raw=raw,
         suites={k: list(v) for k, v in suites.items()},
@@ -388,40 +404,6 @@ def _similarity(node: Any, tasks: dict[str, TaskSpec]) -> dict[str, Any]:
     # Tasks narrowed away on the command line simply have no comparison (as suites).
     kept = [t for t in names if t in tasks]
     return {"tasks": kept, "encoder": encoder} if kept else {}
-
-
-RESOURCE_KEYS: dict[str, tuple[type, ...]] = {
-    "cpus_per_actor": (int, type(None)), "gpus_per_actor": (int, type(None)), "reuse_actors": (bool,),
-    "max_retries": (int,), "stage_timeout_s": (int, float), "start_timeout_s": (int, float), "lease_s": (int, float), "oom_fallbacks": (list,),
-    "data_parallel": (str, int, bool), "dp_granularity": (int, float), "reservations": (bool,), "runtime_env": (dict,),
-}
-# Ray runtime_env fields a stage's environment may set (resources.runtime_env.STAGE).
-RUNTIME_ENV_STAGES = ("quantize", "evaluate", "similarity", "perf")
-RUNTIME_ENV_KEYS = ("py_executable", "env_vars", "image_uri", "container", "pip", "uv", "conda", "py_modules", "working_dir")
-OOM_FALLBACKS = ("halve_batch_size", "halve_max_model_len", "double_tensor_parallel")
-
-
-def _check_resources(res: dict[str, Any]) -> None:
-    for k, v in res.items():
-        if k not in RESOURCE_KEYS:
-            raise ConfigError(f"resources.{k}: unknown setting (known: {', '.join(RESOURCE_KEYS)})")
-        if not isinstance(v, RESOURCE_KEYS[k]) or (isinstance(v, bool) and bool not in RESOURCE_KEYS[k]):
-            raise ConfigError(f"resources.{k} must be {' or '.join(t.__name__ for t in RESOURCE_KEYS[k])}, got {v!r}")
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0 or k in ("lease_s", "stage_timeout_s", "start_timeout_s", "dp_granularity") and not v:
-            raise ConfigError(f"resources.{k} must be > 0, got {v!r}")
-    for step in res.get("oom_fallbacks") or []:
-        if step not in OOM_FALLBACKS:
-            raise ConfigError(f"resources.oom_fallbacks: unknown step '{step}' (known: {', '.join(OOM_FALLBACKS)})")
-    dp = res.get("data_parallel", "auto")
-    if isinstance(dp, str) and dp not in ("auto", "off"):
-        raise ConfigError(f"resources.data_parallel must be auto, off or a replica count, got {dp!r}")
-    for stage, env in (res.get("runtime_env") or {}).items():
-        if stage not in RUNTIME_ENV_STAGES:
-            raise ConfigError(f"resources.runtime_env.{stage}: unknown stage (known: {', '.join(RUNTIME_ENV_STAGES)})")
-        if not isinstance(env, dict) or set(env) - set(RUNTIME_ENV_KEYS):
-            bad = sorted(set(env) - set(RUNTIME_ENV_KEYS)) if isinstance(env, dict) else env
-            raise ConfigError(f"resources.runtime_env.{stage}: {bad} is not a Ray runtime_env field this may set "
-                              f"(allowed: {', '.join(RUNTIME_ENV_KEYS)})")
 
 
 def _check_subset(task: TaskSpec) -> None:

@@ -81,7 +81,7 @@ class Driver:
         self.nodes = nodes
         self.policy: PlacementPolicy | None = None
         # Heartbeats renew a lease for this long (the scheduler's clock and the ledger's agree).
-        self.lease_s = float(plan.sweep.resources.get("lease_s") or 120)
+        self.lease_s = float(plan.sweep.resources.lease_s)
         self._cancel_checked = 0.0
 
     def emit(self, event: str, **info: Any) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from orchestrator.config import ConfigError
 from quantgrid.runtime import worker_env
+from quantgrid.settings import Resources
 
 CPUS_PER_GPU = 4  # host threads per GPU actor: tokenization, lm-eval bookkeeping, sandboxed code
 
@@ -66,10 +67,11 @@ def nodes_from_ray(ray_nodes: list[dict[str, Any]]) -> list[NodeShape]:
     return out
 
 
-def demand(model, nodes: list[NodeShape], cfg: dict[str, Any], role: str = "evaluate") -> Demand:
+def demand(model, nodes: list[NodeShape], cfg: Resources | dict[str, Any] | None, role: str = "evaluate") -> Demand:
     """Resources for a job of `role` (build | quantize | evaluate | similarity | perf) of `model` on this cluster.
 
     Refuses, in one line, an engine no node set can hold."""
+    cfg = Resources.of(cfg)
     if not nodes:
         raise ConfigError("the cluster reports no alive nodes")
     largest_cpus = max(n.cpus for n in nodes)
@@ -81,7 +83,7 @@ def demand(model, nodes: list[NodeShape], cfg: dict[str, Any], role: str = "eval
     elif role == "quantize":
         gpus = int(qres.get("gpus", 1))
     else:
-        gpus = cfg.get("gpus_per_actor")
+        gpus = cfg.gpus_per_actor
         gpus = model.tensor_parallel_size * model.pipeline_parallel_size if gpus is None else int(gpus)
     n_nodes = 1
     if role == "perf":
@@ -107,8 +109,8 @@ def demand(model, nodes: list[NodeShape], cfg: dict[str, Any], role: str = "eval
     if memory and largest_mem and memory > largest_mem:
         raise ConfigError(f"model {model.name}: quantize_resources.memory_gb {memory:g} is more than any node has "
                           f"({largest_mem:.0f} GB)")
-    cpus = cfg.get("cpus_per_actor") or (min(largest_cpus, CPUS_PER_GPU * gpus) if gpus else largest_cpus)
-    if role in ("build", "similarity") and largest_gpus > 0 and not cfg.get("cpus_per_actor"):
+    cpus = cfg.cpus_per_actor or (min(largest_cpus, CPUS_PER_GPU * gpus) if gpus else largest_cpus)
+    if role in ("build", "similarity") and largest_gpus > 0 and not cfg.cpus_per_actor:
         cpus = min(largest_cpus, CPUS_PER_GPU)  # staging weights, a sentence encoder: a few cores
     cpus = max(1, min(int(cpus), largest_cpus))
     return Demand(gpus=gpus, cpus=cpus, memory_gb=memory, nodes=n_nodes)

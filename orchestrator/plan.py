@@ -123,14 +123,14 @@ def expand(sweep: Sweep) -> Plan:
             resolved = dict(dtype=ex.dtype, execution=ex.mode, host=ex.host) if ex else {}
             perf = sweep.perf or {}
             if perf:  # one server start per (model, format) serves every scenario
-                engine = replace(sweep.engine, seed=sweep.seeds[0], **resolved)
+                engine = replace(sweep.engine_for(model), seed=sweep.seeds[0], **resolved)
                 pcells = [PerfCell(served, fmt, sc, engine, perf["load"], sweep.versions) for sc in perf["scenarios"]]
                 stages.append(Stage(StageKind.PERF, served, fmt, cells=pcells, depends_on=[quant.key]))
             for seed in sweep.seeds if sweep.tasks else []:  # a perf-only sweep has no engine groups
                 # One engine group per distinct engine setting the tasks need (usually one).
                 groups: dict[str, list[Cell]] = {}
                 for task in sweep.tasks:
-                    engine = replace(sweep.engine, seed=seed, **(task.engine or {}), **resolved)
+                    engine = replace(sweep.engine_for(model), seed=seed, **(task.engine or {}), **resolved)
                     groups.setdefault(engine.key, []).append(
                         Cell(model=served, format=fmt, task=task, engine=engine, seed=seed, versions=sweep.versions))
                 for group in groups.values():

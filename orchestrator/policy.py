@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable
 
 from orchestrator.cost import CostModel
 from orchestrator.placement import ClusterState, Demand, NodeShape, Placement, demand
+from quantgrid.settings import Resources
 from quantgrid.types import SCORING, Cell, Stage, StageKind
 
 
@@ -61,15 +62,15 @@ def _lpt_bins(cells: list[Cell], seconds: dict[str, float], k: int) -> list[list
 
 
 class PlacementPolicy:
-    def __init__(self, nodes: list[NodeShape], resources: dict[str, Any] | None = None, cost: CostModel | None = None):
+    def __init__(self, nodes: list[NodeShape], resources: Resources | dict[str, Any] | None = None, cost: CostModel | None = None):
         self.nodes = list(nodes)
-        self.cfg = dict(resources or {})
+        self.cfg = Resources.of(resources)
         self.cost = cost or CostModel()
-        dp = self.cfg.get("data_parallel", "auto")
+        dp = self.cfg.data_parallel
         self.max_replicas = 1 if dp in (False, "off", 1) else (int(dp) if isinstance(dp, int) else 64)
         # Largest evaluate job, as a fraction of the ideal makespan, before a group is split.
-        self.granularity = float(self.cfg.get("dp_granularity", 0.05))
-        self.reservations = bool(self.cfg.get("reservations", False))  # measured: idle reserved nodes cost more than starvation
+        self.granularity = float(self.cfg.dp_granularity)
+        self.reservations = self.cfg.reservations
 
     # -- jobs ------------------------------------------------------------------------------------
     def jobs(self, stages: Iterable[Stage], todo: Callable[[Stage], list[Cell]] | None = None) -> list[Job]:

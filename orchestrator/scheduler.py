@@ -95,11 +95,11 @@ class Scheduler:
         res = drv.plan.sweep.resources
         self.lease_s = drv.lease_s
         self.heartbeat_s = self.lease_s / 4
-        self.stage_timeout_s = float(res.get("stage_timeout_s") or 3600)
-        self.start_timeout_s = float(res.get("start_timeout_s") or 600)
-        self.max_retries = int(res.get("max_retries", 2))
-        self.fallbacks = list(res.get("oom_fallbacks") or ["halve_batch_size", "halve_max_model_len", "double_tensor_parallel"])
-        self.reuse_actors = bool(res.get("reuse_actors", False))
+        self.stage_timeout_s = float(res.stage_timeout_s)
+        self.start_timeout_s = float(res.start_timeout_s)
+        self.max_retries = res.max_retries
+        self.fallbacks = list(res.oom_fallbacks)
+        self.reuse_actors = res.reuse_actors
         self.state = ClusterState(nodes)
         self.nodes = self.state.nodes  # one list: nodes that join are appended, indices never change
         self.nodes_read = time.time()
@@ -218,7 +218,7 @@ class Scheduler:
             opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=False)
         # Per-stage Python environments (resources.runtime_env): quantize actors may need their own
         # (llmcompressor and vLLM pin different compressed-tensors), e.g. {py_executable: /opt/quantize/bin/python}.
-        stage_env = dict(((sweep.resources.get("runtime_env") or {})
+        stage_env = dict((sweep.resources.runtime_env
                           .get("quantize" if job.actor_key[0] == "prepare" else job.actor_key[0])) or {})
         opts["runtime_env"]["env_vars"].update(stage_env.pop("env_vars", None) or {})
         opts["runtime_env"].update(stage_env)

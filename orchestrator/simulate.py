@@ -9,7 +9,7 @@ load per group), so extra data-parallel loads count against us, never for us.
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable
 
 from orchestrator.placement import ClusterState, NodeShape
@@ -40,7 +40,7 @@ class SimResult:
 
 def lower_bound(policy: PlacementPolicy, stages: list[Stage]) -> tuple[float, int]:
     """(max(total device-seconds / devices, longest chain), engine loads without DP)."""
-    unsplit = PlacementPolicy(policy.nodes, {**policy.cfg, "data_parallel": "off"}, policy.cost)
+    unsplit = PlacementPolicy(policy.nodes, replace(policy.cfg, data_parallel="off"), policy.cost)
     jobs = {j.id: j for j in unsplit.jobs(stages)}
     unit, devices = unsplit._capacity_units()
     per = (lambda j: j.demand.gpus) if unit == "gpus" else (lambda j: j.demand.cpus)
@@ -56,7 +56,7 @@ def lower_bound(policy: PlacementPolicy, stages: list[Stage]) -> tuple[float, in
     return max(work / max(1, devices), chain), loads
 
 
-def simulate(stages: Iterable[Stage], nodes: list[NodeShape], resources: dict | None = None, cost=None) -> SimResult:
+def simulate(stages: Iterable[Stage], nodes: list[NodeShape], resources=None, cost=None) -> SimResult:
     stages = list(stages)
     policy = PlacementPolicy(nodes, resources, cost)
     jobs = policy.jobs(stages)

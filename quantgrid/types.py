@@ -49,6 +49,11 @@ class ModelSpec:
     # its result, so they stay out of the key.
     params_b: float = 0.0  # parameters in billions (cost model); 0 = estimate from the source dims
     quantize_resources: dict[str, Any] = field(default_factory=dict)  # {gpus, memory_gb, disk_gb}
+    # Engine settings this model needs by default, e.g. {add_bos_token: true} for Gemma under the
+    # engine default false (the authors' lm-eval setting for Llama). Applied over conf/engine;
+    # a sweep's `engine:` and `engine.KEY=...` on the command line still win. They reach the
+    # cells' engine settings (and so the cell keys) from there, not through this key.
+    engine: dict[str, Any] = field(default_factory=dict)
     # Content identity of a `local` checkpoint (config, tokenizer, chat template, weight sizes),
     # filled in by the driver at plan time: in the key, so an edited checkpoint is a new cell.
     revision: str = ""
@@ -56,7 +61,7 @@ class ModelSpec:
     @cached_property
     def key(self) -> str:
         d = asdict(self)
-        for k in ("format_overrides", "note", "params_b", "quantize_resources"):
+        for k in ("format_overrides", "note", "params_b", "quantize_resources", "engine"):
             d.pop(k)
         return stable_hash(d)
 

@@ -20,6 +20,7 @@ from bench.synthetic import wide_sweep
 from orchestrator.driver import Driver
 from orchestrator.ledger import Ledger
 from orchestrator.plan import expand
+from quantgrid.settings import Resources
 from workers.synthetic import SleepWorker
 
 
@@ -40,7 +41,7 @@ def ray_local():
 def _plan(tmp_path, recipes, tasks, seconds, similarity=None, perf=None, **resources):
     sweep = wide_sweep(models=1, recipes=recipes, tasks=tasks, seeds=1, seed=3)
     res = {"cpus_per_actor": 1, "data_parallel": "off", "reuse_actors": True, "max_retries": 2, **resources}
-    sweep = replace(sweep, run_dir=tmp_path, resources=res, raw={"synthetic": True},
+    sweep = replace(sweep, run_dir=tmp_path, resources=Resources.of(res), raw={"synthetic": True},
                     engine=replace(sweep.engine, accelerator="cpu", batch_size="auto"),
                     similarity={"tasks": similarity, "encoder": "all-minilm-l6-v2"} if similarity else {},
                     perf=perf or {})

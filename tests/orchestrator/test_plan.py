@@ -10,6 +10,7 @@ import pytest
 from orchestrator import sizing
 from orchestrator.config import compose, load_sweep
 from orchestrator.plan import expand
+from quantgrid.settings import Resources
 from quantgrid.types import StageKind
 
 
@@ -82,9 +83,46 @@ def test_a_sweeps_resources_are_pinned_over_the_roots_and_the_command_line_wins(
     once dropped without a word: they apply over conf/config.yaml's, under `resources.*` given on
     the command line."""
     paper = load_sweep(compose(["sweep=paper"])).resources
-    assert (paper["stage_timeout_s"], paper["start_timeout_s"]) == (21600, 3600)
-    assert paper["runtime_env"] == {"quantize": {"py_executable": "/opt/quantize/bin/python"}}
-    assert paper["lease_s"] == 120 and paper["reuse_actors"] is True  # the rest from conf/config.yaml
+    assert (paper.stage_timeout_s, paper.start_timeout_s) == (21600, 3600)
+    assert paper.runtime_env == {"quantize": {"py_executable": "/opt/quantize/bin/python"}}
+    assert paper == Resources(stage_timeout_s=21600, start_timeout_s=3600, runtime_env=paper.runtime_env)  # the rest: defaults
     cli = load_sweep(compose(["sweep=paper", "resources.stage_timeout_s=60", "+resources.runtime_env={}"])).resources
-    assert cli["stage_timeout_s"] == 60 and cli["runtime_env"] == {} and cli["start_timeout_s"] == 3600
-    assert load_sweep(compose(["sweep=tiny"])).resources["stage_timeout_s"] == 3600
+    assert cli.stage_timeout_s == 60 and cli.runtime_env == {} and cli.start_timeout_s == 3600
+    assert load_sweep(compose(["sweep=tiny"])).resources == Resources()  # conf/config.yaml sets no default of its own
+
+
+@pytest.fixture
+def extra_conf(tmp_path):
+    """tmp_path layered over conf/ as `--conf-dir` does (the CLI's list, restored afterwards)."""
+    from orchestrator import config
+
+    before = list(config.EXTRA_CONF_DIRS)
+    config.EXTRA_CONF_DIRS[:] = [tmp_path, *before]
+    yield tmp_path
+    config.EXTRA_CONF_DIRS[:] = before
+
+
+def test_a_model_carries_engine_defaults_a_sweep_and_the_command_line_override(extra_conf):
+    """Gemma needs its BOS token under the engine default add_bos_token: false (the authors'
+    lm-eval setting for Llama): the model's own `engine:` applies to its cells only, and loses to
+    the sweep's `engine:` and to `engine.KEY=...` on the command line."""
+    from orchestrator import config
+    from quantgrid.runtime import CONF_DIR
+
+    tmp_path = extra_conf
+    model = (CONF_DIR / "model" / "tiny-llama.yaml").read_text().replace("name: tiny-llama", "name: tiny-bos")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "tiny-bos.yaml").write_text(model + "engine: {add_bos_token: true}\n")
+
+    def bos(*overrides):
+        plan = expand(load_sweep(compose(["sweep=tiny", "sweep.models=[tiny-llama,tiny-bos]", "sweep.formats=[bf16]",
+                                          *overrides])))
+        return {c.model.name: c.engine.add_bos_token for c in plan.cells}
+
+    assert bos() == {"tiny-llama": False, "tiny-bos": True}
+    assert bos("+sweep.engine.add_bos_token=false") == {"tiny-llama": False, "tiny-bos": False}
+    assert bos("engine.add_bos_token=false") == {"tiny-llama": False, "tiny-bos": False}
+    assert bos("engine.add_bos_token=true") == {"tiny-llama": True, "tiny-bos": True}
+    (tmp_path / "model" / "tiny-bos.yaml").write_text(model + "engine: {seed: 7}\n")
+    with pytest.raises(config.ConfigError, match="engine.seed is not an engine setting a model may change"):
+        bos()
