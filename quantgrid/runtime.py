@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-TASKS_DIR = PROJECT_ROOT / "workers" / "tasks"  # lm-eval task folders (include_path)
-CONF_DIR = PROJECT_ROOT / "conf"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent  # the checkout (site-packages when installed)
+TASKS_DIR = PROJECT_ROOT / "workers" / "tasks"  # lm-eval task folders (include_path), package data of workers
+# The Hydra tree, as package data of quantgrid: in a checkout quantgrid/conf is a link to the
+# top-level conf/ (where the data flow starts), in a wheel the files themselves.
+CONF_DIR = Path(str(importlib.resources.files("quantgrid").joinpath("conf")))
 
 
 def installed_versions(packages: tuple[str, ...] | list[str]) -> dict[str, str | None]:
