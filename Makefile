@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export QUANTGRID_CACHE ?= $(HOME)/.cache/quantgrid
 
-.PHONY: setup demo test lock gpu-lock gpu-lock-check bench clean
+.PHONY: setup demo test lint lock gpu-lock gpu-lock-check bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -12,9 +12,14 @@ setup:
 demo: setup
 	$(VENV)/bin/quantgrid run sweep=demo
 
-test: setup gpu-lock-check
+test: setup gpu-lock-check lint
 	@bash scripts/test-deps.sh
 	$(PY) -m pytest tests --durations=15
+
+# ruff (pinned in requirements/cpu.lock; settings in pyproject.toml [tool.ruff], line length 120).
+lint: setup
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
 
 # The GPU dependency sets (extras gpu, gpu-quantize) for linux x86_64 / CUDA: re-resolve them, or
 # check (in `make test`, hence CI) that the committed locks still resolve and match pyproject.toml.

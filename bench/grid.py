@@ -54,10 +54,18 @@ def plan_500k() -> dict:
     jobs = PlacementPolicy([GPU_NODE] * 128, {}).jobs(plan.stages)
     wall = time.perf_counter() - t0
     assert len(keys) == 500_000
-    return {"cells": counts["cells"], "samples": counts["samples"], "engine_loads": counts["engine_loads"],
-            "quantize_jobs": counts["quantize_jobs"], "jobs_on_1024_gpus": len(jobs),
-            "gpu_hours": round(est["device_hours"]), "wall_s": round(wall, 2), "target_wall_s": 5,
-            "peak_rss_mb": round(_rss_mb()), "target_peak_rss_mb": 1024}
+    return {
+        "cells": counts["cells"],
+        "samples": counts["samples"],
+        "engine_loads": counts["engine_loads"],
+        "quantize_jobs": counts["quantize_jobs"],
+        "jobs_on_1024_gpus": len(jobs),
+        "gpu_hours": round(est["device_hours"]),
+        "wall_s": round(wall, 2),
+        "target_wall_s": 5,
+        "peak_rss_mb": round(_rss_mb()),
+        "target_peak_rss_mb": 1024,
+    }
 
 
 def resume_500k() -> dict:
@@ -81,12 +89,21 @@ def resume_500k() -> dict:
     led = Ledger(tmp / "ledger.db")
     done_keys = led.done_keys("synthetic")
     plan = expand(wide_sweep())
-    jobs = PlacementPolicy([GPU_NODE] * 128, {}).jobs(plan.stages, lambda s: [c for c in s.cells if c.key not in done_keys])
+    jobs = PlacementPolicy([GPU_NODE] * 128, {}).jobs(
+        plan.stages, lambda s: [c for c in s.cells if c.key not in done_keys]
+    )
     wall = time.perf_counter() - t0
     left = sum(len(j.cells) for j in jobs)
-    return {"cells": len(plan.cells), "done_in_ledger": len(done_keys), "cells_left": left, "jobs_left": len(jobs),
-            "wall_s": round(wall, 2), "target_wall_s": 5, "ledger_fill_s_untimed": round(fill, 1),
-            "peak_rss_mb": round(_rss_mb())}
+    return {
+        "cells": len(plan.cells),
+        "done_in_ledger": len(done_keys),
+        "cells_left": left,
+        "jobs_left": len(jobs),
+        "wall_s": round(wall, 2),
+        "target_wall_s": 5,
+        "ledger_fill_s_untimed": round(fill, 1),
+        "peak_rss_mb": round(_rss_mb()),
+    }
 
 
 def simulate_all() -> dict:
@@ -123,8 +140,9 @@ def ray_cluster() -> dict:
     # One model is served TP8 x PP2: a 16-GPU placement group across both nodes (the 405B path).
     models = [replace(m, quantize_resources={"gpus": 1}) for m in sweep.models]
     models[0] = replace(models[0], tensor_parallel_size=8, pipeline_parallel_size=2)
-    sweep = replace(sweep, run_dir=tmp, raw={"synthetic": True}, resources=Resources(reuse_actors=False, lease_s=60),
-                    models=models)
+    sweep = replace(
+        sweep, run_dir=tmp, raw={"synthetic": True}, resources=Resources(reuse_actors=False, lease_s=60), models=models
+    )
     plan = expand(sweep)
     cost = CostModel()
     # Scale so the simulated makespan on this cluster is ~40 s of real sleeping.
@@ -145,9 +163,14 @@ def ray_cluster() -> dict:
                 return lambda *a, **k: None
 
         loads = {"n": 0}
-        drv = Driver(plan, NullSink(), ledger=ledger, nodes=nodes,
-                     progress=lambda e, **i: loads.__setitem__("n", loads["n"] + (e == "engine")),
-                     worker=(SleepWorker, ("", secs, scale, cost.load_seconds(plan.sweep.models[0], "h100-80gb"))))
+        drv = Driver(
+            plan,
+            NullSink(),
+            ledger=ledger,
+            nodes=nodes,
+            progress=lambda e, **i: loads.__setitem__("n", loads["n"] + (e == "engine")),
+            worker=(SleepWorker, ("", secs, scale, cost.load_seconds(plan.sweep.models[0], "h100-80gb"))),
+        )
         pgs: set = set()
         from orchestrator import scheduler as sched
 
@@ -167,12 +190,20 @@ def ray_cluster() -> dict:
     finally:
         ray.shutdown()
         cluster.shutdown()
-    return {"nodes": [f"{n.cpus} CPU / {n.gpus} GPU" for n in nodes], "cells": len(plan.cells), "jobs": summary.jobs,
-            "cells_done": summary.done, "results_rows": results[0], "distinct_results": results[1],
-            "failed": len(summary.failed), "engine_loads": loads["n"], "wall_s": round(wall, 1),
-            "placement_groups": sorted(f"{name}: {n} nodes, {g} GPUs" for name, n, g in pgs),
-            "simulated_makespan_s": round(sim.makespan_s * scale, 1),
-            "overhead_vs_simulation": round(wall / (sim.makespan_s * scale), 2)}
+    return {
+        "nodes": [f"{n.cpus} CPU / {n.gpus} GPU" for n in nodes],
+        "cells": len(plan.cells),
+        "jobs": summary.jobs,
+        "cells_done": summary.done,
+        "results_rows": results[0],
+        "distinct_results": results[1],
+        "failed": len(summary.failed),
+        "engine_loads": loads["n"],
+        "wall_s": round(wall, 1),
+        "placement_groups": sorted(f"{name}: {n} nodes, {g} GPUs" for name, n, g in pgs),
+        "simulated_makespan_s": round(sim.makespan_s * scale, 1),
+        "overhead_vs_simulation": round(wall / (sim.makespan_s * scale), 2),
+    }
 
 
 def engine_loads() -> dict:
@@ -182,10 +213,13 @@ def engine_loads() -> dict:
     paper = expand(paper_sweep())
     groups = len(paper.evaluate_stages)
     per_task = sum(len(s.cells) for s in paper.evaluate_stages)  # lm-eval CLI: one engine per task run
-    return {"paper_grid_cells": len(paper.cells), "quantgrid_engine_loads": groups,
-            "lm_eval_run_per_task_loads": per_task,
-            "with_dp_replicas_on_8_nodes": simulate(paper.stages, [GPU_NODE] * 8).engine_loads,
-            "with_dp_replicas_on_32_nodes": simulate(paper.stages, [GPU_NODE] * 32).engine_loads}
+    return {
+        "paper_grid_cells": len(paper.cells),
+        "quantgrid_engine_loads": groups,
+        "lm_eval_run_per_task_loads": per_task,
+        "with_dp_replicas_on_8_nodes": simulate(paper.stages, [GPU_NODE] * 8).engine_loads,
+        "with_dp_replicas_on_32_nodes": simulate(paper.stages, [GPU_NODE] * 32).engine_loads,
+    }
 
 
 def export() -> dict:
@@ -205,9 +239,23 @@ def export() -> dict:
     ledger.open_sweep("synthetic", [], [], plan.cells)
     token = ledger.lease("synthetic", "all", [c.key for c in plan.cells], 3600)
     for i, c in enumerate(plan.cells):
-        ledger.commit_result("synthetic", token, TaskResult(
-            c.key, c.model.name, c.format.name, c.task.name, {"acc,none": (i % 13) / 13, "acc_stderr,none": 0.01},
-            [], 0, 1.0, {}, primary_metric="acc,none", tokens={"prompt_tokens": 1000, "generation_tokens": 10}))
+        ledger.commit_result(
+            "synthetic",
+            token,
+            TaskResult(
+                c.key,
+                c.model.name,
+                c.format.name,
+                c.task.name,
+                {"acc,none": (i % 13) / 13, "acc_stderr,none": 0.01},
+                [],
+                0,
+                1.0,
+                {},
+                primary_metric="acc,none",
+                tokens={"prompt_tokens": 1000, "generation_tokens": 10},
+            ),
+        )
     from orchestrator.ui import start_server, stop
 
     proc, uri = start_server(f"sqlite:///{tmp / 'server.db'}", tmp / "artifacts", tmp / "server.log")
@@ -228,9 +276,16 @@ def export() -> dict:
     finally:
         stop(proc)
     big = expand(wide_sweep())
-    return {"cells_exported": pushed, "metrics_per_cell": 5, "ms_per_cell": round(1000 * first / pushed, 2), "target_ms_per_cell": 20,
-            "reexport_ms_per_cell": round(1000 * again / pushed, 2), "runs": len(runs), "history_lengths_after_2_exports": sorted(lengths),
-            "runs_for_500k_cells": len(big.evaluate_stages) + 1}
+    return {
+        "cells_exported": pushed,
+        "metrics_per_cell": 5,
+        "ms_per_cell": round(1000 * first / pushed, 2),
+        "target_ms_per_cell": 20,
+        "reexport_ms_per_cell": round(1000 * again / pushed, 2),
+        "runs": len(runs),
+        "history_lengths_after_2_exports": sorted(lengths),
+        "runs_for_500k_cells": len(big.evaluate_stages) + 1,
+    }
 
 
 def samples_10m() -> dict:
@@ -251,8 +306,13 @@ def samples_10m() -> dict:
         for f in ("bf16", "fp8", "int8", "w4a16")[:formats]:
             for t in range(tasks):
                 p = 0.4 + 0.02 * t - (0.01 if f != "bf16" else 0)
-                table = pa.table({"cell_key": pa.array([f"{m}{f}{t}"] * docs), "doc_id": np.arange(docs),
-                                  "m_acc": (rng.random(docs) < p).astype(np.float64)})
+                table = pa.table(
+                    {
+                        "cell_key": pa.array([f"{m}{f}{t}"] * docs),
+                        "doc_id": np.arange(docs),
+                        "m_acc": (rng.random(docs) < p).astype(np.float64),
+                    }
+                )
                 d = tmp / "samples" / f"model=m{m}" / f"format={f}" / f"task=t{t}"
                 d.mkdir(parents=True)
                 pq.write_table(table, d / "part.parquet")
@@ -261,23 +321,44 @@ def samples_10m() -> dict:
     dataset = ds.dataset(tmp / "samples", format="parquet", partitioning="hive")
     rows = dataset.count_rows()
     t1 = time.perf_counter()
-    model = dataset.to_table(columns=["format", "task", "doc_id", "m_acc"], filter=ds.field("model") == "m3").to_pandas()
+    model = dataset.to_table(
+        columns=["format", "task", "doc_id", "m_acc"], filter=ds.field("model") == "m3"
+    ).to_pandas()
     diffs = []
     for task, g in model.groupby("task"):
         base = g[g.format == "bf16"]
         other = g[g.format == "fp8"]
-        p, _, _ = paired_task(task, Samples(base.doc_id.to_numpy(), base.m_acc.to_numpy()),
-                              Samples(other.doc_id.to_numpy(), other.m_acc.to_numpy()), True, resamples=1000)
+        p, _, _ = paired_task(
+            task,
+            Samples(base.doc_id.to_numpy(), base.m_acc.to_numpy()),
+            Samples(other.doc_id.to_numpy(), other.m_acc.to_numpy()),
+            True,
+            resamples=1000,
+        )
         diffs.append(p.diff)
     query = time.perf_counter() - t0
-    return {"rows": rows, "write_s": round(write, 1), "write_rows_per_s": round(rows / write),
-            "count_s": round(t1 - t0, 2), "paired_query_s": round(query, 1),
-            "paired_rows_read": len(model), "tasks_compared": len(diffs), "bootstrap_resamples": 1000,
-            "peak_rss_mb": round(_rss_mb())}
+    return {
+        "rows": rows,
+        "write_s": round(write, 1),
+        "write_rows_per_s": round(rows / write),
+        "count_s": round(t1 - t0, 2),
+        "paired_query_s": round(query, 1),
+        "paired_rows_read": len(model),
+        "tasks_compared": len(diffs),
+        "bootstrap_resamples": 1000,
+        "peak_rss_mb": round(_rss_mb()),
+    }
 
 
-BENCHES = {"plan-500k": plan_500k, "resume-500k": resume_500k, "simulate": simulate_all,
-           "ray-cluster": ray_cluster, "engine-loads": engine_loads, "export": export, "samples-10m": samples_10m}
+BENCHES = {
+    "plan-500k": plan_500k,
+    "resume-500k": resume_500k,
+    "simulate": simulate_all,
+    "ray-cluster": ray_cluster,
+    "engine-loads": engine_loads,
+    "export": export,
+    "samples-10m": samples_10m,
+}
 
 
 if __name__ == "__main__":

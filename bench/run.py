@@ -37,7 +37,9 @@ OUT = ROOT / "bench" / "results.json"
 def measured(cmd: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT) -> dict:
     """Run `cmd`, sampling the RSS of its whole process tree (Ray workers included)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env or os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env or os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     peak = {"tree": 0, "single": 0}
     seen: dict[int, psutil.Process] = {}
 
@@ -66,9 +68,14 @@ def measured(cmd: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT
     output = proc.stdout.read()
     proc.wait()
     th.join(timeout=2)
-    return {"cmd": " ".join(cmd), "rc": proc.returncode, "seconds": round(time.perf_counter() - t0, 1),
-            "peak_rss_tree_mb": round(peak["tree"] / 2**20), "peak_rss_single_mb": round(peak["single"] / 2**20),
-            "tail": output[-3000:]}
+    return {
+        "cmd": " ".join(cmd),
+        "rc": proc.returncode,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "peak_rss_tree_mb": round(peak["tree"] / 2**20),
+        "peak_rss_single_mb": round(peak["single"] / 2**20),
+        "tail": output[-3000:],
+    }
 
 
 def engine_rates(run_dir: Path) -> dict:
@@ -78,7 +85,9 @@ def engine_rates(run_dir: Path) -> dict:
         tok = r.get("tokens", {})
         n = tok.get("prompt_tokens", 0) + tok.get("generation_tokens", 0)
         rates[f"{r['format']}/{r['task']}"] = {
-            "tokens": n, "seconds": round(r["seconds"], 1), "tokens_per_s": round(n / max(r["seconds"], 1e-9)),
+            "tokens": n,
+            "seconds": round(r["seconds"], 1),
+            "tokens_per_s": round(n / max(r["seconds"], 1e-9)),
             "score": r["metrics"].get(r["primary_metric"]),
         }
     return rates
@@ -89,8 +98,12 @@ def stage_walls(run_dir: Path) -> dict:
     import sqlite3
 
     db = sqlite3.connect(run_dir / "ledger.db")
-    return {stage: round(end - start, 1) for stage, start, end in
-            db.execute("SELECT stage, started, finished FROM attempts WHERE finished IS NOT NULL ORDER BY started")}
+    return {
+        stage: round(end - start, 1)
+        for stage, start, end in db.execute(
+            "SELECT stage, started, finished FROM attempts WHERE finished IS NOT NULL ORDER BY started"
+        )
+    }
 
 
 def host() -> dict:
@@ -132,14 +145,31 @@ def demo_perf() -> dict:
             r = json.loads(line)
             m = {k.split(",")[0]: v for k, v in r["metrics"].items()}
             figures[f"{r['format']}/{r['task']}"] = {
-                "sync": {k: round(m[f"sync_{k}"], 4) for k in ("ttft_ms_p50", "itl_ms_p50", "request_latency_s_p50",
-                                                            "request_latency_s_p99", "output_tok_per_s")},
-                "c4": {k: round(m[f"c4_{k}"], 4) for k in ("requests_per_s", "output_tok_per_s", "ttft_ms_p99")
-                       if f"c4_{k}" in m},
-                "server_start_s": round(r["provenance"]["server_start_seconds"], 1), "guidellm_s": round(r["seconds"], 1)}
+                "sync": {
+                    k: round(m[f"sync_{k}"], 4)
+                    for k in (
+                        "ttft_ms_p50",
+                        "itl_ms_p50",
+                        "request_latency_s_p50",
+                        "request_latency_s_p99",
+                        "output_tok_per_s",
+                    )
+                },
+                "c4": {
+                    k: round(m[f"c4_{k}"], 4)
+                    for k in ("requests_per_s", "output_tok_per_s", "ttft_ms_p99")
+                    if f"c4_{k}" in m
+                },
+                "server_start_s": round(r["provenance"]["server_start_seconds"], 1),
+                "guidellm_s": round(r["seconds"], 1),
+            }
         db = sqlite3.connect(out / "ledger.db")
-        figures["stage_wall_s"] = {stage: round(end - start, 1) for stage, start, end in
-                                   db.execute("SELECT stage, started, finished FROM attempts WHERE stage LIKE 'perf/%'")}
+        figures["stage_wall_s"] = {
+            stage: round(end - start, 1)
+            for stage, start, end in db.execute(
+                "SELECT stage, started, finished FROM attempts WHERE stage LIKE 'perf/%'"
+            )
+        }
         res["figures"] = figures
     shutil.rmtree(tmp, ignore_errors=True)
     return res
@@ -160,7 +190,9 @@ MODULES = {"judge-vllm": "bench.judge"}  # benches with a module of their own (o
 
 
 def grid(name: str) -> dict:
-    res = measured([sys.executable, "-m", MODULES[name]] if name in MODULES else [sys.executable, "-m", "bench.grid", name])
+    res = measured(
+        [sys.executable, "-m", MODULES[name]] if name in MODULES else [sys.executable, "-m", "bench.grid", name]
+    )
     lines = [ln for ln in res["tail"].splitlines() if ln.startswith("{")]
     if res["rc"] == 0 and lines:
         res["figures"] = json.loads(lines[-1])
@@ -187,8 +219,11 @@ def main(argv: list[str]) -> int:
         elif name in GRID or name in MODULES:
             res = grid(name)
         else:
-            print(f"bench: unknown benchmark {name!r} (known: {', '.join((*GRID, *MODULES, 'setup-again', 'setup-cold', 'demo-cold', 'demo-warm', 'demo-perf'))})",
-                  file=sys.stderr)
+            print(
+                f"bench: unknown benchmark {name!r} (known: "
+                f"{', '.join((*GRID, *MODULES, 'setup-again', 'setup-cold', 'demo-cold', 'demo-warm', 'demo-perf'))})",
+                file=sys.stderr,
+            )
             return 2
         res["when"] = time.strftime("%Y-%m-%d %H:%M:%S")
         res["host"] = host()

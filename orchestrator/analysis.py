@@ -6,8 +6,8 @@ Confidence intervals come from a paired bootstrap: each resample draws the same 
 the baseline and the quantized format (seeded, `resamples` configurable), and every statistic
 (difference, recovery, suite recovery) is computed on those same draws. Corpus metrics
 (perplexity) are re-aggregated per resample from per-document loglikelihoods and word counts,
-never averaged; ratio metrics (a judge's weighted win rate) likewise as pooled wins / weight. McNemar's exact test (scipy's binomial test on the discordant pairs) for 0/1
-outcomes.
+never averaged; ratio metrics (a judge's weighted win rate) likewise as pooled wins / weight.
+McNemar's exact test (scipy's binomial test on the discordant pairs) for 0/1 outcomes.
 """
 
 from __future__ import annotations
@@ -84,8 +84,9 @@ def resample_indices(n: int, resamples: int, rng: np.random.Generator) -> np.nda
     return rng.integers(0, n, size=(resamples, n))
 
 
-def paired_task(task: str, base: Samples, other: Samples, higher_is_better: bool,
-                resamples: int = 2000, seed: int = 0) -> tuple[Paired, np.ndarray, np.ndarray]:
+def paired_task(
+    task: str, base: Samples, other: Samples, higher_is_better: bool, resamples: int = 2000, seed: int = 0
+) -> tuple[Paired, np.ndarray, np.ndarray]:
     """Statistics for one task, plus the per-resample scores (for suite aggregation)."""
     base, other = align(base, other)
     n = len(base.doc_ids)
@@ -96,11 +97,31 @@ def paired_task(task: str, base: Samples, other: Samples, higher_is_better: bool
     full = np.arange(n)[None, :]
     b0, s0 = float(base.statistic(full)[0]), float(other.statistic(full)[0])
     bs, ss = base.statistic(idx), other.statistic(idx)
-    binary = base.units is None and set(np.unique(base.values)) <= {0.0, 1.0} and set(np.unique(other.values)) <= {0.0, 1.0}
+    binary = (
+        base.units is None and set(np.unique(base.values)) <= {0.0, 1.0} and set(np.unique(other.values)) <= {0.0, 1.0}
+    )
     p, disc = mcnemar_exact(base.values, other.values) if binary else (None, None)
-    rec = None if b0 == 0 or (s0 == 0 and not higher_is_better) else float(_ratio(np.array(s0), np.array(b0), higher_is_better))
-    return (Paired(task, n, b0, s0, s0 - b0, _ci(ss - bs), rec, _ci(_ratio(ss, bs, higher_is_better)) if rec is not None else None,
-                   p, disc), bs, ss)
+    rec = (
+        None
+        if b0 == 0 or (s0 == 0 and not higher_is_better)
+        else float(_ratio(np.array(s0), np.array(b0), higher_is_better))
+    )
+    return (
+        Paired(
+            task,
+            n,
+            b0,
+            s0,
+            s0 - b0,
+            _ci(ss - bs),
+            rec,
+            _ci(_ratio(ss, bs, higher_is_better)) if rec is not None else None,
+            p,
+            disc,
+        ),
+        bs,
+        ss,
+    )
 
 
 def suite_recovery(per_task: list[tuple[float, float, np.ndarray, np.ndarray]]) -> tuple[float, tuple[float, float]]:

@@ -51,37 +51,76 @@ def cmd_plan(args) -> int:
         shape = NodeShape(cpus=args.cpus_per_node, gpus=args.gpus_per_node, memory_gb=args.memory_gb_per_node)
         sim = simulate(plan.stages, [shape] * args.nodes, plan.sweep.resources, None).as_dict()
     if args.json:
-        print(json.dumps({
-            "sweep": plan.sweep.name, "counts": counts, "engine_splits": plan.engine_splits(), "estimate": est, "simulation": sim,
-            "host": plan.sweep.host.as_dict() if plan.sweep.host else None, "sizing": plan.sweep.sizing,
-            "execution": {m: {f: ex.as_dict() for f, ex in fmts.items()} for m, fmts in plan.sweep.execution.items()},
-            "cells": [{"key": c.key, "model": c.model.name, "format": c.format.name, "task": c.task.name, "seed": c.seed} for c in plan.cells],
-            "stages": [{"key": s.key, "name": s.name, "kind": s.kind.value, "depends_on": s.depends_on,
-                        "cells": [c.key for c in s.cells]} for s in plan.stages],
-        }))
+        print(
+            json.dumps(
+                {
+                    "sweep": plan.sweep.name,
+                    "counts": counts,
+                    "engine_splits": plan.engine_splits(),
+                    "estimate": est,
+                    "simulation": sim,
+                    "host": plan.sweep.host.as_dict() if plan.sweep.host else None,
+                    "sizing": plan.sweep.sizing,
+                    "execution": {
+                        m: {f: ex.as_dict() for f, ex in fmts.items()} for m, fmts in plan.sweep.execution.items()
+                    },
+                    "cells": [
+                        {
+                            "key": c.key,
+                            "model": c.model.name,
+                            "format": c.format.name,
+                            "task": c.task.name,
+                            "seed": c.seed,
+                        }
+                        for c in plan.cells
+                    ],
+                    "stages": [
+                        {
+                            "key": s.key,
+                            "name": s.name,
+                            "kind": s.kind.value,
+                            "depends_on": s.depends_on,
+                            "cells": [c.key for c in s.cells],
+                        }
+                        for s in plan.stages
+                    ],
+                }
+            )
+        )
         return 0
     print(f"sweep {plan.sweep.name}: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counts.items()))
     for line in execution_lines(plan.sweep):
         print(line)
     for setting, tasks in plan.engine_splits().items():
-        print(f"a second engine load per (model, format, seed): {setting} for {', '.join(tasks)} (an engine-level setting)")
+        print(
+            f"a second engine load per (model, format, seed): {setting} for {', '.join(tasks)} (an engine-level "
+            "setting)"
+        )
     acc = est["by_model_format"][0]["accelerator"] if est["by_model_format"] else "cpu"
     unit = "CPU-hours" if acc == "cpu" else "GPU-hours"
-    print(f"estimated {unit} ({acc}, cost model: orchestrator/cost.py, overridable as `cost:`): {est['device_hours']:.2f}")
+    print(
+        f"estimated {unit} ({acc}, cost model: orchestrator/cost.py, overridable as `cost:`): {est['device_hours']:.2f}"
+    )
     for r in est["by_model_format"][:50]:
-        print(f"  {r['model']}/{r['format']}: {r['device_hours']:.2f} {unit}, "
-              f"{r['prompt_tokens'] / 1e6:.2f}M prompt + {r['output_tokens'] / 1e6:.2f}M generated tokens")
+        print(
+            f"  {r['model']}/{r['format']}: {r['device_hours']:.2f} {unit}, "
+            f"{r['prompt_tokens'] / 1e6:.2f}M prompt + {r['output_tokens'] / 1e6:.2f}M generated tokens"
+        )
     if len(est["by_model_format"]) > 50:
         print(f"  ... {len(est['by_model_format']) - 50} more (model, format) groups (--json for all)")
     if est["by_task"]:
         print("per task (all its cells; tokens from conf/task cost: samples x prompt / output tokens):")
     for t in est["by_task"][:50]:
-        print(f"  {t['task']}: {t['cells']} cells, {t['samples']:,} samples, {t['prompt_tokens'] / 1e6:.2f}M prompt + "
-              f"{t['output_tokens'] / 1e6:.2f}M generated tokens, {t['device_hours']:.2f} {unit}")
+        print(
+            f"  {t['task']}: {t['cells']} cells, {t['samples']:,} samples, {t['prompt_tokens'] / 1e6:.2f}M prompt + "
+            f"{t['output_tokens'] / 1e6:.2f}M generated tokens, {t['device_hours']:.2f} {unit}"
+        )
     if sim:
-        print(f"simulated on {args.nodes} x {args.gpus_per_node} GPUs: makespan {sim['makespan_s'] / 3600:.2f} h "
-              f"(lower bound {sim['lower_bound_s'] / 3600:.2f} h, x{sim['ratio']}), {sim['engine_loads']} engine loads, "
-              f"utilization {sim['utilization']:.0%}")
+        print(
+            f"simulated on {args.nodes} x {args.gpus_per_node} GPUs: makespan {sim['makespan_s'] / 3600:.2f} h "
+            f"(lower bound {sim['lower_bound_s'] / 3600:.2f} h, x{sim['ratio']}), {sim['engine_loads']} engine loads, "
+            f"utilization {sim['utilization']:.0%}"
+        )
     if len(plan.stages) <= 200:
         for s in plan.stages:
             print(f"  {s.name}" + (f"  [{', '.join(c.task.name for c in s.cells)}]" if s.cells else ""))
@@ -138,7 +177,12 @@ def cmd_export(args) -> int:
     ledger = _ledger_for(args.sweep, args.run_dir)
     plan = _sweep_plan(ledger, args.sweep, args.run_dir)
     run_dir = Path(args.run_dir).resolve() / args.sweep
-    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or plan.sweep.tracking_uri or local_tracking_uri(run_dir)
+    uri = (
+        args.tracking_uri
+        or os.environ.get("MLFLOW_TRACKING_URI")
+        or plan.sweep.tracking_uri
+        or local_tracking_uri(run_dir)
+    )
     exporter = Exporter(run_dir / "ledger.db", args.sweep, uri, plan, artifact_root=run_dir / "mlartifacts")
     t0 = time.perf_counter()
     info = ledger.sweep_info(args.sweep) or {}
@@ -149,11 +193,15 @@ def cmd_export(args) -> int:
         pushed = exporter.push(run_dir)
         state = info.get("state")
         if state in ("done", "failed"):
-            exporter.finish({"cells_done": ledger.counts(args.sweep)["done"]}, "FAILED" if state == "failed" else "FINISHED")
+            exporter.finish(
+                {"cells_done": ledger.counts(args.sweep)["done"]}, "FAILED" if state == "failed" else "FINISHED"
+            )
     except Exception as exc:
         total, acked = ledger.export_counts(args.sweep, uri)
-        raise ConfigError(f"MLflow at {uri} unreachable or failing ({type(exc).__name__}: {' '.join(str(exc).split())[:160]}); "
-                          f"{acked} of {total} results exported, the rest stay in the ledger: run export again") from None
+        raise ConfigError(
+            f"MLflow at {uri} unreachable or failing ({type(exc).__name__}: {' '.join(str(exc).split())[:160]}); "
+            f"{acked} of {total} results exported, the rest stay in the ledger: run export again"
+        ) from None
     total, acked = ledger.export_counts(args.sweep, uri)
     print(f"exported {pushed} results to {uri} in {time.perf_counter() - t0:.1f}s ({acked} of {total} acknowledged)")
     return 0
@@ -175,8 +223,10 @@ def cmd_resume(args) -> int:
     allowed = ("resources.", "+resources.", "ray_address=", "tracking_uri=", "cost.", "+cost.")
     bad = [o for o in args.overrides if not o.startswith(allowed)]
     if bad:
-        raise ConfigError(f"resume takes only resources.*, ray_address, tracking_uri and cost.* overrides, got {bad[0]} "
-                          "(other settings change the cells: start a new sweep with `quantgrid run`)")
+        raise ConfigError(
+            f"resume takes only resources.*, ray_address, tracking_uri and cost.* overrides, got {bad[0]} "
+            "(other settings change the cells: start a new sweep with `quantgrid run`)"
+        )
     return run.execute(_plan(overrides + args.overrides), overrides + args.overrides, conf_dirs, args.verbose)
 
 
@@ -242,8 +292,10 @@ def cmd_gc(args) -> int:
     verb = "would remove" if args.dry_run else "removed"
     for path, size in removed:
         print(f"{verb} {path} ({size / 2**20:.1f} MiB)")
-    print(f"gc: {verb} {len(removed)} unreferenced artifacts ({sum(s for _, s in removed) / 2**20:.1f} MiB); "
-          f"kept {kept} referenced by ledgers under {', '.join(map(str, roots))} or being built")
+    print(
+        f"gc: {verb} {len(removed)} unreferenced artifacts ({sum(s for _, s in removed) / 2**20:.1f} MiB); "
+        f"kept {kept} referenced by ledgers under {', '.join(map(str, roots))} or being built"
+    )
     return 0
 
 
@@ -254,8 +306,11 @@ def cmd_cancel(args) -> int:
         from orchestrator import submit
 
         stopped = submit.stop_jobs(args.address, args.sweep)
-        print(f"sweep {args.sweep}: stopped Ray job(s) {', '.join(stopped)}" if stopped else
-              f"sweep {args.sweep}: no running Ray job")
+        print(
+            f"sweep {args.sweep}: stopped Ray job(s) {', '.join(stopped)}"
+            if stopped
+            else f"sweep {args.sweep}: no running Ray job"
+        )
         if not _visible(args):
             return 0
     ledger = _ledger_for(args.sweep, args.run_dir)
@@ -294,7 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     p_plan.set_defaults(func=cmd_plan)
     p_resume = sub.add_parser("resume", help="rerun only missing and failed cells of a sweep, from its ledger")
     p_resume.add_argument("sweep")
-    p_resume.add_argument("overrides", nargs="*", help="where/how to run now, e.g. ray_address=auto resources.max_retries=4")
+    p_resume.add_argument(
+        "overrides", nargs="*", help="where/how to run now, e.g. ray_address=auto resources.max_retries=4"
+    )
     p_resume.add_argument("--run-dir", default="runs", help="where the sweep's run directory lives (default: runs)")
     p_resume.add_argument("-v", "--verbose", action="store_true")
     p_resume.set_defaults(func=cmd_resume)
@@ -338,8 +395,13 @@ def main(argv: list[str] | None = None) -> int:
     p_cancel.add_argument("--address", help="a submitted sweep's Ray job API (http://HEAD:8265): its jobs too")
     p_cancel.set_defaults(func=cmd_cancel)
     for p in (p_run, p_plan, p_resume, p_submit):
-        p.add_argument("--conf-dir", action="append", default=[], metavar="DIR",
-                       help="extra config tree (model/, format/, task/, sweep/) layered over conf/")
+        p.add_argument(
+            "--conf-dir",
+            action="append",
+            default=[],
+            metavar="DIR",
+            help="extra config tree (model/, format/, task/, sweep/) layered over conf/",
+        )
     # Overrides may come before or after options (`resume S --run-dir R k=v`): argparse leaves
     # positionals after an option unparsed, so take the ones that look like overrides.
     args, extra = parser.parse_known_args(argv)
@@ -372,7 +434,10 @@ def main(argv: list[str] | None = None) -> int:
         log = cache_dir() / "last-error.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text(traceback.format_exc())
-        print(f"quantgrid: error: {type(e).__name__}: {' '.join(str(e).split())[:300]} (traceback: {log})", file=sys.stderr)
+        print(
+            f"quantgrid: error: {type(e).__name__}: {' '.join(str(e).split())[:300]} (traceback: {log})",
+            file=sys.stderr,
+        )
         return 1
 
 

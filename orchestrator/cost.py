@@ -113,7 +113,14 @@ class CostModel:
         return int(n * prompt), int(n * out * float(c.get("repeats", 1)))
 
     def cell_seconds(self, cell: Cell) -> float:
-        k = (cell.model.key, cell.model.params_b, cell.format.name, cell.task.key, id(cell.task.cost), cell.engine.accelerator)
+        k = (
+            cell.model.key,
+            cell.model.params_b,
+            cell.format.name,
+            cell.task.key,
+            id(cell.task.cost),
+            cell.engine.accelerator,
+        )
         if k not in self._memo:  # a 500,000-cell grid has only (models x formats x tasks) distinct costs
             self._memo[k] = self._cell_seconds(cell)
         return self._memo[k]
@@ -153,9 +160,17 @@ class CostModel:
             kind, acc = self._acc(cell.engine.accelerator)
             speed = self.cfg["format_speed"].get(kind, {}).get(cell.format.name, 1.0)
             p = model_params_b(model)
-            request = p * (cell.scenario.prompt_tokens / acc["prefill_tok_s_b"] + cell.scenario.output_tokens / acc["decode_tok_s_b"]) / speed
-            total += c["load_generator_s"] + sum(min(cell.load.max_seconds, request * cell.load.max_requests / n)
-                                                 for n in cell.load.streams)
+            request = (
+                p
+                * (
+                    cell.scenario.prompt_tokens / acc["prefill_tok_s_b"]
+                    + cell.scenario.output_tokens / acc["decode_tok_s_b"]
+                )
+                / speed
+            )
+            total += c["load_generator_s"] + sum(
+                min(cell.load.max_seconds, request * cell.load.max_requests / n) for n in cell.load.streams
+            )
         return total
 
     def build_seconds(self, model: ModelSpec) -> float:

@@ -44,8 +44,13 @@ class RunSummary:
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else ""
     except (OSError, subprocess.SubprocessError):
         return ""
@@ -55,9 +60,17 @@ class Driver:
     """Runs a plan on Ray. `worker` is (actor class, constructor args): the real StageWorker, or
     the SleepWorker for scheduler benches and fault tests."""
 
-    def __init__(self, plan: Plan, sink: ResultSink, progress=None, verbose: bool = False,
-                 ledger: Ledger | None = None, worker: tuple[type, tuple] | None = None,
-                 nodes: list[NodeShape] | None = None, run_dir: Path | None = None):
+    def __init__(
+        self,
+        plan: Plan,
+        sink: ResultSink,
+        progress=None,
+        verbose: bool = False,
+        ledger: Ledger | None = None,
+        worker: tuple[type, tuple] | None = None,
+        nodes: list[NodeShape] | None = None,
+        run_dir: Path | None = None,
+    ):
         self.plan = plan
         self.sink = sink
         self.ledger = ledger
@@ -94,8 +107,9 @@ class Driver:
         sweep = self.plan.sweep
         if ray.is_initialized():
             return
-        kwargs: dict[str, Any] = dict(log_to_driver=self.verbose, include_dashboard=False,
-                                      configure_logging=True, logging_level="ERROR")
+        kwargs: dict[str, Any] = dict(
+            log_to_driver=self.verbose, include_dashboard=False, configure_logging=True, logging_level="ERROR"
+        )
         if sweep.ray_address:
             ray.init(address=sweep.ray_address, **kwargs)
         else:
@@ -130,7 +144,9 @@ class Driver:
 
         try:
             nodes = self.nodes or nodes_from_ray(ray.nodes())
-            self.policy = PlacementPolicy(nodes, self.plan.sweep.resources, CostModel(self.plan.sweep.raw.get("cost") or {}))
+            self.policy = PlacementPolicy(
+                nodes, self.plan.sweep.resources, CostModel(self.plan.sweep.raw.get("cost") or {})
+            )
             jobs = self.policy.jobs(self.plan.stages, self.todo)
             self.summary.jobs = len(jobs)
             Scheduler(self, jobs, nodes).run()
@@ -143,8 +159,16 @@ class Driver:
         if self.ledger is None:
             return 0
         node = getattr(att, "node_ids", "") or ",".join(str(b.node) for b in att.placement)
-        return self.ledger.lease(self.sweep_name, job.name, [c.key for c in att.cells], self.lease_s,
-                                 worker_pid=att.pid, node=node, fallback=fallback, log_path=att.log_path)
+        return self.ledger.lease(
+            self.sweep_name,
+            job.name,
+            [c.key for c in att.cells],
+            self.lease_s,
+            worker_pid=att.pid,
+            node=node,
+            fallback=fallback,
+            log_path=att.log_path,
+        )
 
     def renew(self, token: int, ttl_s: float) -> None:
         if self.ledger and token:
@@ -211,7 +235,10 @@ class Driver:
         from the run store; (None, why) when a side has no result (its cell failed)."""
         missing = [c for c in (comp.baseline, comp.cell) if c.key not in self.done]
         if missing:
-            return None, f"no outputs to compare: {', '.join(f'{c.format.name}/{c.task.name}' for c in missing)} has no result"
+            return (
+                None,
+                f"no outputs to compare: {', '.join(f'{c.format.name}/{c.task.name}' for c in missing)} has no result",
+            )
         if self.plan.sweep.raw.get("synthetic"):
             return [], ""
         outputs = []
@@ -220,7 +247,11 @@ class Driver:
             try:
                 outputs.append(read_generations(path))
             except Exception as exc:  # noqa: BLE001 - missing or damaged file: this comparison fails
-                return None, f"cannot read the outputs of {c.format.name}/{c.task.name} ({path}): {type(exc).__name__}: {one_line(exc)}"
+                return (
+                    None,
+                    f"cannot read the outputs of {c.format.name}/{c.task.name} ({path}): {type(exc).__name__}: "
+                    f"{one_line(exc)}",
+                )
         base, other = outputs
         return [(d, base[d], other[d]) for d in sorted(set(base) & set(other))], ""
 
@@ -251,8 +282,15 @@ class Driver:
         self.done.add(cell.key)
         self.sink.task_result(cell, result)
         self.summary.done += 1
-        self.emit("result", stage=att.job.name, task=cell.task.name, score=result.score, metric=cell.task.metric,
-                  seconds=result.seconds, tokens=result.tokens)
+        self.emit(
+            "result",
+            stage=att.job.name,
+            task=cell.task.name,
+            score=result.score,
+            metric=cell.task.metric,
+            seconds=result.seconds,
+            tokens=result.tokens,
+        )
         return True
 
     def _rejected(self, att) -> bool:
@@ -275,8 +313,15 @@ class Driver:
         """A build or quantize stage failed: every cell downstream of it fails with this cause."""
         stage = job.stage
         self.summary.failed.append((stage.name, cls, msg))
-        cells = [c for s in self.plan.stages if s.kind in SCORING and s.model.name == stage.model.name
-                 and (stage.format is None or s.format.name == stage.format.name) for c in s.cells if c.key not in self.done]
+        cells = [
+            c
+            for s in self.plan.stages
+            if s.kind in SCORING
+            and s.model.name == stage.model.name
+            and (stage.format is None or s.format.name == stage.format.name)
+            for c in s.cells
+            if c.key not in self.done
+        ]
         if self.ledger:
             self.ledger.fail_cells(self.sweep_name, [c.key for c in cells], cls, msg)
         self.sink.stage_failed(stage, cls, msg)
@@ -284,8 +329,13 @@ class Driver:
 
     def dependency_failed(self, job: Job) -> None:
         if job.kind in SCORING:
-            msg = (f"{job.stage.name}: an engine group it compares failed" if job.kind is StageKind.SIMILARITY
-                   else f"{job.stage.name}: no checkpoint (an upstream stage failed)")
+            msg = (
+                f"{job.stage.name}: an engine group it compares failed"
+                if job.kind is StageKind.SIMILARITY
+                else f"{job.stage.name}: no checkpoint (an upstream stage failed)"
+            )
             if self.ledger:  # first cause sticks: cells already failed keep the upstream reason
-                self.ledger.fail_cells(self.sweep_name, [c.key for c in job.cells], FailureClass.DEPENDENCY_FAILED.value, msg)
+                self.ledger.fail_cells(
+                    self.sweep_name, [c.key for c in job.cells], FailureClass.DEPENDENCY_FAILED.value, msg
+                )
             self.sink.stage_failed(job.stage, FailureClass.DEPENDENCY_FAILED.value, msg)

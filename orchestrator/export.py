@@ -26,8 +26,15 @@ from orchestrator.tracking import log_batch_chunked, metric_name
 
 
 class Exporter:
-    def __init__(self, ledger_path: Path, sweep: str, tracking_uri: str, plan=None, artifact_root: Path | None = None,
-                 batch_cells: int = 500):
+    def __init__(
+        self,
+        ledger_path: Path,
+        sweep: str,
+        tracking_uri: str,
+        plan=None,
+        artifact_root: Path | None = None,
+        batch_cells: int = 500,
+    ):
         self.ledger_path = Path(ledger_path)
         self.sweep = sweep
         self.uri = tracking_uri
@@ -55,8 +62,11 @@ class Exporter:
             return exp.experiment_id
         location = Path(self.artifact_root).resolve().as_uri() if self.artifact_root else None
         # experimentKind: MLflow 3's UI otherwise opens a GenAI (traces) overview, not the runs table.
-        exp_id = c.create_experiment(name, artifact_location=location,
-                                     tags={"mlflow.experimentKind": "custom_model_development", "quantgrid.sweep": self.sweep})
+        exp_id = c.create_experiment(
+            name,
+            artifact_location=location,
+            tags={"mlflow.experimentKind": "custom_model_development", "quantgrid.sweep": self.sweep},
+        )
         # A target without this sweep's experiment is a new (or wiped) store: whatever the ledger
         # says was acknowledged at this URI is gone, so everything is pushed again.
         ledger = Ledger(self.ledger_path)
@@ -81,28 +91,43 @@ class Exporter:
         return run_id
 
     def parent(self) -> str:
-        return self._run(f"sweep:{self.sweep}", f"sweep:{self.sweep}", {"quantgrid.kind": "sweep", "quantgrid.sweep": self.sweep})
+        return self._run(
+            f"sweep:{self.sweep}", f"sweep:{self.sweep}", {"quantgrid.kind": "sweep", "quantgrid.sweep": self.sweep}
+        )
 
     def _group_run(self, rec: dict[str, Any]) -> str:
         seed = rec.get("seed", 1234)
         group = f"{rec['model']}/{rec['format']}" + (f"/seed{seed}" if seed != 1234 else "")
         if f"{self.sweep}:{group}" in self._runs:
             return self._runs[f"{self.sweep}:{group}"]
-        run_id = self._run(f"{self.sweep}:{group}", group, {
-            "mlflow.parentRunId": self.parent(), "quantgrid.kind": "engine_group",
-            "quantgrid.model": rec["model"], "quantgrid.format": rec["format"],
-            "quantgrid.model_note": rec.get("provenance", {}).get("model_note", ""),
-            # native | emulated (quantgrid/capability.py): an emulated group's scores are not its kernel's
-            "quantgrid.execution_mode": rec.get("provenance", {}).get("execution_mode", "native")})
+        run_id = self._run(
+            f"{self.sweep}:{group}",
+            group,
+            {
+                "mlflow.parentRunId": self.parent(),
+                "quantgrid.kind": "engine_group",
+                "quantgrid.model": rec["model"],
+                "quantgrid.format": rec["format"],
+                "quantgrid.model_note": rec.get("provenance", {}).get("model_note", ""),
+                # native | emulated (quantgrid/capability.py): an emulated group's scores are not its kernel's
+                "quantgrid.execution_mode": rec.get("provenance", {}).get("execution_mode", "native"),
+            },
+        )
         cell = self.cells.get(rec["cell_key"])
         if cell is not None:  # params are set once; re-logging the same value is a no-op in MLflow
-            params = {"model": cell.model.name, "format": cell.format.name, "format_label": cell.format.label,
-                      "recipe": cell.format.recipe, "calibration": cell.format.calibration,
-                      "dtype": cell.engine.dtype if cell.engine.host else (cell.format.dtype or cell.model.dtype),
-                      "max_model_len": cell.model.max_model_len,
-                      "tensor_parallel_size": cell.model.tensor_parallel_size,
-                      "pipeline_parallel_size": cell.model.pipeline_parallel_size,
-                      **{f"engine.{k}": v for k, v in vars(cell.engine).items() if not k.startswith("_")}, "seed": cell.seed}
+            params = {
+                "model": cell.model.name,
+                "format": cell.format.name,
+                "format_label": cell.format.label,
+                "recipe": cell.format.recipe,
+                "calibration": cell.format.calibration,
+                "dtype": cell.engine.dtype if cell.engine.host else (cell.format.dtype or cell.model.dtype),
+                "max_model_len": cell.model.max_model_len,
+                "tensor_parallel_size": cell.model.tensor_parallel_size,
+                "pipeline_parallel_size": cell.model.pipeline_parallel_size,
+                **{f"engine.{k}": v for k, v in vars(cell.engine).items() if not k.startswith("_")},
+                "seed": cell.seed,
+            }
             log_batch_chunked(self.client(), run_id, params=list(params.items()))
         return run_id
 
@@ -110,30 +135,65 @@ class Exporter:
     def _payload(self, rec: dict[str, Any], committed: float, run_dir: Path | None):
         ts = int(committed * 1000)  # the ledger commit time: a re-export logs the identical row
         task = rec["task"]
-        metrics = [(metric_name(task, k), v, ts, 0) for k, v in sorted(rec["metrics"].items()) if isinstance(v, (int, float))]
-        metrics += [(f"{task}/num_samples", rec.get("num_samples", 0), ts, 0), (f"{task}/seconds", rec.get("seconds", 0.0), ts, 0)]
+        metrics = [
+            (metric_name(task, k), v, ts, 0) for k, v in sorted(rec["metrics"].items()) if isinstance(v, (int, float))
+        ]
+        metrics += [
+            (f"{task}/num_samples", rec.get("num_samples", 0), ts, 0),
+            (f"{task}/seconds", rec.get("seconds", 0.0), ts, 0),
+        ]
         metrics += [(f"{task}/{k}", v, ts, 0) for k, v in (rec.get("tokens") or {}).items()]
         p = rec.get("provenance") or {}
         if rec.get("kind") == "similarity":  # the comparison's lineage, not the engine's
-            tags = [(f"quantgrid.cell.{task}", rec["cell_key"]), (f"quantgrid.{task}.encoder", p.get("encoder", "")),
-                    (f"quantgrid.{task}.baseline_cell", p.get("baseline_cell", ""))]
-            f = samples_file(run_dir, rec["model"], rec["format"], task, rec["cell_key"]) if run_dir is not None else None
+            tags = [
+                (f"quantgrid.cell.{task}", rec["cell_key"]),
+                (f"quantgrid.{task}.encoder", p.get("encoder", "")),
+                (f"quantgrid.{task}.baseline_cell", p.get("baseline_cell", "")),
+            ]
+            f = (
+                samples_file(run_dir, rec["model"], rec["format"], task, rec["cell_key"])
+                if run_dir is not None
+                else None
+            )
             return metrics, [], tags, [(f"samples/{task}", f)] if f is not None and f.exists() else []
         if rec.get("kind") == "perf":  # the server's hardware and GuideLLM's raw report
-            tags = [(f"quantgrid.cell.{task}", rec["cell_key"]), ("quantgrid.checkpoint_hash", p.get("checkpoint_content_hash", "")),
-                    (f"quantgrid.{task}.hardware", p.get("hardware", {})), (f"quantgrid.{task}.load", p.get("load", {}))]
-            f = attachment_file(run_dir, rec["model"], rec["format"], task, rec["cell_key"], "guidellm.json") if run_dir else None
+            tags = [
+                (f"quantgrid.cell.{task}", rec["cell_key"]),
+                ("quantgrid.checkpoint_hash", p.get("checkpoint_content_hash", "")),
+                (f"quantgrid.{task}.hardware", p.get("hardware", {})),
+                (f"quantgrid.{task}.load", p.get("load", {})),
+            ]
+            f = (
+                attachment_file(run_dir, rec["model"], rec["format"], task, rec["cell_key"], "guidellm.json")
+                if run_dir
+                else None
+            )
             return metrics, [], tags, [(f"perf/{task}", f)] if f is not None and f.exists() else []
-        tags = [(f"quantgrid.cell.{task}", rec["cell_key"]), ("quantgrid.checkpoint_hash", p.get("checkpoint_content_hash", "")),
-                ("quantgrid.recipe_hash", p.get("recipe_hash", "")), ("quantgrid.calibration_hash", p.get("calibration_hash", "")),
-                (f"quantgrid.task_hash.{task}", p.get("task_config_hash", "")), ("quantgrid.git_commit", p.get("git_commit", "")),
-                ("quantgrid.packages", p.get("packages", {})), ("quantgrid.hardware", p.get("hardware", {}))]
+        tags = [
+            (f"quantgrid.cell.{task}", rec["cell_key"]),
+            ("quantgrid.checkpoint_hash", p.get("checkpoint_content_hash", "")),
+            ("quantgrid.recipe_hash", p.get("recipe_hash", "")),
+            ("quantgrid.calibration_hash", p.get("calibration_hash", "")),
+            (f"quantgrid.task_hash.{task}", p.get("task_config_hash", "")),
+            ("quantgrid.git_commit", p.get("git_commit", "")),
+            ("quantgrid.packages", p.get("packages", {})),
+            ("quantgrid.hardware", p.get("hardware", {})),
+        ]
         cell = self.cells.get(rec["cell_key"])
         params = []
         if cell is not None:
             t = cell.task
-            params = [(f"task.{t.name}.{k}", getattr(t, k)) for k in
-                      ("metric", "num_fewshot", "apply_chat_template", "fewshot_as_multiturn", "gen_kwargs", "subset")]
+            params = [
+                (f"task.{t.name}.{k}", getattr(t, k))
+                for k in (
+                    "metric",
+                    "num_fewshot",
+                    "apply_chat_template",
+                    "fewshot_as_multiturn",
+                    "gen_kwargs",
+                    "subset",
+                )
+            ]
         files = []
         if run_dir is not None:
             f = samples_file(run_dir, rec["model"], rec["format"], task, rec["cell_key"])
@@ -145,7 +205,9 @@ class Exporter:
         """Has the driver written the files this result links (its Parquet, or its raw report)?"""
         if rec.get("kind") == "perf":
             return attachment_file(run_dir, rec["model"], rec["format"], rec["task"], key, "guidellm.json").exists()
-        return not rec.get("num_samples") or samples_file(run_dir, rec["model"], rec["format"], rec["task"], key).exists()
+        return (
+            not rec.get("num_samples") or samples_file(run_dir, rec["model"], rec["format"], rec["task"], key).exists()
+        )
 
     def push(self, run_dir: Path | None = None, limit: int | None = None, wait_for_samples: bool = False) -> int:
         """Push every unacknowledged result (or up to `limit`); returns how many were pushed.
@@ -156,7 +218,9 @@ class Exporter:
         pushed = 0
         try:
             while limit is None or pushed < limit:
-                rows = ledger.unexported(self.sweep, self.uri, self.batch_cells if limit is None else min(self.batch_cells, limit - pushed))
+                rows = ledger.unexported(
+                    self.sweep, self.uri, self.batch_cells if limit is None else min(self.batch_cells, limit - pushed)
+                )
                 if not rows:
                     break
                 if wait_for_samples and run_dir is not None:
@@ -175,7 +239,9 @@ class Exporter:
                         params += p
                         tags += t
                         files += f
-                    log_batch_chunked(self.client(), run_id, metrics=metrics, params=list(dict(params).items()), tags=tags)
+                    log_batch_chunked(
+                        self.client(), run_id, metrics=metrics, params=list(dict(params).items()), tags=tags
+                    )
                     for where, path in files:
                         self.client().log_artifact(run_id, str(path), artifact_path=where)
                     ledger.mark_exported(self.sweep, self.uri, [k for k, _, _ in group])
@@ -193,14 +259,31 @@ class Exporter:
         if c.get_run(parent).data.params:
             return False
         sweep = self.plan.sweep
-        log_batch_chunked(c, parent, params=[
-            ("models", [m.name for m in sweep.models]), ("formats", sweep.format_names),
-            ("tasks", [t.name for t in sweep.tasks]), ("seeds", sweep.seeds), ("baseline", sweep.baseline),
-            ("host", (host or {}).get("name", "")),
-            *([("sizing", {k: sizing[k] for k in ("budget_s", "factor", "tasks", "calibration", "quantize")}),
-               ("probe_gflops", sizing["probe"]["gflops"])] if sizing else [])],
-            tags=[("quantgrid.run_dir", str(run_dir)), ("quantgrid.versions", dict(sweep.versions)),
-                  ("quantgrid.host", host or {})])
+        log_batch_chunked(
+            c,
+            parent,
+            params=[
+                ("models", [m.name for m in sweep.models]),
+                ("formats", sweep.format_names),
+                ("tasks", [t.name for t in sweep.tasks]),
+                ("seeds", sweep.seeds),
+                ("baseline", sweep.baseline),
+                ("host", (host or {}).get("name", "")),
+                *(
+                    [
+                        ("sizing", {k: sizing[k] for k in ("budget_s", "factor", "tasks", "calibration", "quantize")}),
+                        ("probe_gflops", sizing["probe"]["gflops"]),
+                    ]
+                    if sizing
+                    else []
+                ),
+            ],
+            tags=[
+                ("quantgrid.run_dir", str(run_dir)),
+                ("quantgrid.versions", dict(sweep.versions)),
+                ("quantgrid.host", host or {}),
+            ],
+        )
         return True
 
     def finish(self, summary: dict[str, Any], status: str) -> None:
@@ -212,9 +295,20 @@ class Exporter:
             failed = [x for x in ledger.cells(self.sweep) if x["state"] == "failed"]
         finally:
             ledger.close()
-        tags = [(f"quantgrid.failed.{x['model']}.{x['format']}.{x['task']}", f"{x['failure_class']}: {x['failure']}") for x in failed]
-        log_batch_chunked(c, parent, metrics=[(f"sweep/{k}", v, int(time.time() * 1000), 0) for k, v in summary.items()
-                                              if isinstance(v, (int, float)) and not isinstance(v, bool)], tags=tags)
+        tags = [
+            (f"quantgrid.failed.{x['model']}.{x['format']}.{x['task']}", f"{x['failure_class']}: {x['failure']}")
+            for x in failed
+        ]
+        log_batch_chunked(
+            c,
+            parent,
+            metrics=[
+                (f"sweep/{k}", v, int(time.time() * 1000), 0)
+                for k, v in summary.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)
+            ],
+            tags=tags,
+        )
         for run_id in set(self._runs.values()) - {parent}:
             c.set_terminated(run_id)
         c.set_terminated(parent, status=status)

@@ -35,7 +35,9 @@ def classify(exc: BaseException) -> tuple[str, str]:
         return FailureClass.TIMEOUT.value, one_line(exc)
     if isinstance(cause, (CheckpointError, ConfigError)):
         return FailureClass.BAD_INPUT.value, one_line(cause)
-    if isinstance(getattr(cause, "failure_class", None), str):  # a worker's own class (workers/perf.py, judge.py, engine.py)
+    if isinstance(
+        getattr(cause, "failure_class", None), str
+    ):  # a worker's own class (workers/perf.py, judge.py, engine.py)
         return cause.failure_class, one_line(cause)
     if cause is exc and isinstance(exc, rex.RayTaskError):  # no cause object: the text ends with it
         return FailureClass.ERROR.value, one_line(exc, last=True)

@@ -67,9 +67,16 @@ class Ledger:
         self.db.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
         self.db.executescript(SCHEMA)
         # Ledgers written by an older quantgrid gain the columns added since.
-        for table, col, typ in (("attempts", "worker_pid", "INTEGER"), ("attempts", "node", "TEXT"),
-                                ("attempts", "fallback", "TEXT"), ("attempts", "log_path", "TEXT"),
-                                ("cells", "started", "REAL"), ("cells", "seconds", "REAL"), ("cells", "execution", "TEXT"), ("sweeps", "host", "TEXT")):
+        for table, col, typ in (
+            ("attempts", "worker_pid", "INTEGER"),
+            ("attempts", "node", "TEXT"),
+            ("attempts", "fallback", "TEXT"),
+            ("attempts", "log_path", "TEXT"),
+            ("cells", "started", "REAL"),
+            ("cells", "seconds", "REAL"),
+            ("cells", "execution", "TEXT"),
+            ("sweeps", "host", "TEXT"),
+        ):
             if col not in {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}:
                 self.db.execute(f"ALTER TABLE {table} ADD COLUMN {col} {typ}")
 
@@ -87,16 +94,31 @@ class Ledger:
         self.db.close()
 
     # -- sweeps and cells ------------------------------------------------------------------------
-    def open_sweep(self, name: str, overrides: list[str], conf_dirs: list[str], cells: list[Cell],
-                   host: dict[str, Any] | None = None) -> None:
+    def open_sweep(
+        self,
+        name: str,
+        overrides: list[str],
+        conf_dirs: list[str],
+        cells: list[Cell],
+        host: dict[str, Any] | None = None,
+    ) -> None:
         """Register a sweep and its cells; cells already known keep their state (resume)."""
         now = time.time()
         with self._tx() as db:
             db.execute(
                 "INSERT INTO sweeps VALUES (?,?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET "
-                "overrides=excluded.overrides, conf_dirs=excluded.conf_dirs, state='running', updated=excluded.updated, "
+                "overrides=excluded.overrides, conf_dirs=excluded.conf_dirs, state='running', "
+                "updated=excluded.updated, "
                 "host=excluded.host",
-                (name, now, json.dumps(overrides), json.dumps(conf_dirs), "running", now, json.dumps(host) if host else None),
+                (
+                    name,
+                    now,
+                    json.dumps(overrides),
+                    json.dumps(conf_dirs),
+                    "running",
+                    now,
+                    json.dumps(host) if host else None,
+                ),
             )
             db.executemany(
                 "INSERT OR IGNORE INTO cells (sweep, cell_key, model, format, task, seed, state, updated, execution) "
@@ -104,71 +126,148 @@ class Ledger:
                 [(name, c.key, c.model.name, c.format.name, c.task.name, c.seed, now, execution_of(c)) for c in cells],
             )
             # A crashed driver leaves leases behind: they belong to nobody now.
-            db.execute("UPDATE attempts SET state='abandoned', finished=? WHERE sweep=? AND state='leased'", (now, name))
-            db.execute("UPDATE cells SET state='pending', updated=? WHERE sweep=? AND state IN ('leased','running')", (now, name))
+            db.execute(
+                "UPDATE attempts SET state='abandoned', finished=? WHERE sweep=? AND state='leased'", (now, name)
+            )
+            db.execute(
+                "UPDATE cells SET state='pending', updated=? WHERE sweep=? AND state IN ('leased','running')",
+                (now, name),
+            )
 
     def sweep_info(self, name: str) -> dict[str, Any] | None:
-        row = self.db.execute("SELECT name, created, overrides, conf_dirs, state, host FROM sweeps WHERE name=?", (name,)).fetchone()
+        row = self.db.execute(
+            "SELECT name, created, overrides, conf_dirs, state, host FROM sweeps WHERE name=?", (name,)
+        ).fetchone()
         if row is None:
             return None
-        return {"name": row[0], "created": row[1], "overrides": json.loads(row[2]), "conf_dirs": json.loads(row[3]), "state": row[4],
-                "host": json.loads(row[5]) if row[5] else None}
+        return {
+            "name": row[0],
+            "created": row[1],
+            "overrides": json.loads(row[2]),
+            "conf_dirs": json.loads(row[3]),
+            "state": row[4],
+            "host": json.loads(row[5]) if row[5] else None,
+        }
 
     def set_sweep_state(self, name: str, state: str) -> None:
         with self._tx() as db:
             db.execute("UPDATE sweeps SET state=?, updated=? WHERE name=?", (state, time.time(), name))
             if state == "cancelled":
-                db.execute("UPDATE attempts SET state='cancelled', finished=? WHERE sweep=? AND state='leased'", (time.time(), name))
-                db.execute("UPDATE cells SET state='pending', updated=? WHERE sweep=? AND state IN ('leased','running')", (time.time(), name))
+                db.execute(
+                    "UPDATE attempts SET state='cancelled', finished=? WHERE sweep=? AND state='leased'",
+                    (time.time(), name),
+                )
+                db.execute(
+                    "UPDATE cells SET state='pending', updated=? WHERE sweep=? AND state IN ('leased','running')",
+                    (time.time(), name),
+                )
 
     def done_keys(self, sweep: str) -> set[str]:
         return {k for (k,) in self.db.execute("SELECT cell_key FROM cells WHERE sweep=? AND state='done'", (sweep,))}
 
     def counts(self, sweep: str) -> dict[str, int]:
         out = {s: 0 for s in CELL_STATES}
-        out.update(dict(self.db.execute("SELECT state, COUNT(*) FROM cells WHERE sweep=? GROUP BY state", (sweep,)).fetchall()))
+        out.update(
+            dict(self.db.execute("SELECT state, COUNT(*) FROM cells WHERE sweep=? GROUP BY state", (sweep,)).fetchall())
+        )
         out["rejected"] = self.db.execute("SELECT COUNT(*) FROM rejected WHERE sweep=?", (sweep,)).fetchone()[0]
         return out
 
     def cells(self, sweep: str) -> list[dict[str, Any]]:
-        cols = ("cell_key", "model", "format", "task", "seed", "state", "attempts", "failure_class", "failure", "updated")
-        rows = self.db.execute(f"SELECT {', '.join(cols)} FROM cells WHERE sweep=? ORDER BY model, format, task, seed", (sweep,))
+        cols = (
+            "cell_key",
+            "model",
+            "format",
+            "task",
+            "seed",
+            "state",
+            "attempts",
+            "failure_class",
+            "failure",
+            "updated",
+        )
+        rows = self.db.execute(
+            f"SELECT {', '.join(cols)} FROM cells WHERE sweep=? ORDER BY model, format, task, seed", (sweep,)
+        )
         return [dict(zip(cols, r)) for r in rows]
 
     # -- leases and results ----------------------------------------------------------------------
-    def lease(self, sweep: str, stage: str, cell_keys: list[str], ttl_s: float, worker_pid: int | None = None,
-              node: str = "", fallback: dict | None = None, log_path: str = "") -> int:
+    def lease(
+        self,
+        sweep: str,
+        stage: str,
+        cell_keys: list[str],
+        ttl_s: float,
+        worker_pid: int | None = None,
+        node: str = "",
+        fallback: dict | None = None,
+        log_path: str = "",
+    ) -> int:
         """Start an attempt on `cell_keys`; the returned token fences every result it sends."""
         now = time.time()
         with self._tx() as db:
             cur = db.execute(
-                "INSERT INTO attempts (sweep, stage, cells, state, lease_expires, started, worker_pid, node, fallback, log_path) "
+                "INSERT INTO attempts (sweep, stage, cells, state, lease_expires, started, worker_pid, node, "
+                "fallback, log_path) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (sweep, stage, json.dumps(cell_keys), "leased", now + ttl_s, now, worker_pid, node,
-                 json.dumps(fallback) if fallback else None, log_path),
+                (
+                    sweep,
+                    stage,
+                    json.dumps(cell_keys),
+                    "leased",
+                    now + ttl_s,
+                    now,
+                    worker_pid,
+                    node,
+                    json.dumps(fallback) if fallback else None,
+                    log_path,
+                ),
             )
-            db.executemany("UPDATE cells SET state='leased', attempts=attempts+1, updated=? WHERE sweep=? AND cell_key=? AND state!='done'",
-                           [(now, sweep, k) for k in cell_keys])
+            db.executemany(
+                "UPDATE cells SET state='leased', attempts=attempts+1, updated=? WHERE sweep=? AND cell_key=? "
+                "AND state!='done'",
+                [(now, sweep, k) for k in cell_keys],
+            )
             return int(cur.lastrowid)
 
     def start_cell(self, sweep: str, cell_key: str) -> None:
         """The attempt holding this cell's lease has started scoring it (state running)."""
         now = time.time()
         with self._tx() as db:
-            db.execute("UPDATE cells SET state='running', started=?, updated=? WHERE sweep=? AND cell_key=? AND state='leased'",
-                       (now, now, sweep, cell_key))
+            db.execute(
+                "UPDATE cells SET state='running', started=?, updated=? WHERE sweep=? AND cell_key=? AND "
+                "state='leased'",
+                (now, now, sweep, cell_key),
+            )
 
     def record_artifact(self, sweep: str, stage: str, path: str, content_hash: str) -> None:
         with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO artifacts VALUES (?,?,?,?,?)", (sweep, stage, path, content_hash, time.time()))
+            db.execute(
+                "INSERT OR REPLACE INTO artifacts VALUES (?,?,?,?,?)", (sweep, stage, path, content_hash, time.time())
+            )
 
     def artifact_paths(self) -> set[str]:
         return {p for (p,) in self.db.execute("SELECT path FROM artifacts")}
 
     def attempts(self, sweep: str, cell_key: str | None = None) -> list[dict[str, Any]]:
-        cols = ("token", "stage", "cells", "state", "started", "finished", "failure_class", "failure", "worker_pid",
-                "node", "fallback", "log_path")
-        rows = [dict(zip(cols, r)) for r in self.db.execute(f"SELECT {', '.join(cols)} FROM attempts WHERE sweep=? ORDER BY token", (sweep,))]
+        cols = (
+            "token",
+            "stage",
+            "cells",
+            "state",
+            "started",
+            "finished",
+            "failure_class",
+            "failure",
+            "worker_pid",
+            "node",
+            "fallback",
+            "log_path",
+        )
+        rows = [
+            dict(zip(cols, r))
+            for r in self.db.execute(f"SELECT {', '.join(cols)} FROM attempts WHERE sweep=? ORDER BY token", (sweep,))
+        ]
         for r in rows:
             r["cells"] = json.loads(r["cells"])
             r["fallback"] = json.loads(r["fallback"]) if r["fallback"] else None
@@ -177,36 +276,62 @@ class Ledger:
     def rates(self, sweep: str) -> list[dict[str, Any]]:
         """Per (model, format): done / total cells, first start and last commit (status ETA)."""
         rows = self.db.execute(
-            "SELECT model, format, COUNT(*), SUM(state='done'), SUM(state='failed'), SUM(state IN ('leased','running')), "
+            "SELECT model, format, COUNT(*), SUM(state='done'), SUM(state='failed'), SUM(state IN "
+            "('leased','running')), "
             "MIN(CASE WHEN state='done' THEN started END), MAX(CASE WHEN state='done' THEN updated END), "
             "SUM(CASE WHEN state='done' THEN seconds END), GROUP_CONCAT(DISTINCT COALESCE(execution, 'native')) "
             "FROM cells WHERE sweep=? GROUP BY model, format ORDER BY model, format",
-            (sweep,))
-        cols = ("model", "format", "total", "done", "failed", "running", "first_start", "last_done", "cell_seconds", "execution")
+            (sweep,),
+        )
+        cols = (
+            "model",
+            "format",
+            "total",
+            "done",
+            "failed",
+            "running",
+            "first_start",
+            "last_done",
+            "cell_seconds",
+            "execution",
+        )
         return [dict(zip(cols, r)) for r in rows]
 
     def renew(self, token: int, ttl_s: float) -> bool:
         with self._tx() as db:
-            cur = db.execute("UPDATE attempts SET lease_expires=? WHERE token=? AND state='leased'", (time.time() + ttl_s, token))
+            cur = db.execute(
+                "UPDATE attempts SET lease_expires=? WHERE token=? AND state='leased'", (time.time() + ttl_s, token)
+            )
             return cur.rowcount == 1
 
     def give_up(self, token: int, failure_class: str, message: str) -> None:
         """The attempt is presumed lost (timeout, dead actor): its late results will be rejected."""
         now = time.time()
         with self._tx() as db:
-            db.execute("UPDATE attempts SET state='given_up', finished=?, failure_class=?, failure=? WHERE token=? AND state='leased'",
-                       (now, failure_class, message, token))
+            db.execute(
+                "UPDATE attempts SET state='given_up', finished=?, failure_class=?, failure=? WHERE token=? AND "
+                "state='leased'",
+                (now, failure_class, message, token),
+            )
             keys = json.loads(db.execute("SELECT cells FROM attempts WHERE token=?", (token,)).fetchone()[0])
-            db.executemany("UPDATE cells SET state='pending', updated=? WHERE sweep=(SELECT sweep FROM attempts WHERE token=?) "
-                           "AND cell_key=? AND state IN ('leased', 'running')", [(now, token, k) for k in keys])
+            db.executemany(
+                "UPDATE cells SET state='pending', updated=? WHERE sweep=(SELECT sweep FROM attempts WHERE token=?) "
+                "AND cell_key=? AND state IN ('leased', 'running')",
+                [(now, token, k) for k in keys],
+            )
 
     def finish(self, token: int) -> None:
         with self._tx() as db:
-            db.execute("UPDATE attempts SET state='finished', finished=? WHERE token=? AND state='leased'", (time.time(), token))
+            db.execute(
+                "UPDATE attempts SET state='finished', finished=? WHERE token=? AND state='leased'",
+                (time.time(), token),
+            )
 
     @staticmethod
     def _reject_reason(db: sqlite3.Connection, sweep: str, token: int, cell_key: str, now: float) -> str | None:
-        row = db.execute("SELECT state, lease_expires, cells FROM attempts WHERE token=? AND sweep=?", (token, sweep)).fetchone()
+        row = db.execute(
+            "SELECT state, lease_expires, cells FROM attempts WHERE token=? AND sweep=?", (token, sweep)
+        ).fetchone()
         if row is None:
             return "unknown attempt"
         if row[0] != "leased":
@@ -239,19 +364,32 @@ class Ledger:
             if reason:
                 db.execute("INSERT INTO rejected VALUES (?,?,?,?,?)", (sweep, result.cell_key, token, reason, now))
                 return False
-            rec = record if record is not None else {k: v for k, v in asdict(result).items() if k not in ("samples", "attachments")}
-            db.execute("INSERT INTO results VALUES (?,?,?,?,?,?)",
-                       (sweep, result.cell_key, token, now, json.dumps(result.metrics), json.dumps(rec, default=str)))
-            db.execute("UPDATE cells SET state='done', failure_class=NULL, failure=NULL, updated=?, seconds=?, "
-                       "started=COALESCE(started, ?) WHERE sweep=? AND cell_key=?",
-                       (now, result.seconds, now - result.seconds, sweep, result.cell_key))
+            rec = (
+                record
+                if record is not None
+                else {k: v for k, v in asdict(result).items() if k not in ("samples", "attachments")}
+            )
+            db.execute(
+                "INSERT INTO results VALUES (?,?,?,?,?,?)",
+                (sweep, result.cell_key, token, now, json.dumps(result.metrics), json.dumps(rec, default=str)),
+            )
+            db.execute(
+                "UPDATE cells SET state='done', failure_class=NULL, failure=NULL, updated=?, seconds=?, "
+                "started=COALESCE(started, ?) WHERE sweep=? AND cell_key=?",
+                (now, result.seconds, now - result.seconds, sweep, result.cell_key),
+            )
             return True
 
     def done_records(self, sweep: str) -> list[dict[str, Any]]:
         """Every done cell's committed record (resume checks their samples files)."""
-        return [json.loads(r) for (r,) in self.db.execute(
-            "SELECT r.record FROM results r JOIN cells c ON c.sweep=r.sweep AND c.cell_key=r.cell_key "
-            "WHERE r.sweep=? AND c.state='done'", (sweep,))]
+        return [
+            json.loads(r)
+            for (r,) in self.db.execute(
+                "SELECT r.record FROM results r JOIN cells c ON c.sweep=r.sweep AND c.cell_key=r.cell_key "
+                "WHERE r.sweep=? AND c.state='done'",
+                (sweep,),
+            )
+        ]
 
     def reopen(self, sweep: str, reasons: dict[str, str]) -> None:
         """Done cells whose result cannot be trusted any more (its samples file is missing or bad):
@@ -259,17 +397,28 @@ class Ledger:
         now = time.time()
         with self._tx() as db:
             for key, why in reasons.items():
-                row = db.execute("SELECT token, record FROM results WHERE sweep=? AND cell_key=?", (sweep, key)).fetchone()
-                db.execute("INSERT INTO withdrawn VALUES (?,?,?,?,?,?)",
-                           (sweep, key, row[0] if row else None, why, now, row[1] if row else None))
+                row = db.execute(
+                    "SELECT token, record FROM results WHERE sweep=? AND cell_key=?", (sweep, key)
+                ).fetchone()
+                db.execute(
+                    "INSERT INTO withdrawn VALUES (?,?,?,?,?,?)",
+                    (sweep, key, row[0] if row else None, why, now, row[1] if row else None),
+                )
                 db.execute("DELETE FROM results WHERE sweep=? AND cell_key=?", (sweep, key))
                 db.execute("DELETE FROM exports WHERE sweep=? AND cell_key=?", (sweep, key))
-                db.execute("UPDATE cells SET state='pending', failure_class='samples_lost', failure=?, updated=? "
-                           "WHERE sweep=? AND cell_key=?", (why[:2000], now, sweep, key))
+                db.execute(
+                    "UPDATE cells SET state='pending', failure_class='samples_lost', failure=?, updated=? "
+                    "WHERE sweep=? AND cell_key=?",
+                    (why[:2000], now, sweep, key),
+                )
 
     def withdrawn(self, sweep: str) -> list[dict[str, Any]]:
-        return [{"cell_key": k, "reason": r, "at": t} for k, r, t in
-                self.db.execute("SELECT cell_key, reason, at FROM withdrawn WHERE sweep=? ORDER BY at", (sweep,))]
+        return [
+            {"cell_key": k, "reason": r, "at": t}
+            for k, r, t in self.db.execute(
+                "SELECT cell_key, reason, at FROM withdrawn WHERE sweep=? ORDER BY at", (sweep,)
+            )
+        ]
 
     def not_terminal(self, sweep: str, keys: set[str]) -> list[dict[str, Any]]:
         """Cells of `keys` neither done nor failed (a run that leaves any must not say done)."""
@@ -279,22 +428,30 @@ class Ledger:
         now = time.time()
         with self._tx() as db:
             # The first cause sticks: a downstream "dependency_failed" never hides why quantize failed.
-            db.executemany("UPDATE cells SET state='failed', failure_class=?, failure=?, updated=? WHERE sweep=? AND cell_key=? "
-                           "AND state NOT IN ('done', 'failed')",
-                           [(failure_class, message[:2000], now, sweep, k) for k in cell_keys])
+            db.executemany(
+                "UPDATE cells SET state='failed', failure_class=?, failure=?, updated=? WHERE sweep=? AND cell_key=? "
+                "AND state NOT IN ('done', 'failed')",
+                [(failure_class, message[:2000], now, sweep, k) for k in cell_keys],
+            )
 
     def unexported(self, sweep: str, target: str, limit: int) -> list[tuple[str, float, dict[str, Any]]]:
         """Results the tracking `target` has not acknowledged: (cell_key, commit time, record+seed)."""
         rows = self.db.execute(
-            "SELECT r.cell_key, r.committed, r.record, c.seed FROM results r JOIN cells c ON c.sweep=r.sweep AND c.cell_key=r.cell_key "
-            "WHERE r.sweep=? AND NOT EXISTS (SELECT 1 FROM exports e WHERE e.sweep=r.sweep AND e.target=? AND e.cell_key=r.cell_key) "
-            "ORDER BY r.committed LIMIT ?", (sweep, target, limit)).fetchall()
+            "SELECT r.cell_key, r.committed, r.record, c.seed FROM results r JOIN cells c ON c.sweep=r.sweep "
+            "AND c.cell_key=r.cell_key "
+            "WHERE r.sweep=? AND NOT EXISTS (SELECT 1 FROM exports e WHERE e.sweep=r.sweep AND e.target=? AND "
+            "e.cell_key=r.cell_key) "
+            "ORDER BY r.committed LIMIT ?",
+            (sweep, target, limit),
+        ).fetchall()
         return [(k, t, {**json.loads(rec), "seed": seed}) for k, t, rec, seed in rows]
 
     def mark_exported(self, sweep: str, target: str, cell_keys: list[str]) -> None:
         now = time.time()
         with self._tx() as db:
-            db.executemany("INSERT OR IGNORE INTO exports VALUES (?,?,?,?)", [(sweep, target, k, now) for k in cell_keys])
+            db.executemany(
+                "INSERT OR IGNORE INTO exports VALUES (?,?,?,?)", [(sweep, target, k, now) for k in cell_keys]
+            )
 
     def forget_exports(self, sweep: str, target: str) -> None:
         with self._tx() as db:
@@ -307,4 +464,7 @@ class Ledger:
         return total, done
 
     def results(self, sweep: str) -> list[dict[str, Any]]:
-        return [json.loads(r) for (r,) in self.db.execute("SELECT record FROM results WHERE sweep=? ORDER BY committed", (sweep,))]
+        return [
+            json.loads(r)
+            for (r,) in self.db.execute("SELECT record FROM results WHERE sweep=? ORDER BY committed", (sweep,))
+        ]

@@ -19,8 +19,17 @@ from typing import Any
 from orchestrator.conf_loader import ConfigError, build, load_yaml
 from quantgrid.types import LoadSettings, ModelSpec, PerfScenario
 
-LATENCY_KEYS = ("ttft_ms_p50", "ttft_ms_p90", "ttft_ms_p99", "itl_ms_p50", "itl_ms_p90", "itl_ms_p99",
-                "request_latency_s_p50", "request_latency_s_p90", "request_latency_s_p99")
+LATENCY_KEYS = (
+    "ttft_ms_p50",
+    "ttft_ms_p90",
+    "ttft_ms_p99",
+    "itl_ms_p50",
+    "itl_ms_p90",
+    "itl_ms_p99",
+    "request_latency_s_p50",
+    "request_latency_s_p90",
+    "request_latency_s_p99",
+)
 SECTION_KEYS = {"scenarios", "load", "server", "price_per_hour", "latency_limits", "recovery_floors", "accuracy_from"}
 
 
@@ -57,31 +66,41 @@ def load_perf(node: Any, models: list[ModelSpec], conf_dir) -> dict[str, Any]:
     if "streams" in load_node:
         streams = load_node["streams"]
         if not isinstance(streams, list) or not streams:
-            raise ConfigError(f"sweep.perf.load.streams must be a non-empty list of concurrency levels, got {streams!r}")
+            raise ConfigError(
+                f"sweep.perf.load.streams must be a non-empty list of concurrency levels, got {streams!r}"
+            )
         for s in streams:
             _positive(s, "sweep.perf.load.streams[]")
         if len(set(streams)) != len(streams):
             raise ConfigError(f"sweep.perf.load.streams lists a level twice: {streams}")
         if 1 not in streams:
-            raise ConfigError(f"sweep.perf.load.streams must include 1 (the synchronous, one-request-at-a-time level), got {streams}")
+            raise ConfigError(
+                f"sweep.perf.load.streams must include 1 (the synchronous, one-request-at-a-time level), got {streams}"
+            )
         load_node["streams"] = tuple(sorted(streams))
     load = build(LoadSettings, load_node, "sweep.perf.load")
     _positive(load.max_requests, "sweep.perf.load.max_requests")
     _positive(load.max_seconds, "sweep.perf.load.max_seconds", integer=False)
     if load.warmup_requests < 0 or load.max_requests <= load.warmup_requests + 1:
         # GuideLLM's warmup boundary is the start of the request after the N-th: N + 1 go unmeasured.
-        raise ConfigError(f"sweep.perf.load.max_requests ({load.max_requests}) must exceed warmup_requests + 1 "
-                          f"({load.warmup_requests + 1}): nothing would be measured")
+        raise ConfigError(
+            f"sweep.perf.load.max_requests ({load.max_requests}) must exceed warmup_requests + 1 "
+            f"({load.warmup_requests + 1}): nothing would be measured"
+        )
     for sc in scenarios:
         for m in models:
             if sc.prompt_tokens + sc.output_tokens > m.max_model_len:
-                raise ConfigError(f"conf/perf/{sc.name}.yaml: prompt_tokens {sc.prompt_tokens} + output_tokens "
-                                  f"{sc.output_tokens} = {sc.prompt_tokens + sc.output_tokens} exceeds max_model_len "
-                                  f"{m.max_model_len} of model {m.name}")
+                raise ConfigError(
+                    f"conf/perf/{sc.name}.yaml: prompt_tokens {sc.prompt_tokens} + output_tokens "
+                    f"{sc.output_tokens} = {sc.prompt_tokens + sc.output_tokens} exceeds max_model_len "
+                    f"{m.max_model_len} of model {m.name}"
+                )
     server = dict(node.get("server") or {})
     unknown = sorted(set(server) - {"port", "start_timeout_s", "extra_args"})
     if unknown:
-        raise ConfigError(f"sweep.perf.server: unknown key(s) {', '.join(unknown)} (allowed: extra_args, port, start_timeout_s)")
+        raise ConfigError(
+            f"sweep.perf.server: unknown key(s) {', '.join(unknown)} (allowed: extra_args, port, start_timeout_s)"
+        )
     port = server.get("port", 0)
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ConfigError(f"sweep.perf.server.port must be 0 (pick a free port) or 1-65535, got {port!r}")
@@ -99,6 +118,12 @@ def load_perf(node: Any, models: list[ModelSpec], conf_dir) -> dict[str, Any]:
     floors = node.get("recovery_floors") or [99, 97]
     if not isinstance(floors, list) or not all(isinstance(f, (int, float)) and 0 < f <= 100 for f in floors):
         raise ConfigError(f"sweep.perf.recovery_floors must be a list of percentages in (0, 100], got {floors!r}")
-    return {"scenarios": scenarios, "load": load, "server": server, "price_per_hour": prices,
-            "latency_limits": limits, "recovery_floors": sorted(floors, reverse=True),
-            "accuracy_from": str(node["accuracy_from"]) if node.get("accuracy_from") else ""}
+    return {
+        "scenarios": scenarios,
+        "load": load,
+        "server": server,
+        "price_per_hour": prices,
+        "latency_limits": limits,
+        "recovery_floors": sorted(floors, reverse=True),
+        "accuracy_from": str(node["accuracy_from"]) if node.get("accuracy_from") else "",
+    }

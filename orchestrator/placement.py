@@ -63,7 +63,11 @@ def nodes_from_ray(ray_nodes: list[dict[str, Any]]) -> list[NodeShape]:
         if not n.get("Alive"):
             continue
         r = n["Resources"]
-        out.append(NodeShape(int(r.get("CPU", 0)), int(r.get("GPU", 0)), float(r.get("memory", 0)) / 2**30, n.get("NodeID", "")))
+        out.append(
+            NodeShape(
+                int(r.get("CPU", 0)), int(r.get("GPU", 0)), float(r.get("memory", 0)) / 2**30, n.get("NodeID", "")
+            )
+        )
     return out
 
 
@@ -90,9 +94,15 @@ def demand(model, nodes: list[NodeShape], cfg: Resources | dict[str, Any] | None
         # Exclusive: every device and core of the node(s) the server runs on, so nothing else is
         # scheduled beside the measurement.
         tp, pp = model.tensor_parallel_size, model.pipeline_parallel_size
-        if largest_gpus and tp * pp > largest_gpus and not (pp > 1 and tp <= largest_gpus and sum(n.gpus >= tp for n in nodes) >= pp):
-            raise ConfigError(f"model {model.name} needs {tp * pp} GPUs for perf (tensor_parallel_size {tp} x "
-                              f"pipeline_parallel_size {pp}) but the largest node has {largest_gpus}")
+        if (
+            largest_gpus
+            and tp * pp > largest_gpus
+            and not (pp > 1 and tp <= largest_gpus and sum(n.gpus >= tp for n in nodes) >= pp)
+        ):
+            raise ConfigError(
+                f"model {model.name} needs {tp * pp} GPUs for perf (tensor_parallel_size {tp} x "
+                f"pipeline_parallel_size {pp}) but the largest node has {largest_gpus}"
+            )
         n = pp if largest_gpus and tp * pp > largest_gpus else 1
         return Demand(gpus=largest_gpus * n, cpus=largest_cpus, memory_gb=0.0, nodes=n)
     if gpus > largest_gpus:
@@ -100,15 +110,23 @@ def demand(model, nodes: list[NodeShape], cfg: Resources | dict[str, Any] | None
         fits = role == "evaluate" and pp > 1 and tp <= largest_gpus and sum(n.gpus >= tp for n in nodes) >= pp
         if not fits:
             raise ConfigError(
-                f"model {model.name} needs {gpus} GPUs for {role} (tensor_parallel_size {tp} x pipeline_parallel_size {pp}) "
+                f"model {model.name} needs {gpus} GPUs for {role} (tensor_parallel_size {tp} x "
+                f"pipeline_parallel_size {pp}) "
                 f"but the largest node has {largest_gpus}"
-                + ("" if role != "evaluate" else f" and fewer than {pp} nodes have {tp} GPUs each (multi-node engines use one node per pipeline stage)")
+                + (
+                    ""
+                    if role != "evaluate"
+                    else f" and fewer than {pp} nodes have {tp} GPUs each "
+                    "(multi-node engines use one node per pipeline stage)"
+                )
             )
         n_nodes = pp
     largest_mem = max(n.memory_gb for n in nodes)
     if memory and largest_mem and memory > largest_mem:
-        raise ConfigError(f"model {model.name}: quantize_resources.memory_gb {memory:g} is more than any node has "
-                          f"({largest_mem:.0f} GB)")
+        raise ConfigError(
+            f"model {model.name}: quantize_resources.memory_gb {memory:g} is more than any node has "
+            f"({largest_mem:.0f} GB)"
+        )
     cpus = cfg.cpus_per_actor or (min(largest_cpus, CPUS_PER_GPU * gpus) if gpus else largest_cpus)
     if role in ("build", "similarity") and largest_gpus > 0 and not cfg.cpus_per_actor:
         cpus = min(largest_cpus, CPUS_PER_GPU)  # staging weights, a sentence encoder: a few cores
@@ -116,8 +134,9 @@ def demand(model, nodes: list[NodeShape], cfg: Resources | dict[str, Any] | None
     return Demand(gpus=gpus, cpus=cpus, memory_gb=memory, nodes=n_nodes)
 
 
-def placement_from_bundles(bundles_to_node_id: dict[int, str], bundles: list[dict[str, float]],
-                           nodes: list[NodeShape]) -> Placement:
+def placement_from_bundles(
+    bundles_to_node_id: dict[int, str], bundles: list[dict[str, float]], nodes: list[NodeShape]
+) -> Placement:
     """Where a ready placement group's bundles actually are, as a Placement over `nodes`.
 
     A PACK group goes where Ray finds room, not necessarily on the nodes the policy chose (Ray
@@ -215,9 +234,11 @@ class ClusterState:
     def reserve_for(self, d: Demand) -> set[int]:
         """The nodes a blocked job will get first (the emptiest): kept free of backfill so that
         big engines are not starved by a stream of small ones."""
-        order = sorted((i for i in range(len(self.free)) if i not in self.dead),
-                       key=lambda i: (-self.free[i][0], -self.free[i][1], i))
-        return set(order[:d.nodes])
+        order = sorted(
+            (i for i in range(len(self.free)) if i not in self.dead),
+            key=lambda i: (-self.free[i][0], -self.free[i][1], i),
+        )
+        return set(order[: d.nodes])
 
     def allocate(self, d: Demand, exclude: set[int] = frozenset()) -> Placement | None:
         if d.nodes == 1:
@@ -231,7 +252,11 @@ class ClusterState:
         chosen: list[int] = []
         for free in sorted((k for k, v in self._by_free.items() if v and k >= per_node), reverse=True):
             for i in sorted(self._by_free[free]):
-                if len(chosen) < d.nodes and i not in exclude and self._fits(i, per_node, d.cpus if not chosen else 0, 0):
+                if (
+                    len(chosen) < d.nodes
+                    and i not in exclude
+                    and self._fits(i, per_node, d.cpus if not chosen else 0, 0)
+                ):
                     chosen.append(i)
         if len(chosen) < d.nodes:
             return None
@@ -250,7 +275,9 @@ class ClusterState:
         return sum(f[0] for f in self.free)
 
 
-def ray_options(placement: Placement, nodes: list[NodeShape], kv_cache_gb: int = 1, hub_offline: bool = True) -> dict[str, Any]:
+def ray_options(
+    placement: Placement, nodes: list[NodeShape], kv_cache_gb: int = 1, hub_offline: bool = True
+) -> dict[str, Any]:
     """Ray actor options that put the actor exactly where the policy placed it.
 
     Single node: the actor holds its GPUs, pinned to the node (hard node affinity). Multi node:

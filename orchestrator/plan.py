@@ -62,8 +62,11 @@ class Plan:
         if cost is None and self.sweep.sizing:  # this host's measured throughput (orchestrator/sizing.py)
             from orchestrator.sizing import host_cost
 
-            cost = host_cost(float(self.sweep.sizing["probe"]["gflops"]), self.sweep.raw.get("cost") or {},
-                             bool(self.sweep.host and self.sweep.host.native_bf16))
+            cost = host_cost(
+                float(self.sweep.sizing["probe"]["gflops"]),
+                self.sweep.raw.get("cost") or {},
+                bool(self.sweep.host and self.sweep.host.native_bf16),
+            )
         cost = cost or CostModel(self.sweep.raw.get("cost") or {})
         rows: dict[tuple[str, str], dict[str, float]] = {}
         tasks: dict[str, dict[str, float]] = {}  # per task, over all its cells
@@ -72,8 +75,17 @@ class Plan:
                 continue
             acc = s.cells[0].engine.accelerator
             devices = s.model.tensor_parallel_size * s.model.pipeline_parallel_size if acc != "cpu" else 1
-            r = rows.setdefault((s.model.name, s.format.name), {"seconds": 0.0, "device_hours": 0.0, "prompt_tokens": 0,
-                                                                 "output_tokens": 0, "accelerator": acc, "perf_hours": 0.0})
+            r = rows.setdefault(
+                (s.model.name, s.format.name),
+                {
+                    "seconds": 0.0,
+                    "device_hours": 0.0,
+                    "prompt_tokens": 0,
+                    "output_tokens": 0,
+                    "accelerator": acc,
+                    "perf_hours": 0.0,
+                },
+            )
             if s.kind is StageKind.PERF:  # the server holds its node(s) exclusively: bill the devices it uses
                 secs = cost.perf_seconds(s.model, s.cells)
                 r["seconds"] += secs
@@ -90,16 +102,20 @@ class Plan:
                 p, o = cost.tokens(c.task)
                 r["prompt_tokens"] += p
                 r["output_tokens"] += o
-                t = tasks.setdefault(c.task.name, {"cells": 0, "samples": 0, "prompt_tokens": 0, "output_tokens": 0,
-                                                   "device_hours": 0.0})
+                t = tasks.setdefault(
+                    c.task.name, {"cells": 0, "samples": 0, "prompt_tokens": 0, "output_tokens": 0, "device_hours": 0.0}
+                )
                 t["cells"] += 1
                 t["samples"] += task_samples(c.task, cost.cfg["default_task"])
                 t["prompt_tokens"] += p
                 t["output_tokens"] += o
                 t["device_hours"] += cost.cell_seconds(c) * devices / 3600
         total = sum(r["device_hours"] for r in rows.values())
-        return {"device_hours": total, "by_model_format": [{"model": m, "format": f, **r} for (m, f), r in rows.items()],
-                "by_task": [{"task": name, **t} for name, t in tasks.items()]}
+        return {
+            "device_hours": total,
+            "by_model_format": [{"model": m, "format": f, **r} for (m, f), r in rows.items()],
+            "by_task": [{"task": name, **t} for name, t in tasks.items()],
+        }
 
 
 def expand(sweep: Sweep) -> Plan:
@@ -132,14 +148,20 @@ def expand(sweep: Sweep) -> Plan:
                 for task in sweep.tasks:
                     engine = replace(sweep.engine_for(model), seed=seed, **(task.engine or {}), **resolved)
                     groups.setdefault(engine.key, []).append(
-                        Cell(model=served, format=fmt, task=task, engine=engine, seed=seed, versions=sweep.versions))
+                        Cell(model=served, format=fmt, task=task, engine=engine, seed=seed, versions=sweep.versions)
+                    )
                 for group in groups.values():
                     cells += group
                     stages.append(Stage(StageKind.EVALUATE, served, fmt, cells=group, depends_on=[quant.key]))
     comparisons = _similarity_stages(sweep, stages)
     stages += comparisons
-    return Plan(sweep=sweep, cells=cells, stages=stages, comparisons=[c for s in comparisons for c in s.cells],
-                perf_cells=[c for s in stages if s.kind is StageKind.PERF for c in s.cells])
+    return Plan(
+        sweep=sweep,
+        cells=cells,
+        stages=stages,
+        comparisons=[c for s in comparisons for c in s.cells],
+        perf_cells=[c for s in stages if s.kind is StageKind.PERF for c in s.cells],
+    )
 
 
 def _similarity_stages(sweep: Sweep, stages: list[Stage]) -> list[Stage]:
@@ -158,11 +180,22 @@ def _similarity_stages(sweep: Sweep, stages: list[Stage]) -> list[Stage]:
         if fmt == sweep.baseline or not base:
             continue
         base_cells = {c.task.name: c for g in base for c in g.cells}
-        comps = [Comparison(c, base_cells[c.task.name], sweep.similarity["encoder"])
-                 for g in groups for c in g.cells if c.task.name in tasks]
+        comps = [
+            Comparison(c, base_cells[c.task.name], sweep.similarity["encoder"])
+            for g in groups
+            for c in g.cells
+            if c.task.name in tasks
+        ]
         if comps:
-            out.append(Stage(StageKind.SIMILARITY, groups[0].model, groups[0].format, cells=comps,
-                             depends_on=[g.key for g in base + groups]))
+            out.append(
+                Stage(
+                    StageKind.SIMILARITY,
+                    groups[0].model,
+                    groups[0].format,
+                    cells=comps,
+                    depends_on=[g.key for g in base + groups],
+                )
+            )
     return out
 
 
@@ -171,11 +204,18 @@ def execution_lines(sweep) -> list[str]:
     h = sweep.host
     if h is None:
         return []
-    what = (f"{h.cpu_model or 'CPU'}, vLLM kernel library {h.vllm_library}, bf16 hardware: {'yes' if h.native_bf16 else 'no'}"
-            + (f", forced from {h.native_isa} by QUANTGRID_HOST_ISA" if h.forced else "") if h.device == "cpu" else h.gpu)
+    what = (
+        f"{h.cpu_model or 'CPU'}, vLLM kernel library {h.vllm_library}, bf16 hardware: "
+        f"{'yes' if h.native_bf16 else 'no'}"
+        + (f", forced from {h.native_isa} by QUANTGRID_HOST_ISA" if h.forced else "")
+        if h.device == "cpu"
+        else h.gpu
+    )
     lines = [f"host {h.name} ({what})"] + ([sweep.sizing["line"]] if sweep.sizing else [])
     seen: dict[str, str] = {}
     for fmts in sweep.execution.values():
         for f, ex in fmts.items():
-            seen.setdefault(f, f"  {f}: {ex.mode}, engine dtype {ex.dtype}, calibration dtype {ex.calibration_dtype}: {ex.runs}")
+            seen.setdefault(
+                f, f"  {f}: {ex.mode}, engine dtype {ex.dtype}, calibration dtype {ex.calibration_dtype}: {ex.runs}"
+            )
     return lines + list(seen.values())

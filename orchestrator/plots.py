@@ -43,7 +43,9 @@ def task_differences(rows: list[dict], formats: list[str], path: Path) -> Path |
     tasks = [r for r in rows if r["kind"] == "task"]
     if not tasks or not formats:
         return None
-    fig, axes = plt.subplots(1, len(formats), figsize=(3.2 * len(formats), 0.6 + 0.4 * len(tasks)), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(formats), figsize=(3.2 * len(formats), 0.6 + 0.4 * len(tasks)), sharey=True, squeeze=False
+    )
     labels = [f"{r['model']} / {r['name']}" for r in tasks]
     for ax, fmt in zip(axes[0], formats):
         for i, r in enumerate(tasks):
@@ -59,14 +61,17 @@ def task_differences(rows: list[dict], formats: list[str], path: Path) -> Path |
     return _save(fig, path)
 
 
-def similarity_distributions(dists: dict[tuple[str, str], dict[str, dict[str, list[float]]]], measures: list[str],
-                             path: Path) -> Path | None:
+def similarity_distributions(
+    dists: dict[tuple[str, str], dict[str, dict[str, list[float]]]], measures: list[str], path: Path
+) -> Path | None:
     """Per-document similarity to the baseline's outputs: one row per (model, task), one column
     per measure, a box per format (median, quartiles, every document as a dot)."""
     if not dists:
         return None
     keys = sorted(dists)
-    fig, axes = plt.subplots(len(keys), len(measures), figsize=(3.4 * len(measures), 0.8 + 2.4 * len(keys)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(keys), len(measures), figsize=(3.4 * len(measures), 0.8 + 2.4 * len(keys)), squeeze=False
+    )
     for i, key in enumerate(keys):
         formats = list(dists[key])
         for j, m in enumerate(measures):
@@ -95,17 +100,30 @@ def perf_frontier(table: list[dict], path: Path) -> Path | None:
     fig, axes = plt.subplots(len(keys), 2, figsize=(9, 0.6 + 3.0 * len(keys)), squeeze=False)
     for i, key in enumerate(keys):
         rows = [r for r in groups[key] if r["recovery"] is not None]
-        for j, (title, value, better_low) in enumerate((
+        for j, (title, value, better_low) in enumerate(
+            (
                 ("sync: request latency p50 (s)", lambda r: r["levels"].get(1, {}).get("request_latency_s_p50"), True),
-                ("async: best output tok/s", lambda r: max((m.get("output_tok_per_s") or 0.0 for m in r["levels"].values()), default=None), False))):
+                (
+                    "async: best output tok/s",
+                    lambda r: max((m.get("output_tok_per_s") or 0.0 for m in r["levels"].values()), default=None),
+                    False,
+                ),
+            )
+        ):
             ax = axes[i][j]
             pts = [(value(r), r["recovery"], r["format"]) for r in rows if value(r) is not None]
             for x, y, name in pts:
                 ax.scatter(x, y, s=30)
                 ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=8)
             # Pareto front: no other point is both faster and more accurate.
-            front = sorted((p for p in pts if not any((q[0] < p[0] if better_low else q[0] > p[0]) and q[1] >= p[1]
-                                                      and q != p for q in pts)), key=lambda p: p[0])
+            front = sorted(
+                (
+                    p
+                    for p in pts
+                    if not any((q[0] < p[0] if better_low else q[0] > p[0]) and q[1] >= p[1] and q != p for q in pts)
+                ),
+                key=lambda p: p[0],
+            )
             if len(front) > 1:
                 ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="grey", lw=1)
             ax.set_xlabel(title)

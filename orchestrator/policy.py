@@ -43,7 +43,9 @@ class Job:
     @property
     def actor_key(self) -> tuple:
         """Jobs with equal keys may run one after another in the same actor process."""
-        role = {StageKind.EVALUATE: "evaluate", StageKind.SIMILARITY: "similarity", StageKind.PERF: "perf"}.get(self.kind, "prepare")
+        role = {StageKind.EVALUATE: "evaluate", StageKind.SIMILARITY: "similarity", StageKind.PERF: "perf"}.get(
+            self.kind, "prepare"
+        )
         return (role, self.stage.model.name, self.demand.shape)
 
     @property
@@ -62,7 +64,9 @@ def _lpt_bins(cells: list[Cell], seconds: dict[str, float], k: int) -> list[list
 
 
 class PlacementPolicy:
-    def __init__(self, nodes: list[NodeShape], resources: Resources | dict[str, Any] | None = None, cost: CostModel | None = None):
+    def __init__(
+        self, nodes: list[NodeShape], resources: Resources | dict[str, Any] | None = None, cost: CostModel | None = None
+    ):
         self.nodes = list(nodes)
         self.cfg = Resources.of(resources)
         self.cost = cost or CostModel()
@@ -86,8 +90,14 @@ class PlacementPolicy:
         jobs: dict[str, Job] = {}
         for s in stages:
             if s.kind is StageKind.BUILD_MODEL and s.key in needed_build:
-                jobs[s.key] = Job(s.key, s.kind, s, [], demand(s.model, self.nodes, self.cfg, "build"),
-                                  self.cost.build_seconds(s.model))
+                jobs[s.key] = Job(
+                    s.key,
+                    s.kind,
+                    s,
+                    [],
+                    demand(s.model, self.nodes, self.cfg, "build"),
+                    self.cost.build_seconds(s.model),
+                )
         accel = {s.key: cells[0].engine.accelerator for s, cells in evals + perfs}
         quant_accel = {s.depends_on[0]: accel[s.key] for s, _ in evals + perfs}
         for s in stages:
@@ -95,10 +105,20 @@ class PlacementPolicy:
                 acc = quant_accel.get(s.key, "cpu")
                 # The baseline's "quantize" is the base checkpoint itself: a zero-length job, no actor.
                 # A published checkpoint is only downloaded: the staging (build) demand, no GPU.
-                d = Demand(0, 0) if s.format.is_baseline else demand(s.model, self.nodes, self.cfg,
-                                                                      "build" if s.format.published else "quantize")
-                jobs[s.key] = Job(s.key, s.kind, s, [], d, self.cost.quantize_seconds(s.model, s.format, acc),
-                                  deps=[d_ for d_ in s.depends_on if d_ in jobs])
+                d = (
+                    Demand(0, 0)
+                    if s.format.is_baseline
+                    else demand(s.model, self.nodes, self.cfg, "build" if s.format.published else "quantize")
+                )
+                jobs[s.key] = Job(
+                    s.key,
+                    s.kind,
+                    s,
+                    [],
+                    d,
+                    self.cost.quantize_seconds(s.model, s.format, acc),
+                    deps=[d_ for d_ in s.depends_on if d_ in jobs],
+                )
         cell_s: dict[str, float] = {}
         groups = []
         for s, cells in evals:
@@ -112,8 +132,13 @@ class PlacementPolicy:
         work += sum((load + sum(cell_s[c.key] for c in cells)) * unit_of(d) for _, cells, load, d in groups)
         # The makespan no schedule can beat: the work spread evenly, or the longest chain (a group
         # split down to one cell per replica). Splitting below it only adds engine loads.
-        chain = max((self._chain(jobs, s.depends_on[0]) + load + max(cell_s[c.key] for c in cells)
-                     for s, cells, load, _ in groups), default=0.0)
+        chain = max(
+            (
+                self._chain(jobs, s.depends_on[0]) + load + max(cell_s[c.key] for c in cells)
+                for s, cells, load, _ in groups
+            ),
+            default=0.0,
+        )
         ideal = max(work / max(1, units[1]), chain)
         for s, cells, load, d in groups:
             upstream = self._chain(jobs, s.depends_on[0])
@@ -130,12 +155,28 @@ class PlacementPolicy:
             bins = _lpt_bins(cells, cell_s, k) if k > 1 else [cells]
             for i, part in enumerate(bins):
                 jid = s.key if len(bins) == 1 else f"{s.key}#{i}"
-                jobs[jid] = Job(jid, s.kind, s, part, d, load + sum(cell_s[c.key] for c in part),
-                                deps=[q for q in s.depends_on if q in jobs], replica=i, replicas=len(bins))
+                jobs[jid] = Job(
+                    jid,
+                    s.kind,
+                    s,
+                    part,
+                    d,
+                    load + sum(cell_s[c.key] for c in part),
+                    deps=[q for q in s.depends_on if q in jobs],
+                    replica=i,
+                    replicas=len(bins),
+                )
         # Perf: the server gets its node(s) to itself (no evaluation beside it skews the figures).
         for s, cells in perfs:
-            jobs[s.key] = Job(s.key, s.kind, s, cells, demand(s.model, self.nodes, self.cfg, "perf"),
-                              self.cost.perf_seconds(s.model, cells), deps=[q for q in s.depends_on if q in jobs])
+            jobs[s.key] = Job(
+                s.key,
+                s.kind,
+                s,
+                cells,
+                demand(s.model, self.nodes, self.cfg, "perf"),
+                self.cost.perf_seconds(s.model, cells),
+                deps=[q for q in s.depends_on if q in jobs],
+            )
         # Similarity: after the baseline's and the format's engine groups (every replica of each).
         by_stage: dict[str, list[str]] = {}
         for j in jobs.values():
@@ -143,9 +184,15 @@ class PlacementPolicy:
         for s in stages:
             cells = todo(s) if s.kind is StageKind.SIMILARITY else None
             if cells:
-                jobs[s.key] = Job(s.key, s.kind, s, cells, demand(s.model, self.nodes, self.cfg, "similarity"),
-                                  self.cost.similarity_seconds(cells),
-                                  deps=[j for d in s.depends_on for j in by_stage.get(d, [])])
+                jobs[s.key] = Job(
+                    s.key,
+                    s.kind,
+                    s,
+                    cells,
+                    demand(s.model, self.nodes, self.cfg, "similarity"),
+                    self.cost.similarity_seconds(cells),
+                    deps=[j for d in s.depends_on for j in by_stage.get(d, [])],
+                )
         self._prioritize(jobs)
         return list(jobs.values())
 
@@ -168,13 +215,20 @@ class PlacementPolicy:
         for j in jobs.values():
             for d in j.deps:
                 children.setdefault(d, []).append(j)
-        order = {StageKind.SIMILARITY: 0, StageKind.PERF: 0, StageKind.EVALUATE: 1, StageKind.QUANTIZE: 2, StageKind.BUILD_MODEL: 3}
+        order = {
+            StageKind.SIMILARITY: 0,
+            StageKind.PERF: 0,
+            StageKind.EVALUATE: 1,
+            StageKind.QUANTIZE: 2,
+            StageKind.BUILD_MODEL: 3,
+        }
         for j in sorted(jobs.values(), key=lambda j: order[j.kind]):
             j.priority = j.seconds + max((c.priority for c in children.get(j.id, [])), default=0.0)
 
     # -- dispatch --------------------------------------------------------------------------------
-    def dispatch(self, ready: "ReadyQueue", state: ClusterState,
-                 reuse: Callable[[Job], Placement | None] | None = None) -> list[tuple[Job, Placement]]:
+    def dispatch(
+        self, ready: "ReadyQueue", state: ClusterState, reuse: Callable[[Job], Placement | None] | None = None
+    ) -> list[tuple[Job, Placement]]:
         """Start what fits, highest priority first; a job that does not fit lets smaller ones
         behind it use the remaining devices (backfilling)."""
         started: list[tuple[Job, Placement]] = []

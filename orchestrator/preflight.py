@@ -65,7 +65,8 @@ def check_memory(plan) -> None:
                 f"{s.model.name}/{s.format.name}: {need:.0f} GB of weights do not fit {gpus} x {mem:g} GB GPUs "
                 f"(tensor_parallel_size {s.model.tensor_parallel_size} x pipeline_parallel_size "
                 f"{s.model.pipeline_parallel_size}, {KV_RESERVE:.0%} kept for the KV cache): raise the parallelism "
-                f"(conf/model: tensor_parallel_size, or format_overrides.{s.format.name}.parallel)")
+                f"(conf/model: tensor_parallel_size, or format_overrides.{s.format.name}.parallel)"
+            )
 
 
 def check_tracking(uri: str, timeout_s: float = 10) -> None:
@@ -76,8 +77,10 @@ def check_tracking(uri: str, timeout_s: float = 10) -> None:
             if r.status == 200:
                 return
     except OSError as exc:
-        raise ConfigError(f"MLflow tracking server {uri} unreachable ({' '.join(str(exc).split())[:120]}): start it "
-                          "(docker/mlflow.yaml), fix tracking_uri, or leave it empty for the run directory's own store") from None
+        raise ConfigError(
+            f"MLflow tracking server {uri} unreachable ({' '.join(str(exc).split())[:120]}): start it "
+            "(docker/mlflow.yaml), fix tracking_uri, or leave it empty for the run directory's own store"
+        ) from None
 
 
 def check_tokens(plan) -> None:
@@ -86,8 +89,10 @@ def check_tokens(plan) -> None:
         if src.get("kind") == "hf_hub" and src.get("gated"):
             var = str(src.get("token_env") or "HF_TOKEN")
             if not os.environ.get(var):
-                raise ConfigError(f"model {m.name} ({src.get('repo')}) is gated on the Hugging Face Hub: set {var} to a "
-                                  f"token that has accepted its license (on KubeRay: a Secret mapped to {var})")
+                raise ConfigError(
+                    f"model {m.name} ({src.get('repo')}) is gated on the Hugging Face Hub: set {var} to a "
+                    f"token that has accepted its license (on KubeRay: a Secret mapped to {var})"
+                )
 
 
 def check_judges(plan) -> None:
@@ -97,20 +102,26 @@ def check_judges(plan) -> None:
         judge = t.scorer["judge"]
         var = judge.get("api_key_env")
         if var and not os.environ.get(var):
-            raise ConfigError(f"task {t.name} is scored by an LLM judge ({judge['model']}): set {var} to its API key "
-                              f"(on KubeRay: a Secret mapped to {var}), or point scorer.judge.base_url at your own endpoint")
+            raise ConfigError(
+                f"task {t.name} is scored by an LLM judge ({judge['model']}): set {var} to its API key "
+                f"(on KubeRay: a Secret mapped to {var}), or point scorer.judge.base_url at your own endpoint"
+            )
         url = str(judge["base_url"]).rstrip("/") + "/models"
         req = urllib.request.Request(url, headers={"Authorization": f"Bearer {os.environ[var]}"} if var else {})
         try:
             urllib.request.urlopen(req, timeout=15).close()
         except urllib.error.HTTPError as exc:
             if exc.code in (401, 403):
-                raise ConfigError(f"task {t.name}: the judge endpoint {judge['base_url']} rejected the key in {var} "
-                                  f"(HTTP {exc.code}): set a valid key") from None
+                raise ConfigError(
+                    f"task {t.name}: the judge endpoint {judge['base_url']} rejected the key in {var} "
+                    f"(HTTP {exc.code}): set a valid key"
+                ) from None
             # other answers (an endpoint without GET /models): it is up
         except OSError as exc:
-            raise ConfigError(f"task {t.name}: judge endpoint {judge['base_url']} unreachable "
-                              f"({' '.join(str(exc).split())[:120]}): start it or fix scorer.judge.base_url") from None
+            raise ConfigError(
+                f"task {t.name}: judge endpoint {judge['base_url']} unreachable "
+                f"({' '.join(str(exc).split())[:120]}): start it or fix scorer.judge.base_url"
+            ) from None
 
 
 def _cached(root: Path, prefix: str) -> bool:
@@ -139,9 +150,11 @@ def check_disk(plan, free_gb: float | None = None) -> None:
             probe = probe.parent
         free_gb = shutil.disk_usage(probe).free / 1e9
     if need * 1.1 > free_gb:
-        raise ConfigError(f"the sweep writes ~{need:.0f} GB of checkpoints ({len(what)}: {', '.join(what[:4])}"
-                          f"{', ...' if len(what) > 4 else ''}) into {root}, which has {free_gb:.0f} GB free: free "
-                          "space or set QUANTGRID_CACHE to a larger (shared) volume")
+        raise ConfigError(
+            f"the sweep writes ~{need:.0f} GB of checkpoints ({len(what)}: {', '.join(what[:4])}"
+            f"{', ...' if len(what) > 4 else ''}) into {root}, which has {free_gb:.0f} GB free: free "
+            "space or set QUANTGRID_CACHE to a larger (shared) volume"
+        )
 
 
 def check(plan, submitting: bool = False) -> list[str]:

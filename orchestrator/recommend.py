@@ -62,10 +62,19 @@ def perf_table(records: list[dict[str, Any]], recovery: dict, prices: dict[str, 
         for m in levels.values():  # $ per million output tokens at that level's throughput
             tps = m.get("output_tok_per_s") or 0.0
             m["usd_per_m_output_tok"] = price * devices / 3600 / tps * 1e6 if price and tps else None
-        rows.append({"model": r["model"], "format": r["format"], "scenario": r["task"].removesuffix(PERF_SUFFIX),
-                     "accelerator": acc, "hardware": hw.get("gpu_model") or hw.get("cpu_model", ""),
-                     "devices": devices, "recovery": recovery.get((r["model"], r["format"])), "levels": levels,
-                     "scenario_tokens": p.get("scenario", {})})
+        rows.append(
+            {
+                "model": r["model"],
+                "format": r["format"],
+                "scenario": r["task"].removesuffix(PERF_SUFFIX),
+                "accelerator": acc,
+                "hardware": hw.get("gpu_model") or hw.get("cpu_model", ""),
+                "devices": devices,
+                "recovery": recovery.get((r["model"], r["format"])),
+                "levels": levels,
+                "scenario_tokens": p.get("scenario", {}),
+            }
+        )
     return sorted(rows, key=lambda x: (x["model"], x["scenario"], x["accelerator"], x["format"]))
 
 
@@ -88,29 +97,50 @@ def recommend(table: list[dict], baseline: str, floors: list[float], limits: dic
         base = next((r for r in rows if r["format"] == baseline), None)
         for floor in floors:
             eligible = [r for r in rows if r["recovery"] is not None and r["recovery"] >= floor]
-            rec = {"model": model, "scenario": scenario, "accelerator": acc, "floor": floor,
-                   "eligible": [r["format"] for r in eligible]}
+            rec = {
+                "model": model,
+                "scenario": scenario,
+                "accelerator": acc,
+                "floor": floor,
+                "eligible": [r["format"] for r in eligible],
+            }
             sync = [(r, r["levels"][1]["request_latency_s_p50"]) for r in eligible if 1 in r["levels"]]
             if sync:
                 r, lat = min(sync, key=lambda x: x[1])
                 base_lat = base["levels"].get(1, {}).get("request_latency_s_p50") if base else None
-                rec["sync"] = {"format": r["format"], "request_latency_s_p50": lat, "recovery": r["recovery"],
-                               "ttft_ms_p50": r["levels"][1].get("ttft_ms_p50"), "itl_ms_p50": r["levels"][1].get("itl_ms_p50"),
-                               "speedup_vs_baseline": base_lat / lat if base_lat and lat else None}
+                rec["sync"] = {
+                    "format": r["format"],
+                    "request_latency_s_p50": lat,
+                    "recovery": r["recovery"],
+                    "ttft_ms_p50": r["levels"][1].get("ttft_ms_p50"),
+                    "itl_ms_p50": r["levels"][1].get("itl_ms_p50"),
+                    "speedup_vs_baseline": base_lat / lat if base_lat and lat else None,
+                }
             asyn = [(r, *b) for r in eligible if (b := best_async(r, limits))]
             if asyn:
                 r, n, m = max(asyn, key=lambda x: x[2].get("output_tok_per_s", 0.0))
                 base_best = best_async(base, limits) if base else None
                 base_tps = base_best[1].get("output_tok_per_s") if base_best else None
-                rec["async"] = {"format": r["format"], "streams": n, "output_tok_per_s": m.get("output_tok_per_s"),
-                                "requests_per_s": m.get("requests_per_s"), "ttft_ms_p99": m.get("ttft_ms_p99"),
-                                "recovery": r["recovery"], "usd_per_m_output_tok": m.get("usd_per_m_output_tok"),
-                                "speedup_vs_baseline": m.get("output_tok_per_s") / base_tps if base_tps else None}
+                rec["async"] = {
+                    "format": r["format"],
+                    "streams": n,
+                    "output_tok_per_s": m.get("output_tok_per_s"),
+                    "requests_per_s": m.get("requests_per_s"),
+                    "ttft_ms_p99": m.get("ttft_ms_p99"),
+                    "recovery": r["recovery"],
+                    "usd_per_m_output_tok": m.get("usd_per_m_output_tok"),
+                    "speedup_vs_baseline": m.get("output_tok_per_s") / base_tps if base_tps else None,
+                }
                 priced = [(r, n, m) for r, n, m in asyn if m.get("usd_per_m_output_tok")]
                 if priced:
                     r, n, m = min(priced, key=lambda x: x[2]["usd_per_m_output_tok"])
-                    rec["cost"] = {"format": r["format"], "streams": n, "usd_per_m_output_tok": m["usd_per_m_output_tok"],
-                                   "output_tok_per_s": m.get("output_tok_per_s"), "recovery": r["recovery"]}
+                    rec["cost"] = {
+                        "format": r["format"],
+                        "streams": n,
+                        "usd_per_m_output_tok": m["usd_per_m_output_tok"],
+                        "output_tok_per_s": m.get("output_tok_per_s"),
+                        "recovery": r["recovery"],
+                    }
             out.append(rec)
     return out
 
@@ -118,7 +148,7 @@ def recommend(table: list[dict], baseline: str, floors: list[float], limits: dic
 def _f(v: float | None, digits: int = 3) -> str:
     if v is None:
         return "—"
-    return f"{v:,.0f}" if abs(v) >= 10 ** digits else f"{v:.{digits}g}"
+    return f"{v:,.0f}" if abs(v) >= 10**digits else f"{v:.{digits}g}"
 
 
 def to_markdown(table: list[dict], recs: list[dict], limits: dict[str, float], note: str = "") -> str:
@@ -127,34 +157,79 @@ def to_markdown(table: list[dict], recs: list[dict], limits: dict[str, float], n
     lines = ["### Serving performance (GuideLLM against vllm serve)", ""]
     if note:
         lines += [note, ""]
-    head = ["model", "scenario", "hardware", "format", "recovery %", "sync TTFT p50 ms", "sync ITL p50 ms",
-            "sync latency p50 / p90 / p99 s", "streams", "req/s", "output tok/s", "TTFT p99 ms", "$ / 1M output tok"]
+    head = [
+        "model",
+        "scenario",
+        "hardware",
+        "format",
+        "recovery %",
+        "sync TTFT p50 ms",
+        "sync ITL p50 ms",
+        "sync latency p50 / p90 / p99 s",
+        "streams",
+        "req/s",
+        "output tok/s",
+        "TTFT p99 ms",
+        "$ / 1M output tok",
+    ]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table:
         s = r["levels"].get(1, {})
         for i, (n, m) in enumerate(sorted(r["levels"].items())):
             first = i == 0
-            lines.append("| " + " | ".join([
-                r["model"] if first else "", r["scenario"] if first else "",
-                f"{r['accelerator']}: {r['hardware']}" if first else "", r["format"],
-                (_f(r["recovery"], 4) if r["recovery"] is not None else "unknown") if first else "",
-                _f(s.get("ttft_ms_p50")) if first else "", _f(s.get("itl_ms_p50")) if first else "",
-                " / ".join(_f(s.get(f"request_latency_s_{q}")) for q in ("p50", "p90", "p99")) if first else "",
-                str(n), _f(m.get("requests_per_s")), _f(m.get("output_tok_per_s")), _f(m.get("ttft_ms_p99")),
-                _f(m.get("usd_per_m_output_tok"))]) + " |")
+            lines.append(
+                "| "
+                + " | ".join(
+                    [
+                        r["model"] if first else "",
+                        r["scenario"] if first else "",
+                        f"{r['accelerator']}: {r['hardware']}" if first else "",
+                        r["format"],
+                        (_f(r["recovery"], 4) if r["recovery"] is not None else "unknown") if first else "",
+                        _f(s.get("ttft_ms_p50")) if first else "",
+                        _f(s.get("itl_ms_p50")) if first else "",
+                        " / ".join(_f(s.get(f"request_latency_s_{q}")) for q in ("p50", "p90", "p99")) if first else "",
+                        str(n),
+                        _f(m.get("requests_per_s")),
+                        _f(m.get("output_tok_per_s")),
+                        _f(m.get("ttft_ms_p99")),
+                        _f(m.get("usd_per_m_output_tok")),
+                    ]
+                )
+                + " |"
+            )
     lines.append("")
     if recs:
         lim = ", ".join(f"{k} ≤ {v:g}" for k, v in limits.items()) or "none"
-        lines += [f"### Recommendation (recovery floor; async latency limits: {lim})", "",
-                  "| model | scenario | hardware | floor % | eligible | sync: format (latency p50 s, × baseline) | "
-                  "async: format @ streams (output tok/s, × baseline) | cheapest: format ($ / 1M output tok) |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"### Recommendation (recovery floor; async latency limits: {lim})",
+            "",
+            "| model | scenario | hardware | floor % | eligible | sync: format (latency p50 s, × baseline) | "
+            "async: format @ streams (output tok/s, × baseline) | cheapest: format ($ / 1M output tok) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for c in recs:
             sy, an, co = c.get("sync"), c.get("async"), c.get("cost")
-            lines.append("| " + " | ".join([
-                c["model"], c["scenario"], c["accelerator"], f"{c['floor']:g}", ", ".join(c["eligible"]) or "none",
-                f"{sy['format']} ({_f(sy['request_latency_s_p50'])}, {_f(sy['speedup_vs_baseline'])}×)" if sy else "—",
-                f"{an['format']} @ {an['streams']} ({_f(an['output_tok_per_s'])}, {_f(an['speedup_vs_baseline'])}×)" if an else "—",
-                f"{co['format']} ({_f(co['usd_per_m_output_tok'])})" if co else "—"]) + " |")
+            lines.append(
+                "| "
+                + " | ".join(
+                    [
+                        c["model"],
+                        c["scenario"],
+                        c["accelerator"],
+                        f"{c['floor']:g}",
+                        ", ".join(c["eligible"]) or "none",
+                        f"{sy['format']} ({_f(sy['request_latency_s_p50'])}, {_f(sy['speedup_vs_baseline'])}×)"
+                        if sy
+                        else "—",
+                        f"{an['format']} @ {an['streams']} ({_f(an['output_tok_per_s'])}, "
+                        f"{_f(an['speedup_vs_baseline'])}×)"
+                        if an
+                        else "—",
+                        f"{co['format']} ({_f(co['usd_per_m_output_tok'])})" if co else "—",
+                    ]
+                )
+                + " |"
+            )
         lines.append("")
     return "\n".join(lines)

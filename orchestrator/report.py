@@ -36,8 +36,9 @@ def _stderr_key(metric: str) -> str:
     return f"{name}_stderr,{flt}" if flt else f"{name}_stderr"
 
 
-def recovery(score: float | None, base: float | None, base_stderr: float | None, higher_is_better: bool,
-             chance: float | None) -> tuple[float | None, str]:
+def recovery(
+    score: float | None, base: float | None, base_stderr: float | None, higher_is_better: bool, chance: float | None
+) -> tuple[float | None, str]:
     if score is None or base is None:
         return None, "missing"
     # The same rule as the paired report, with lm-eval's stderr for the baseline's interval.
@@ -55,7 +56,10 @@ def build_rows(results: list[dict[str, Any]], baseline: str, tasks: dict[str, di
         latest[(r["model"], r["format"], r["task"])] = r  # a re-run supersedes
     rows = []
     for (model, fmt, task), r in latest.items():
-        spec = tasks.get(task, {"metric": r.get("primary_metric"), "higher_is_better": r.get("higher_is_better", True), "chance": None})
+        spec = tasks.get(
+            task,
+            {"metric": r.get("primary_metric"), "higher_is_better": r.get("higher_is_better", True), "chance": None},
+        )
         metric = spec["metric"]
         score = r["metrics"].get(metric)
         stderr = r["metrics"].get(_stderr_key(metric))
@@ -65,13 +69,32 @@ def build_rows(results: list[dict[str, Any]], baseline: str, tasks: dict[str, di
         elif base is None:
             rec, note = None, "no baseline"
         else:
-            rec, note = recovery(score, base["metrics"].get(metric), base["metrics"].get(_stderr_key(metric)),
-                                 spec["higher_is_better"], spec.get("chance"))
+            rec, note = recovery(
+                score,
+                base["metrics"].get(metric),
+                base["metrics"].get(_stderr_key(metric)),
+                spec["higher_is_better"],
+                spec.get("chance"),
+            )
         prov = r.get("provenance") or {}
         mode = prov.get("execution_mode") or "native"
         fb = prov.get("oom_fallback") or {}
-        rows.append(Row(model, fmt, task, metric, score, stderr, rec, note, int(r.get("num_samples", 0)), mode,
-                        tuple(fb.get("steps") or ()), bool(fb.get("may_change_scores"))))
+        rows.append(
+            Row(
+                model,
+                fmt,
+                task,
+                metric,
+                score,
+                stderr,
+                rec,
+                note,
+                int(r.get("num_samples", 0)),
+                mode,
+                tuple(fb.get("steps") or ()),
+                bool(fb.get("may_change_scores")),
+            )
+        )
     return rows
 
 
@@ -89,9 +112,17 @@ def _by_model(rows: list[Row], format_order: list[str]) -> dict[str, list[tuple[
         score = "—" if r.score is None else f"{r.score:.4g}"
         if r.fallback:  # scored after an OOM fallback: "!" where it can change the score itself
             score += f" ({'!' if r.fallback_changes_scores else ''}{'+'.join(r.fallback)})"
-        out.setdefault(r.model, []).append((
-            r.format if r.execution == "native" else f"{r.format} ({r.execution})", r.task, r.metric.split(",")[0], score,
-            "" if r.stderr is None else f"{r.stderr:.3g}", rec, str(r.num_samples)))
+        out.setdefault(r.model, []).append(
+            (
+                r.format if r.execution == "native" else f"{r.format} ({r.execution})",
+                r.task,
+                r.metric.split(",")[0],
+                score,
+                "" if r.stderr is None else f"{r.stderr:.3g}",
+                rec,
+                str(r.num_samples),
+            )
+        )
     return out
 
 

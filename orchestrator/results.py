@@ -153,8 +153,14 @@ class RunStore:
         rows = [
             {
                 # one row per (doc_id, filter): lm-eval scores each filter's answer separately
-                "cell_key": result.cell_key, "doc_id": s.doc_id, "filter": s.filter, "target": s.target,
-                "response": s.response, "filtered": s.filtered, "metrics": json.dumps(s.metrics), "logprobs": s.logprobs,
+                "cell_key": result.cell_key,
+                "doc_id": s.doc_id,
+                "filter": s.filter,
+                "target": s.target,
+                "response": s.response,
+                "filtered": s.filtered,
+                "metrics": json.dumps(s.metrics),
+                "logprobs": s.logprobs,
                 **{f"m_{k}": v for k, v in s.metrics.items()},
                 **{f"ll_{k}": v[0] for k, v in s.extra.get("corpus", {}).items()},
                 **{f"units_{k}": v[1] for k, v in s.extra.get("corpus", {}).items()},
@@ -172,7 +178,10 @@ class RunStore:
         result.provenance["samples_file"] = {"bytes": size, "sha256": sha}
 
     def stage_failed(self, stage: Stage, error_class: str, message: str) -> None:
-        self._append("failures.jsonl", {"stage": stage.name, "key": stage.key, "class": error_class, "message": message, "time": time.time()})
+        self._append(
+            "failures.jsonl",
+            {"stage": stage.name, "key": stage.key, "class": error_class, "message": message, "time": time.time()},
+        )
 
     def sweep_finished(self, summary: dict[str, Any]) -> None:
         self._append("events.jsonl", {"event": "sweep_finished", "time": time.time(), **summary})

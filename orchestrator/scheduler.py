@@ -131,9 +131,15 @@ class Scheduler:
                     return
                 self._dispatch()
                 if not self.running and not self.zombies and self.left > 0 and not self.refs:
-                    lost = f"; lost nodes: {sorted(self.nodes[i].node_id[:12] for i in self.state.dead)}" if self.state.dead else ""
-                    raise RuntimeError(f"scheduler stalled: {len(self.ready)} ready jobs fit no node of the cluster "
-                                       f"(free per node: {self.state.free}; waiting: {self.ready.shapes()}{lost})")
+                    lost = (
+                        f"; lost nodes: {sorted(self.nodes[i].node_id[:12] for i in self.state.dead)}"
+                        if self.state.dead
+                        else ""
+                    )
+                    raise RuntimeError(
+                        f"scheduler stalled: {len(self.ready)} ready jobs fit no node of the cluster "
+                        f"(free per node: {self.state.free}; waiting: {self.ready.shapes()}{lost})"
+                    )
                 done, _ = self.ray.wait(list(self.refs), num_returns=1, timeout=TICK_S) if self.refs else ([], [])
                 if done:  # take everything already finished, not just one
                     more, _ = self.ray.wait(list(self.refs), num_returns=len(self.refs), timeout=0)
@@ -205,21 +211,27 @@ class Scheduler:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
         sweep = self.drv.plan.sweep
-        opts = ray_options(placement, self.nodes, sweep.engine.kv_cache_gb,
-                           hub_offline=bool((sweep.raw.get("sweep") or {}).get("hub_offline", True)))
+        opts = ray_options(
+            placement,
+            self.nodes,
+            sweep.engine.kv_cache_gb,
+            hub_offline=bool((sweep.raw.get("sweep") or {}).get("hub_offline", True)),
+        )
         bundles = opts.pop("_placement_group_bundles", None)
         node_id = opts.pop("_node_id", None)
         pg = None
         if bundles:
             pg = placement_group(bundles, strategy="PACK", name=f"quantgrid-{job.id[:24]}")
             opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
-                pg, placement_group_bundle_index=0, placement_group_capture_child_tasks=True)
+                pg, placement_group_bundle_index=0, placement_group_capture_child_tasks=True
+            )
         elif node_id and len(self.nodes) > 1:
             opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=False)
         # Per-stage Python environments (resources.runtime_env): quantize actors may need their own
         # (llmcompressor and vLLM pin different compressed-tensors), e.g. {py_executable: /opt/quantize/bin/python}.
-        stage_env = dict((sweep.resources.runtime_env
-                          .get("quantize" if job.actor_key[0] == "prepare" else job.actor_key[0])) or {})
+        stage_env = dict(
+            (sweep.resources.runtime_env.get("quantize" if job.actor_key[0] == "prepare" else job.actor_key[0])) or {}
+        )
         opts["runtime_env"]["env_vars"].update(stage_env.pop("env_vars", None) or {})
         opts["runtime_env"].update(stage_env)
         env = opts["runtime_env"]["env_vars"]
@@ -244,8 +256,10 @@ class Scheduler:
         job, actor, drv = att.job, att.actor, self.drv
         if att.phase == "begin":
             model, engine = self.overrides.get(job.id, (job.stage.model, None))
-            fb = {"steps": self.fallbacks[:self.fallback_level[job.id]]} if self.fallback_level.get(job.id) else None
-            att.fallback = {**fb, "may_change_scores": bool(set(fb["steps"]) & SCORE_CHANGING_FALLBACKS)} if fb else None
+            fb = {"steps": self.fallbacks[: self.fallback_level[job.id]]} if self.fallback_level.get(job.id) else None
+            att.fallback = (
+                {**fb, "may_change_scores": bool(set(fb["steps"]) & SCORE_CHANGING_FALLBACKS)} if fb else None
+            )
             att.token = drv.lease(job, att, fallback=fb)
             if job.kind is StageKind.BUILD_MODEL:
                 self._call(att, "work", actor.build_model.remote(job.stage.model))
@@ -256,7 +270,9 @@ class Scheduler:
             elif job.kind is StageKind.PERF:
                 art, _ = drv.engine_args(job)
                 server = dict((drv.plan.sweep.perf or {}).get("server") or {})
-                self._call(att, "open", actor.open_server.remote(art, model, job.stage.format, job.cells[0].engine, server))
+                self._call(
+                    att, "open", actor.open_server.remote(art, model, job.stage.format, job.cells[0].engine, server)
+                )
             else:
                 art, cal_hash = drv.engine_args(job)
                 engine = engine or job.cells[0].engine
@@ -420,8 +436,12 @@ class Scheduler:
                 actual = placement_from_bundles(table.get("bundles_to_node_id") or {}, att.pg.bundle_specs, self.nodes)
             if set(actual) != set(att.placement):
                 self.state.adopt(att.placement, actual)
-                self.drv.emit("placement", stage=att.job.name, planned=[b.node for b in att.placement],
-                              actual=[b.node for b in actual])
+                self.drv.emit(
+                    "placement",
+                    stage=att.job.name,
+                    planned=[b.node for b in att.placement],
+                    actual=[b.node for b in actual],
+                )
                 att.placement = actual
         att.node_ids = ",".join(self.nodes[b.node].node_id or str(b.node) for b in att.placement)
 
@@ -458,8 +478,12 @@ class Scheduler:
             if att.phase == "begin":  # actor still starting (or waiting for its placement group)
                 if now - att.call_started > self.start_timeout_s:
                     self._kill(att.actor, att.placement, att.pg, att)
-                    self._retry(att.job, list(att.cells), FailureClass.TIMEOUT.value,
-                                f"actor did not start within start_timeout_s={self.start_timeout_s:g}")
+                    self._retry(
+                        att.job,
+                        list(att.cells),
+                        FailureClass.TIMEOUT.value,
+                        f"actor did not start within start_timeout_s={self.start_timeout_s:g}",
+                    )
                 continue
             if att.ping_ref is None and now - att.ping_sent >= self.heartbeat_s:
                 att.ping_ref, att.ping_sent = att.actor.ping.remote(), now

@@ -32,10 +32,16 @@ class SimResult:
         return self.makespan_s / self.lower_bound_s if self.lower_bound_s else float("nan")
 
     def as_dict(self) -> dict:
-        return {"makespan_s": round(self.makespan_s, 1), "lower_bound_s": round(self.lower_bound_s, 1),
-                "ratio": round(self.ratio, 4), "engine_loads": self.engine_loads,
-                "min_engine_loads": self.min_engine_loads, "jobs": self.jobs, "devices": self.devices,
-                "utilization": round(self.utilization, 4)}
+        return {
+            "makespan_s": round(self.makespan_s, 1),
+            "lower_bound_s": round(self.lower_bound_s, 1),
+            "ratio": round(self.ratio, 4),
+            "engine_loads": self.engine_loads,
+            "min_engine_loads": self.min_engine_loads,
+            "jobs": self.jobs,
+            "devices": self.devices,
+            "utilization": round(self.utilization, 4),
+        }
 
 
 def lower_bound(policy: PlacementPolicy, stages: list[Stage]) -> tuple[float, int]:

@@ -59,22 +59,41 @@ class Sizing:
     quantize: dict[str, float] = field(default_factory=dict)  # budget_s, estimate_full_s, estimate_s, factor
 
     def as_dict(self) -> dict[str, Any]:
-        return {"budget_s": self.budget_s, "probe": self.probe, "estimate_full_s": round(self.estimate_full_s, 1),
-                "estimate_s": round(self.estimate_s, 1), "factor": self.factor, "tasks": self.tasks,
-                "calibration": self.calibration, "quantize": self.quantize}
+        return {
+            "budget_s": self.budget_s,
+            "probe": self.probe,
+            "estimate_full_s": round(self.estimate_full_s, 1),
+            "estimate_s": round(self.estimate_s, 1),
+            "factor": self.factor,
+            "tasks": self.tasks,
+            "calibration": self.calibration,
+            "quantize": self.quantize,
+        }
 
     def line(self) -> str:
         chosen = ", ".join(f"{t} {v['full']}->{v['chosen']}" for t, v in self.tasks.items())
-        out = (f"sizing: probe {self.probe['gflops']} GFLOP/s ({self.probe['dtype']}); evaluations estimated "
-               f"{self.estimate_full_s:.0f} s for a budget of {self.budget_s:.0f} s: "
-               + (f"subsets x{self.factor} ({chosen}), estimated {self.estimate_s:.0f} s" if self.factor < 1 else "full subsets")
-               + (" (over budget even at the smallest step: expect a longer run)" if self.estimate_s > self.budget_s else ""))
+        out = (
+            f"sizing: probe {self.probe['gflops']} GFLOP/s ({self.probe['dtype']}); evaluations estimated "
+            f"{self.estimate_full_s:.0f} s for a budget of {self.budget_s:.0f} s: "
+            + (
+                f"subsets x{self.factor} ({chosen}), estimated {self.estimate_s:.0f} s"
+                if self.factor < 1
+                else "full subsets"
+            )
+            + (
+                " (over budget even at the smallest step: expect a longer run)"
+                if self.estimate_s > self.budget_s
+                else ""
+            )
+        )
         if self.quantize:
             q = self.quantize
             cal = ", ".join(f"{f} {v['full']}->{v['chosen']}" for f, v in self.calibration.items())
-            out += (f"; quantization estimated {q['estimate_full_s']:.0f} s for {q['budget_s']:.0f} s: "
-                    + (f"calibration samples x{q['factor']} ({cal}), estimated {q['estimate_s']:.0f} s" if q["factor"] < 1
-                       else "full calibration sets"))
+            out += f"; quantization estimated {q['estimate_full_s']:.0f} s for {q['budget_s']:.0f} s: " + (
+                f"calibration samples x{q['factor']} ({cal}), estimated {q['estimate_s']:.0f} s"
+                if q["factor"] < 1
+                else "full calibration sets"
+            )
         return out
 
 
@@ -88,7 +107,11 @@ def probe(dtype: str) -> dict[str, Any]:
     # PROBE_METHOD: workers/probe.py's (the driver stays torch-free: that module imports torch lazily)
     from workers.probe import PROBE_METHOD
 
-    path = cache_dir() / "probe" / f"{h.name.replace(':', '-')}-{stable_hash([h.cpu_model, h.native_isa, dtype, PROBE_METHOD], 8)}.json"
+    path = (
+        cache_dir()
+        / "probe"
+        / f"{h.name.replace(':', '-')}-{stable_hash([h.cpu_model, h.native_isa, dtype, PROBE_METHOD], 8)}.json"
+    )
     if path.is_file():
         return json.loads(path.read_text())
     proc = subprocess.run([sys.executable, "-m", "workers.probe", dtype], capture_output=True, text=True, timeout=300)
@@ -104,11 +127,16 @@ def host_cost(gflops: float, base: dict[str, Any] | None = None, bf16_hardware: 
     """The cost model with this host's measured CPU throughput."""
     cfg = dict(base or {})
     cpu = {**DEFAULT_COST["accelerators"]["cpu"], **(cfg.get("accelerators") or {}).get("cpu", {})}
-    cpu |= {"prefill_tok_s_b": TOK_S_B_PER_GFLOPS["prefill"] * gflops, "decode_tok_s_b": TOK_S_B_PER_GFLOPS["decode"] * gflops}
+    cpu |= {
+        "prefill_tok_s_b": TOK_S_B_PER_GFLOPS["prefill"] * gflops,
+        "decode_tok_s_b": TOK_S_B_PER_GFLOPS["decode"] * gflops,
+    }
     cfg["accelerators"] = {**(cfg.get("accelerators") or {}), "cpu": cpu}
     if not bf16_hardware:
-        cfg["format_speed"] = {**(cfg.get("format_speed") or {}),
-                               "cpu": {**FORMAT_SPEED_WITHOUT_BF16, **(cfg.get("format_speed") or {}).get("cpu", {})}}
+        cfg["format_speed"] = {
+            **(cfg.get("format_speed") or {}),
+            "cpu": {**FORMAT_SPEED_WITHOUT_BF16, **(cfg.get("format_speed") or {}).get("cpu", {})},
+        }
     return CostModel(cfg)
 
 
@@ -130,13 +158,18 @@ def quantize_seconds(params_b: float, calibration: dict[str, Any], gflops: float
     return QUANTIZE_K * params_b * int(calibration["num_samples"]) * int(calibration["max_seq_length"]) / gflops
 
 
-def size_calibration(calibrated: dict[str, tuple[float, dict[str, Any]]], limit: float, gflops: float,
-                     minimum: int) -> tuple[float, dict[str, int], float, float]:
+def size_calibration(
+    calibrated: dict[str, tuple[float, dict[str, Any]]], limit: float, gflops: float, minimum: int
+) -> tuple[float, dict[str, int], float, float]:
     """Scale every calibrated format's num_samples by one ladder factor until the quantize stages'
     estimate fits `limit`. `calibrated`: format -> (params_b, calibration). Returns
     (factor, format -> samples, full estimate, estimate)."""
+
     def total(f: float) -> tuple[float, dict[str, int]]:
-        n = {k: max(min(minimum, int(c["num_samples"])), int(int(c["num_samples"]) * f)) for k, (_, c) in calibrated.items()}
+        n = {
+            k: max(min(minimum, int(c["num_samples"])), int(int(c["num_samples"]) * f))
+            for k, (_, c) in calibrated.items()
+        }
         return sum(quantize_seconds(p, {**c, "num_samples": n[k]}, gflops) for k, (p, c) in calibrated.items()), n
 
     full, n = total(1.0)
@@ -149,8 +182,14 @@ def size_calibration(calibrated: dict[str, tuple[float, dict[str, Any]]], limit:
     return factor, n, full, est
 
 
-def size_to_budget(tasks: list[TaskSpec], cells_for, budget: dict[str, Any], dtype: str,
-                   cost_cfg: dict[str, Any] | None = None, bf16_hardware: bool = True) -> tuple[list[TaskSpec], Sizing]:
+def size_to_budget(
+    tasks: list[TaskSpec],
+    cells_for,
+    budget: dict[str, Any],
+    dtype: str,
+    cost_cfg: dict[str, Any] | None = None,
+    bf16_hardware: bool = True,
+) -> tuple[list[TaskSpec], Sizing]:
     """`cells_for(tasks)` -> every evaluate Cell those tasks make (all models, formats, seeds)."""
     bad = sorted(set(budget) - set(BUDGET_KEYS))
     if bad:
@@ -178,12 +217,15 @@ def size_to_budget(tasks: list[TaskSpec], cells_for, budget: dict[str, Any], dty
             chosen = [scaled(t, f, task_samples(t, default), min_samples)[0] for t in tasks]
             if estimate(chosen) <= limit:
                 break
-    sizes = {t.name: {"full": task_samples(t, default), "chosen": task_samples(c, default)} for t, c in zip(tasks, chosen)}
+    sizes = {
+        t.name: {"full": task_samples(t, default), "chosen": task_samples(c, default)} for t, c in zip(tasks, chosen)
+    }
     return chosen, Sizing(limit, p, full_s, estimate(chosen), factor, sizes)
 
 
 def evaluate_cells(models, formats, format_names, seeds, engine: EngineSettings, execution) -> Any:
     """A cells_for() over the sweep's axes (the same engine resolution as orchestrator/plan.py)."""
+
     def cells_for(ts: list[TaskSpec]) -> list[Cell]:
         out = []
         for m in models:
@@ -195,4 +237,5 @@ def evaluate_cells(models, formats, format_names, seeds, engine: EngineSettings,
                 eng = replace(engine, dtype=ex.dtype, execution=ex.mode, host=ex.host) if ex else engine
                 out += [Cell(model=m, format=fmt, task=t, engine=eng, seed=s) for t in ts for s in seeds]
         return out
+
     return cells_for

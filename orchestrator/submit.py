@@ -21,7 +21,16 @@ from pathlib import Path
 from orchestrator.config import ConfigError
 from quantgrid.runtime import PROJECT_ROOT
 
-EXCLUDES = [".venv", ".git", "runs", "**/__pycache__", "*.pyc", ".pytest_cache", "bench/results.json", "quantgrid.egg-info"]
+EXCLUDES = [
+    ".venv",
+    ".git",
+    "runs",
+    "**/__pycache__",
+    "*.pyc",
+    ".pytest_cache",
+    "bench/results.json",
+    "quantgrid.egg-info",
+]
 
 
 def client(address: str):
@@ -31,24 +40,32 @@ def client(address: str):
         return JobSubmissionClient(address)
     except Exception as exc:  # noqa: BLE001 - unreachable dashboard, wrong scheme, ...
         if "authentication" in str(exc).lower():
-            raise ConfigError(f"Ray job API at {address} requires Ray's token authentication: set RAY_AUTH_MODE=token and "
-                              "RAY_AUTH_TOKEN (or ~/.ray/auth_token) to the cluster's token") from None
-        raise ConfigError(f"Ray job API at {address} unreachable ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
-                          "give the head's dashboard address, e.g. --address http://HEAD:8265") from None
+            raise ConfigError(
+                f"Ray job API at {address} requires Ray's token authentication: set RAY_AUTH_MODE=token and "
+                "RAY_AUTH_TOKEN (or ~/.ray/auth_token) to the cluster's token"
+            ) from None
+        raise ConfigError(
+            f"Ray job API at {address} unreachable ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
+            "give the head's dashboard address, e.g. --address http://HEAD:8265"
+        ) from None
 
 
 def submit(plan, overrides: list[str], address: str, conf_dirs: list[str]) -> str:
     if conf_dirs:
-        raise ConfigError("submit uploads the project directory as the job's working_dir: put extra configs under "
-                          "conf/ instead of --conf-dir")
+        raise ConfigError(
+            "submit uploads the project directory as the job's working_dir: put extra configs under "
+            "conf/ instead of --conf-dir"
+        )
     sweep = plan.sweep
     # The job runs in the working_dir Ray unpacks for it on the head, which Ray deletes once no
     # job uses it (its runtime-env agent's URI cache): a relative run_dir would put the ledger
     # and results there.
     for key, path in (("run_dir", sweep.run_dir), ("logs_dir", sweep.logs_dir)):
         if path and not Path(path).is_absolute():
-            raise ConfigError(f"submit needs an absolute {key} on the cluster (got '{path}': relative to the job's "
-                              f"working_dir, which Ray deletes after the job), e.g. {key}=/var/lib/quantgrid/runs")
+            raise ConfigError(
+                f"submit needs an absolute {key} on the cluster (got '{path}': relative to the job's "
+                f"working_dir, which Ray deletes after the job), e.g. {key}=/var/lib/quantgrid/runs"
+            )
     args = [o for o in overrides if not o.startswith("ray_address=")]
     # `python` of the cluster's environment (the image's, or the venv the head was started from).
     entry = ["python", "-m", "orchestrator.cli", "run", *args, "ray_address=auto"]
@@ -86,7 +103,11 @@ def job_lines(address: str, sweep: str) -> list[str]:
     for j in jobs_for(address, sweep):
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime((j.start_time or 0) / 1000))
         took = f", {((j.end_time or time.time() * 1000) - (j.start_time or 0)) / 1000:.0f} s" if j.start_time else ""
-        msg = f": {' '.join(str(j.message).split())[:160]}" if j.message and str(j.status.value) in ("FAILED", "STOPPED") else ""
+        msg = (
+            f": {' '.join(str(j.message).split())[:160]}"
+            if j.message and str(j.status.value) in ("FAILED", "STOPPED")
+            else ""
+        )
         out.append(f"job {j.submission_id}: {j.status.value} (started {started}{took}){msg}")
     return out
 
@@ -94,8 +115,12 @@ def job_lines(address: str, sweep: str) -> list[str]:
 def job_logs(address: str, sweep: str, lines: int) -> str:
     job = jobs_for(address, sweep)[-1]
     text = client(address).get_job_logs(job.submission_id)
-    return "\n".join([f"== job {job.submission_id} ({job.status.value}), driver log (last {lines} lines)",
-                      *text.splitlines()[-lines:]])
+    return "\n".join(
+        [
+            f"== job {job.submission_id} ({job.status.value}), driver log (last {lines} lines)",
+            *text.splitlines()[-lines:],
+        ]
+    )
 
 
 def stop_jobs(address: str, sweep: str) -> list[str]:

@@ -52,9 +52,11 @@ def filesystem_type(path: Path, mounts: str | None = None) -> str:
 def check_local(run_dir: Path, mounts: str | None = None) -> None:
     kind = filesystem_type(run_dir, mounts)
     if kind in NETWORK_FS or kind.startswith("fuse"):
-        raise ConfigError(f"run_dir {run_dir} is on a network filesystem ({kind}): the ledger (SQLite WAL) and the "
-                          "driver lock need a local disk; put run_dir on a local volume (checkpoints may stay on "
-                          "shared storage in QUANTGRID_CACHE)")
+        raise ConfigError(
+            f"run_dir {run_dir} is on a network filesystem ({kind}): the ledger (SQLite WAL) and the "
+            "driver lock need a local disk; put run_dir on a local volume (checkpoints may stay on "
+            "shared storage in QUANTGRID_CACHE)"
+        )
 
 
 class SweepLock:
@@ -79,9 +81,11 @@ class SweepLock:
             os.close(fd)
             o = self.owner() or {}
             since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(o["started"])) if o.get("started") else "?"
-            raise ConfigError(f"sweep {self.sweep} is already running: driver pid {o.get('pid', '?')} on "
-                              f"{o.get('host', '?')} since {since} holds {self.path}; wait for it, watch it with "
-                              f"`quantgrid status {self.sweep}`, or stop it with `quantgrid cancel {self.sweep}`") from None
+            raise ConfigError(
+                f"sweep {self.sweep} is already running: driver pid {o.get('pid', '?')} on "
+                f"{o.get('host', '?')} since {since} holds {self.path}; wait for it, watch it with "
+                f"`quantgrid status {self.sweep}`, or stop it with `quantgrid cancel {self.sweep}`"
+            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}).encode())
         os.fsync(fd)

@@ -109,8 +109,10 @@ def check_scorer(where: str, scorer: Any) -> None:
     kind = scorer.get("kind")
     external = [k for k in SCORERS if k != "lm_eval"]
     if kind not in external:
-        raise ConfigError(f"{where}: scorer.kind must be one of {', '.join(external)} (lm-eval tasks need no "
-                          f"scorer block), got {kind!r}")
+        raise ConfigError(
+            f"{where}: scorer.kind must be one of {', '.join(external)} (lm-eval tasks need no "
+            f"scorer block), got {kind!r}"
+        )
     unknown = set(scorer) - {"kind", "questions", "baseline", "judge", "generation", "strong_weight"}
     if unknown:
         raise ConfigError(f"{where}: unknown scorer key(s) {', '.join(sorted(unknown))}")
@@ -120,11 +122,15 @@ def check_scorer(where: str, scorer: Any) -> None:
     if not isinstance(judge, dict):
         raise ConfigError(f"{where}: scorer.judge must be {{base_url, model, api_key_env, ...}}")
     if "api_key" in judge:
-        raise ConfigError(f"{where}: scorer.judge.api_key: never put a key in config; name the environment "
-                          "variable that holds it in api_key_env")
+        raise ConfigError(
+            f"{where}: scorer.judge.api_key: never put a key in config; name the environment "
+            "variable that holds it in api_key_env"
+        )
     url = str(judge.get("base_url") or "")
     if not url.startswith(("http://", "https://")):
-        raise ConfigError(f"{where}: scorer.judge.base_url must be an http(s) URL of an OpenAI-compatible API, got {url!r}")
+        raise ConfigError(
+            f"{where}: scorer.judge.base_url must be an http(s) URL of an OpenAI-compatible API, got {url!r}"
+        )
     if not judge.get("model"):
         raise ConfigError(f"{where}: scorer.judge.model must name the judge model the endpoint serves")
     var = judge.get("api_key_env")
@@ -133,8 +139,10 @@ def check_scorer(where: str, scorer: Any) -> None:
     if not isinstance(judge.get("extra_body") or {}, dict):
         raise ConfigError(f"{where}: scorer.judge.extra_body must be a mapping (sent with every judge request)")
     if not judge.get("prompt_file") and not (judge.get("system_prompt") and judge.get("prompt_template")):
-        raise ConfigError(f"{where}: scorer.judge needs prompt_file (Arena-Hard's judge_config.yaml) or "
-                          "system_prompt and prompt_template")
+        raise ConfigError(
+            f"{where}: scorer.judge needs prompt_file (Arena-Hard's judge_config.yaml) or "
+            "system_prompt and prompt_template"
+        )
     for key, low in (("concurrency", 1), ("attempts", 1), ("max_tokens", 1), ("retries", 0), ("timeout_s", 1)):
         v = judge.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < low):
@@ -175,6 +183,8 @@ def load_task(name: str, settings: dict | None, conf_dir: Path = CONF_DIR) -> Ta
         where = TASKS_DIR if registry == "local" else f"the installed lm-eval's registry ({lm_eval_tasks_dir()})"
         raise ConfigError(f"task '{lm_name}' is not defined by any lm-eval task YAML under {where}")
     if found[0] == "tag":
-        raise ConfigError(f"conf/task/{name}.yaml: '{lm_name}' is an lm-eval tag (several tasks); name one task or group")
+        raise ConfigError(
+            f"conf/task/{name}.yaml: '{lm_name}' is an lm-eval tag (several tasks); name one task or group"
+        )
     data["version_hash"] = task_version_hash(lm_name, registry)
     return build(TaskSpec, data, f"conf/task/{name}.yaml")

@@ -53,7 +53,7 @@ def seed_sqlite_store(uri: str) -> None:
     (`_all_tables_exist`). The copy's Default experiment points at the store's own artifacts."""
     if not uri.startswith("sqlite:///") or "?" in uri:  # URI options: left to MLflow as given
         return
-    db = Path(uri[len("sqlite:///"):])
+    db = Path(uri[len("sqlite:///") :])
     if db.exists():
         return
     import os
@@ -77,8 +77,10 @@ def seed_sqlite_store(uri: str) -> None:
     tmp = db.with_suffix(f".{os.getpid()}.tmp")
     shutil.copyfile(template, tmp)
     with sqlite3.connect(tmp) as con:
-        con.execute("UPDATE experiments SET artifact_location=? WHERE experiment_id=0",
-                    ((db.parent / "mlartifacts").resolve().as_uri(),))
+        con.execute(
+            "UPDATE experiments SET artifact_location=? WHERE experiment_id=0",
+            ((db.parent / "mlartifacts").resolve().as_uri(),),
+        )
     con.close()
     try:
         os.link(tmp, db)  # never replaces a store another process created meanwhile
@@ -103,9 +105,9 @@ def log_batch_chunked(client, run_id: str, metrics=(), params=(), tags=()) -> No
     while metrics or params or tags:
         m, metrics = metrics[:MAX_METRICS], metrics[MAX_METRICS:]
         room = MAX_ENTRIES - len(m)
-        p, params = params[: min(MAX_PARAMS, room)], params[min(MAX_PARAMS, room):]
+        p, params = params[: min(MAX_PARAMS, room)], params[min(MAX_PARAMS, room) :]
         room -= len(p)
-        t, tags = tags[: min(MAX_TAGS, room)], tags[min(MAX_TAGS, room):]
+        t, tags = tags[: min(MAX_TAGS, room)], tags[min(MAX_TAGS, room) :]
         client.log_batch(run_id, metrics=m, params=p, tags=t)
 
 
@@ -115,8 +117,9 @@ def attach_report(tracking_uri: str, experiment: str, paths: list[Path]) -> bool
     exp = mlflow_client.get_experiment_by_name(experiment)
     if exp is None:
         return False
-    runs = mlflow_client.search_runs([exp.experiment_id], "tags.`quantgrid.kind` = 'sweep'",
-                                     order_by=["attributes.start_time DESC"], max_results=1)
+    runs = mlflow_client.search_runs(
+        [exp.experiment_id], "tags.`quantgrid.kind` = 'sweep'", order_by=["attributes.start_time DESC"], max_results=1
+    )
     if not runs:
         return False
     for p in paths:

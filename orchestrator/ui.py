@@ -24,10 +24,14 @@ def pick_sweep(run_root: Path, sweep: str | None) -> str:
     sweeps = sorted(p.parent.name for p in Path(run_root).glob("*/ledger.db"))
     if sweep:
         if sweep not in sweeps:
-            raise ConfigError(f"no sweep '{sweep}' under {Path(run_root).resolve()} (found: {', '.join(sweeps) or 'none'})")
+            raise ConfigError(
+                f"no sweep '{sweep}' under {Path(run_root).resolve()} (found: {', '.join(sweeps) or 'none'})"
+            )
         return sweep
     if len(sweeps) != 1:
-        raise ConfigError(f"name the sweep: {len(sweeps)} under {Path(run_root).resolve()} ({', '.join(sweeps) or 'none'})")
+        raise ConfigError(
+            f"name the sweep: {len(sweeps)} under {Path(run_root).resolve()} ({', '.join(sweeps) or 'none'})"
+        )
     return sweeps[0]
 
 
@@ -37,16 +41,31 @@ def free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
-def start_server(backend_uri: str, artifact_root: Path, log_path: Path, host: str = "127.0.0.1",
-                 port: int = 0) -> tuple[subprocess.Popen, str]:
+def start_server(
+    backend_uri: str, artifact_root: Path, log_path: Path, host: str = "127.0.0.1", port: int = 0
+) -> tuple[subprocess.Popen, str]:
     """`mlflow server` in its own process group; returns (process, base URL) once /health
     answers (the port opens before the app is ready)."""
     from orchestrator.tracking import seed_sqlite_store
 
     seed_sqlite_store(backend_uri)  # a new store skips MLflow's migration chain
     port = port or free_port(host)
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port), "--workers", "1",
-           "--backend-store-uri", backend_uri, "--default-artifact-root", str(Path(artifact_root).resolve())]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        backend_uri,
+        "--default-artifact-root",
+        str(Path(artifact_root).resolve()),
+    ]
     log = open(log_path, "ab")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://{host}:{port}"
@@ -67,7 +86,9 @@ def start(run_dir: Path, host: str = "127.0.0.1", port: int = 0) -> tuple[subpro
     """The server on a sweep's own store (its sqlite database and artifact folder)."""
     db = run_dir / "mlflow.db"
     if not db.exists():
-        raise ConfigError(f"{db} does not exist: this sweep was tracked elsewhere (see `quantgrid export --tracking-uri`)")
+        raise ConfigError(
+            f"{db} does not exist: this sweep was tracked elsewhere (see `quantgrid export --tracking-uri`)"
+        )
     return start_server(f"sqlite:///{db.resolve()}", run_dir / "mlartifacts", run_dir / "mlflow-ui.log", host, port)
 
 

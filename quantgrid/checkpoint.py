@@ -51,9 +51,7 @@ def _check_safetensors(path: Path) -> None:
         raise CheckpointError(f"corrupted checkpoint file {path}: unreadable safetensors header ({e})") from None
     end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
     if 8 + n + end > size:
-        raise CheckpointError(
-            f"truncated checkpoint file {path}: {size} bytes on disk, header needs {8 + n + end}"
-        )
+        raise CheckpointError(f"truncated checkpoint file {path}: {size} bytes on disk, header needs {8 + n + end}")
 
 
 def verify_checkpoint(ckpt: Path, deep: bool = False) -> str:
@@ -93,8 +91,15 @@ def verify_checkpoint(ckpt: Path, deep: bool = False) -> str:
     return manifest["content_hash"]
 
 
-REVISION_FILES = ("config.json", "generation_config.json", "tokenizer_config.json", "tokenizer.json",
-                  "chat_template.jinja", "chat_template.json", "special_tokens_map.json")
+REVISION_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer_config.json",
+    "tokenizer.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "special_tokens_map.json",
+)
 
 
 def checkpoint_revision(ckpt: Path) -> str:

@@ -28,8 +28,13 @@ LEVEL_FLAGS = {
     "amx": ("amx_bf16", "amx_tile"),
 }
 # Which vLLM-CPU kernel library each level loads (vllm/platforms/cpu.py, import_kernels).
-VLLM_CPU_LIBRARY = {"x86_64": "vllm._C_AVX2", "avx2": "vllm._C_AVX2", "avx512": "vllm._C_AVX512",
-                    "avx512_bf16": "vllm._C", "amx": "vllm._C"}
+VLLM_CPU_LIBRARY = {
+    "x86_64": "vllm._C_AVX2",
+    "avx2": "vllm._C_AVX2",
+    "avx512": "vllm._C_AVX512",
+    "avx512_bf16": "vllm._C",
+    "amx": "vllm._C",
+}
 FORCE_ENV = "QUANTGRID_HOST_ISA"
 
 
@@ -112,10 +117,19 @@ def probe(env: dict[str, str] | None = None) -> Host:
     forced = (env.get(FORCE_ENV) or "").strip()
     if forced:
         if native == "aarch64" or forced not in X86_LEVELS:
-            raise HostError(f"{FORCE_ENV}={forced}: not an x86 level this host can take "
-                            f"(known: {', '.join(X86_LEVELS)}; this CPU: {native})")
+            raise HostError(
+                f"{FORCE_ENV}={forced}: not an x86 level this host can take "
+                f"(known: {', '.join(X86_LEVELS)}; this CPU: {native})"
+            )
         if X86_LEVELS.index(forced) > X86_LEVELS.index(native):
-            raise HostError(f"{FORCE_ENV}={forced} is beyond this CPU ({native}, {model}): its instructions would not run")
+            raise HostError(
+                f"{FORCE_ENV}={forced} is beyond this CPU ({native}, {model}): its instructions would not run"
+            )
         isa = forced
-    return Host(device="cpu", isa=isa, cpu_model=model, native_isa=native if isa != native else "",
-                arm_bf16="bf16" in flags and native == "aarch64")
+    return Host(
+        device="cpu",
+        isa=isa,
+        cpu_model=model,
+        native_isa=native if isa != native else "",
+        arm_bf16="bf16" in flags and native == "aarch64",
+    )

@@ -45,8 +45,10 @@ def encoder_path(name: str) -> Path:
     else:
         path = Path(name).expanduser()
     if not (path / "modules.json").is_file():
-        raise FileNotFoundError(f"similarity encoder '{name}' is neither a known name ({', '.join(ENCODERS)}) "
-                                f"nor a sentence-transformers folder ({path} has no modules.json)")
+        raise FileNotFoundError(
+            f"similarity encoder '{name}' is neither a known name ({', '.join(ENCODERS)}) "
+            f"nor a sentence-transformers folder ({path} has no modules.json)"
+        )
     return path
 
 
@@ -71,8 +73,9 @@ WORKER_ENV = {
 CPU_ONLY_ENV = {"VLLM_TARGET_DEVICE": "cpu", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 
 
-def worker_env(cpu_threads: int | None = None, kv_cache_gb: int = 1, gpu: bool = False,
-               hub_offline: bool = True) -> dict[str, str]:
+def worker_env(
+    cpu_threads: int | None = None, kv_cache_gb: int = 1, gpu: bool = False, hub_offline: bool = True
+) -> dict[str, str]:
     """Environment of a worker process. On GPUs vLLM keeps its defaults (CUDA platform,
     multiprocess engine core, KV cache sized by gpu_memory_utilization). `hub_offline=False`
     (a cluster with Hub access, `sweep.hub_offline: false`) lets lm-eval fetch task datasets into

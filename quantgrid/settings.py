@@ -18,7 +18,17 @@ from quantgrid.errors import ConfigError
 OOM_FALLBACKS = ("halve_batch_size", "halve_max_model_len", "double_tensor_parallel")
 # Ray runtime_env fields a stage's environment may set (resources.runtime_env.STAGE).
 RUNTIME_ENV_STAGES = ("quantize", "evaluate", "similarity", "perf")
-RUNTIME_ENV_KEYS = ("py_executable", "env_vars", "image_uri", "container", "pip", "uv", "conda", "py_modules", "working_dir")
+RUNTIME_ENV_KEYS = (
+    "py_executable",
+    "env_vars",
+    "image_uri",
+    "container",
+    "pip",
+    "uv",
+    "conda",
+    "py_modules",
+    "working_dir",
+)
 
 
 @dataclass(frozen=True)
@@ -74,10 +84,18 @@ class Resources:
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
-    "cpus_per_actor": (int, type(None)), "gpus_per_actor": (int, type(None)), "reuse_actors": (bool,),
-    "max_retries": (int,), "stage_timeout_s": (int, float), "start_timeout_s": (int, float), "lease_s": (int, float),
-    "oom_fallbacks": (list, tuple), "data_parallel": (str, int, bool), "dp_granularity": (int, float),
-    "reservations": (bool,), "runtime_env": (dict,),
+    "cpus_per_actor": (int, type(None)),
+    "gpus_per_actor": (int, type(None)),
+    "reuse_actors": (bool,),
+    "max_retries": (int,),
+    "stage_timeout_s": (int, float),
+    "start_timeout_s": (int, float),
+    "lease_s": (int, float),
+    "oom_fallbacks": (list, tuple),
+    "data_parallel": (str, int, bool),
+    "dp_granularity": (int, float),
+    "reservations": (bool,),
+    "runtime_env": (dict,),
 }
 _POSITIVE = ("lease_s", "stage_timeout_s", "start_timeout_s", "dp_granularity")
 
@@ -97,8 +115,12 @@ def _check(where: str, k: str, v: Any) -> None:
     if k == "runtime_env":
         for stage, env in v.items():
             if stage not in RUNTIME_ENV_STAGES:
-                raise ConfigError(f"{where}.runtime_env.{stage}: unknown stage (known: {', '.join(RUNTIME_ENV_STAGES)})")
+                raise ConfigError(
+                    f"{where}.runtime_env.{stage}: unknown stage (known: {', '.join(RUNTIME_ENV_STAGES)})"
+                )
             if not isinstance(env, dict) or set(env) - set(RUNTIME_ENV_KEYS):
                 bad = sorted(set(env) - set(RUNTIME_ENV_KEYS)) if isinstance(env, dict) else env
-                raise ConfigError(f"{where}.runtime_env.{stage}: {bad} is not a Ray runtime_env field this may set "
-                                  f"(allowed: {', '.join(RUNTIME_ENV_KEYS)})")
+                raise ConfigError(
+                    f"{where}.runtime_env.{stage}: {bad} is not a Ray runtime_env field this may set "
+                    f"(allowed: {', '.join(RUNTIME_ENV_KEYS)})"
+                )

@@ -135,7 +135,11 @@ class TaskSpec:
     def key(self) -> str:
         d = asdict(self)
         d.pop("cost")
-        for k, default in (("registry", "local"), ("engine", None), ("scorer", None)):  # keys of older tasks stay the same
+        for k, default in (
+            ("registry", "local"),
+            ("engine", None),
+            ("scorer", None),
+        ):  # keys of older tasks stay the same
             if d[k] == default:
                 d.pop(k)
         return stable_hash(d)
@@ -190,8 +194,10 @@ class Cell:
         # == stable_hash({"model": ..., "format": ..., "task": ..., "engine": ..., "seed": ...,
         # "versions": [...]}), with the JSON written by hand (keys sorted, component keys are hex):
         # a 500,000-cell plan hashes in ~1 s instead of ~3 s.
-        blob = (f'{{"engine":"{self.engine.key}","format":"{self.format.key}","model":"{self.model.key}",'
-                f'"seed":{int(self.seed)},"task":"{self.task.key}","versions":{_versions_json(self.versions)}}}')
+        blob = (
+            f'{{"engine":"{self.engine.key}","format":"{self.format.key}","model":"{self.model.key}",'
+            f'"seed":{int(self.seed)},"task":"{self.task.key}","versions":{_versions_json(self.versions)}}}'
+        )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     @property
@@ -228,8 +234,13 @@ class Comparison:
 
     @cached_property
     def key(self) -> str:
-        return stable_hash({"similarity": [self.baseline.key, self.cell.key], "encoder": self.encoder,
-                            "measures": list(SIMILARITY_MEASURES)})
+        return stable_hash(
+            {
+                "similarity": [self.baseline.key, self.cell.key],
+                "encoder": self.encoder,
+                "measures": list(SIMILARITY_MEASURES),
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -274,14 +285,22 @@ class PerfCell:
 
     @cached_property
     def task(self) -> TaskSpec:
-        return TaskSpec(name=f"{self.scenario.name}{PERF_SUFFIX}", metric="sync_request_latency_s_p50,none",
-                        higher_is_better=False)
+        return TaskSpec(
+            name=f"{self.scenario.name}{PERF_SUFFIX}", metric="sync_request_latency_s_p50,none", higher_is_better=False
+        )
 
     @cached_property
     def key(self) -> str:
-        return stable_hash({"perf": asdict(self.scenario) | {"source": None, "label": None}, "model": self.model.key,
-                            "format": self.format.key, "engine": self.engine.key, "load": asdict(self.load),
-                            "versions": [list(v) for v in self.versions]})
+        return stable_hash(
+            {
+                "perf": asdict(self.scenario) | {"source": None, "label": None},
+                "model": self.model.key,
+                "format": self.format.key,
+                "engine": self.engine.key,
+                "load": asdict(self.load),
+                "versions": [list(v) for v in self.versions],
+            }
+        )
 
 
 PERF_SUFFIX = ".perf"

@@ -34,12 +34,26 @@ class FakeJudge:
                 judge.requests.append(body)
                 judge.auth.append(self.headers.get("Authorization", ""))
                 if self.headers.get("Authorization") != f"Bearer {judge.key}":
-                    return self._send(401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}})
-                return self._send(200, {
-                    "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": judge.verdict(body["messages"])}}],
-                    "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}})
+                    return self._send(
+                        401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}
+                    )
+                return self._send(
+                    200,
+                    {
+                        "id": "x",
+                        "object": "chat.completion",
+                        "created": 0,
+                        "model": body["model"],
+                        "choices": [
+                            {
+                                "index": 0,
+                                "finish_reason": "stop",
+                                "message": {"role": "assistant", "content": judge.verdict(body["messages"])},
+                            }
+                        ],
+                        "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110},
+                    },
+                )
 
             def _send(self, code, payload):
                 data = json.dumps(payload).encode()
@@ -71,17 +85,28 @@ class FakeJudge:
 
 
 SYSTEM = "You judge two answers. End with one label: [[A>>B]], [[A>B]], [[A=B]], [[B>A]] or [[B>>A]]."
-TEMPLATE = ("<|User Prompt|>\n{question_1}\n\n<|The Start of Assistant A's Answer|>\n{answer_1}\n"
-            "<|The End of Assistant A's Answer|>\n\n<|The Start of Assistant B's Answer|>\n{answer_2}\n"
-            "<|The End of Assistant B's Answer|>")
+TEMPLATE = (
+    "<|User Prompt|>\n{question_1}\n\n<|The Start of Assistant A's Answer|>\n{answer_1}\n"
+    "<|The End of Assistant A's Answer|>\n\n<|The Start of Assistant B's Answer|>\n{answer_2}\n"
+    "<|The End of Assistant B's Answer|>"
+)
 
 
 def write_arena(tmp, questions: dict[str, str], baseline: dict[str, str]):
     """Arena-Hard v0.1-format question and baseline-answer files."""
     q = tmp / "question.jsonl"
-    q.write_text("".join(json.dumps({"question_id": k, "cluster": "c", "turns": [{"content": v}]}) + "\n"
-                         for k, v in questions.items()))
+    q.write_text(
+        "".join(
+            json.dumps({"question_id": k, "cluster": "c", "turns": [{"content": v}]}) + "\n"
+            for k, v in questions.items()
+        )
+    )
     b = tmp / "baseline.jsonl"
-    b.write_text("".join(json.dumps({"question_id": k, "model_id": "base", "choices": [{"index": 0, "turns": [{"content": v}]}]})
-                         + "\n" for k, v in baseline.items()))
+    b.write_text(
+        "".join(
+            json.dumps({"question_id": k, "model_id": "base", "choices": [{"index": 0, "turns": [{"content": v}]}]})
+            + "\n"
+            for k, v in baseline.items()
+        )
+    )
     return q, b

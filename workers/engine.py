@@ -95,8 +95,10 @@ class Engine:
 # _check_enough_kv_cache_memory: ValueError) and for an engine core that is gone
 # (vllm/v1/engine/exceptions.py EngineDeadError; vllm/v1/engine/utils.py "Engine core
 # initialization failed", the multiprocess front end's error when the core process died at start).
-KV_CACHE_SHORTAGE = ("KV cache is needed, which is larger than the available KV cache memory",
-                     "No available memory for the cache blocks")
+KV_CACHE_SHORTAGE = (
+    "KV cache is needed, which is larger than the available KV cache memory",
+    "No available memory for the cache blocks",
+)
 ENGINE_DEAD = ("EngineDeadError",)
 ENGINE_DEAD_MESSAGES = ("Engine core initialization failed", "EngineCore encountered an issue")
 

@@ -32,8 +32,10 @@ def check_host(settings: EngineSettings) -> Host:
     classes are named by the accelerator, not probed)."""
     host = probe()
     if settings.host.startswith("cpu:") and settings.host != host.name:
-        raise HostMismatch(f"planned for {settings.host}, but this worker's CPU is {host.name} ({host.cpu_model}): "
-                           "plan on the machine class the sweep runs on")
+        raise HostMismatch(
+            f"planned for {settings.host}, but this worker's CPU is {host.name} ({host.cpu_model}): "
+            "plan on the machine class the sweep runs on"
+        )
     return host
 
 
@@ -82,10 +84,25 @@ def emulated_checkpoint(art: Artifact, dtype: str, root: Path | None = None) -> 
         cfg.pop("quantization_config", None)
         cfg["dtype"] = dtype
         cfg_path.write_text(json.dumps(cfg, indent=2))
-        (out / "quantgrid_emulation.json").write_text(json.dumps(
-            {"dequantized_from": str(src), "content_hash": art.content_hash, "dtype": dtype,
-             "by": "compressed_tensors CompressedTensorsDequantizer", "version": EMULATION_VERSION}, indent=1))
+        (out / "quantgrid_emulation.json").write_text(
+            json.dumps(
+                {
+                    "dequantized_from": str(src),
+                    "content_hash": art.content_hash,
+                    "dtype": dtype,
+                    "by": "compressed_tensors CompressedTensorsDequantizer",
+                    "version": EMULATION_VERSION,
+                },
+                indent=1,
+            )
+        )
 
     content_hash, reused = publish(target, build)
-    return Artifact(path=str(target), content_hash=content_hash, quantization_config=None,
-                    seconds=time.perf_counter() - t0, reused=reused, dims=art.dims)
+    return Artifact(
+        path=str(target),
+        content_hash=content_hash,
+        quantization_config=None,
+        seconds=time.perf_counter() - t0,
+        reused=reused,
+        dims=art.dims,
+    )

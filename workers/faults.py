@@ -45,8 +45,11 @@ def inject(method: str, name: str) -> None:
             if kind in ("server_unhealthy", "port_in_use", "load_generator_failed"):  # the perf stage's failures
                 from workers import perf
 
-                cls = {"server_unhealthy": perf.ServerUnhealthy, "port_in_use": perf.PortInUse,
-                       "load_generator_failed": perf.LoadGeneratorFailed}[kind]
+                cls = {
+                    "server_unhealthy": perf.ServerUnhealthy,
+                    "port_in_use": perf.PortInUse,
+                    "load_generator_failed": perf.LoadGeneratorFailed,
+                }[kind]
                 raise cls(f"injected {kind} in {method}({name})")
             raise ValueError(f"QUANTGRID_FAULTS: unknown fault kind {kind!r}")
         return

@@ -84,7 +84,9 @@ def load_questions(path: Path) -> list[dict[str, Any]]:
         prompt = q.get("prompt") if "prompt" in q else (q.get("turns") or [{}])[0].get("content")
         if qid is None or not prompt:
             raise JudgeFailed(f"{path}: a question without an id or a prompt (keys: {sorted(q)})")
-        out.append({**{k: v for k, v in q.items() if isinstance(v, (str, int, float))}, "id": str(qid), "prompt": str(prompt)})
+        out.append(
+            {**{k: v for k, v in q.items() if isinstance(v, (str, int, float))}, "id": str(qid), "prompt": str(prompt)}
+        )
     return out
 
 
@@ -112,7 +114,9 @@ def load_prompts(judge: dict[str, Any]) -> tuple[str, str]:
                 text = Path(src).expanduser().read_text()
             cfg = yaml.safe_load(text)
         except (OSError, yaml.YAMLError) as exc:
-            raise JudgeFailed(f"judge.prompt_file {src}: {type(exc).__name__}: {' '.join(str(exc).split())[:160]}") from None
+            raise JudgeFailed(
+                f"judge.prompt_file {src}: {type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
+            ) from None
     else:
         cfg = {}
     system = judge.get("system_prompt") or cfg.get("system_prompt")
@@ -126,8 +130,14 @@ def load_prompts(judge: dict[str, Any]) -> tuple[str, str]:
 
 def render(template: str, question: str, answer_a: str, answer_b: str) -> str:
     # Both placeholder spellings Arena-Hard has used (v0.1 and later configs).
-    return template.format(question_1=question, answer_1=answer_a, answer_2=answer_b,
-                           QUESTION=question, ANSWER_A=answer_a, ANSWER_B=answer_b)
+    return template.format(
+        question_1=question,
+        answer_1=answer_a,
+        answer_2=answer_b,
+        QUESTION=question,
+        ANSWER_A=answer_a,
+        ANSWER_B=answer_b,
+    )
 
 
 def parse_verdict(judgment: str) -> tuple[str | None, bool]:
@@ -154,8 +164,12 @@ class Judge:
         self.temperature = float(cfg.get("temperature", 0.0))
         self.max_tokens = int(cfg.get("max_tokens", 4096))
         self.attempts = int(cfg.get("attempts", 2))
-        self.client = OpenAI(base_url=str(cfg["base_url"]), api_key=key or "EMPTY",
-                             timeout=float(cfg.get("timeout_s", 600)), max_retries=int(cfg.get("retries", 5)))
+        self.client = OpenAI(
+            base_url=str(cfg["base_url"]),
+            api_key=key or "EMPTY",
+            timeout=float(cfg.get("timeout_s", 600)),
+            max_retries=int(cfg.get("retries", 5)),
+        )
         # Passed through as is: e.g. vLLM's {structured_outputs: {regex: ...}} so a small local
         # judge always ends with a verdict label (OpenAI's API takes no such field).
         self.extra_body = dict(cfg.get("extra_body") or {}) or None
@@ -169,11 +183,18 @@ class Judge:
         text = ""
         for _ in range(self.attempts):
             try:
-                r = self.client.chat.completions.create(model=self.model, messages=messages, temperature=self.temperature,
-                                                        max_tokens=self.max_tokens, extra_body=self.extra_body)
+                r = self.client.chat.completions.create(
+                    model=self.model,
+                    messages=messages,
+                    temperature=self.temperature,
+                    max_tokens=self.max_tokens,
+                    extra_body=self.extra_body,
+                )
             except openai.APIError as exc:  # after the client's own retries
-                raise JudgeFailed(f"judge {self.model} at {self.client.base_url}: {type(exc).__name__}: "
-                                  f"{' '.join(str(exc).split())[:200]}") from None
+                raise JudgeFailed(
+                    f"judge {self.model} at {self.client.base_url}: {type(exc).__name__}: "
+                    f"{' '.join(str(exc).split())[:200]}"
+                ) from None
             self.usage["requests"] += 1
             if r.usage:
                 self.usage["prompt_tokens"] += r.usage.prompt_tokens or 0
@@ -219,12 +240,21 @@ def evaluate_judged(lm, task: TaskSpec, limit_docs: list[int] | None = None) -> 
     ids = list(range(len(questions))) if ids is None else ids
 
     gen = dict(cfg.get("generation") or {})
-    gen_kwargs = {"until": [], "max_gen_toks": int(gen.get("max_gen_toks", 4096)),
-                  "temperature": float(gen.get("temperature", 0.0)), "do_sample": bool(gen.get("temperature", 0.0))}
-    requests = [Instance(request_type="generate_until", doc=questions[i], idx=0,
-                         arguments=(lm.apply_chat_template([{"role": "user", "content": questions[i]["prompt"]}]),
-                                    dict(gen_kwargs)))
-                for i in ids]
+    gen_kwargs = {
+        "until": [],
+        "max_gen_toks": int(gen.get("max_gen_toks", 4096)),
+        "temperature": float(gen.get("temperature", 0.0)),
+        "do_sample": bool(gen.get("temperature", 0.0)),
+    }
+    requests = [
+        Instance(
+            request_type="generate_until",
+            doc=questions[i],
+            idx=0,
+            arguments=(lm.apply_chat_template([{"role": "user", "content": questions[i]["prompt"]}]), dict(gen_kwargs)),
+        )
+        for i in ids
+    ]
     t_gen = time.perf_counter()
     answers = lm.generate_until(requests)
     t_gen = time.perf_counter() - t_gen
@@ -233,8 +263,10 @@ def evaluate_judged(lm, task: TaskSpec, limit_docs: list[int] | None = None) -> 
 
     def games(i: int, answer: str) -> list[tuple[str | None, str]]:
         q, base = questions[i]["prompt"], baseline[questions[i]["id"]]
-        return [judge.judge(system, render(template, q, base, answer)),  # game 1: baseline is A
-                judge.judge(system, render(template, q, answer, base))]  # game 2: swapped
+        return [
+            judge.judge(system, render(template, q, base, answer)),  # game 1: baseline is A
+            judge.judge(system, render(template, q, answer, base)),
+        ]  # game 2: swapped
 
     with ThreadPoolExecutor(max_workers=int(cfg["judge"].get("concurrency", 8))) as pool:
         judged = list(pool.map(games, ids, answers))
@@ -255,20 +287,39 @@ def evaluate_judged(lm, task: TaskSpec, limit_docs: list[int] | None = None) -> 
         if weight:
             wins.append(won)
             weights.append(weight)
-        records.append(SampleRecord(
-            doc_id=i, target=baseline[questions[i]["id"]], response=answer,
-            metrics={"score": won / weight} if weight else {},
-            extra={"ratio": {"score": [won, weight]}, "question_id": questions[i]["id"], "verdicts": labels,
-                   "judgments": [text for _, text in verdicts]}))
+        records.append(
+            SampleRecord(
+                doc_id=i,
+                target=baseline[questions[i]["id"]],
+                response=answer,
+                metrics={"score": won / weight} if weight else {},
+                extra={
+                    "ratio": {"score": [won, weight]},
+                    "question_id": questions[i]["id"],
+                    "verdicts": labels,
+                    "judgments": [text for _, text in verdicts],
+                },
+            )
+        )
     if not weights:
-        raise JudgeFailed(f"judge {judge.model} gave no valid verdict in {2 * len(ids)} games ({judge.usage['requests']} "
-                          f"requests, {judge.usage['completion_tokens']} tokens of replies without a single [[A>B]]-style "
-                          "label): check judge.model and its prompts, or constrain it (judge.extra_body)")
-    metrics = {"score,none": sum(wins) / sum(weights),
-               "score_stderr,none": _bootstrap_stderr(wins, weights),
-               "invalid_games,none": float(invalid),
-               "judge_prompt_tokens,none": float(judge.usage["prompt_tokens"]),
-               "judge_completion_tokens,none": float(judge.usage["completion_tokens"]),
-               "generation_seconds,none": t_gen}
-    return {"metrics": metrics, "samples": records, "num_samples": len(records),
-            "seconds": time.perf_counter() - t0, "lm_eval_version": None, "n_shot": 0}
+        raise JudgeFailed(
+            f"judge {judge.model} gave no valid verdict in {2 * len(ids)} games ({judge.usage['requests']} "
+            f"requests, {judge.usage['completion_tokens']} tokens of replies without a single [[A>B]]-style "
+            "label): check judge.model and its prompts, or constrain it (judge.extra_body)"
+        )
+    metrics = {
+        "score,none": sum(wins) / sum(weights),
+        "score_stderr,none": _bootstrap_stderr(wins, weights),
+        "invalid_games,none": float(invalid),
+        "judge_prompt_tokens,none": float(judge.usage["prompt_tokens"]),
+        "judge_completion_tokens,none": float(judge.usage["completion_tokens"]),
+        "generation_seconds,none": t_gen,
+    }
+    return {
+        "metrics": metrics,
+        "samples": records,
+        "num_samples": len(records),
+        "seconds": time.perf_counter() - t0,
+        "lm_eval_version": None,
+        "n_shot": 0,
+    }

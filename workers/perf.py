@@ -55,6 +55,7 @@ class LoadGeneratorFailed(PerfError):
 def _child_setup(cores: set[int] | None):
     """preexec for the server and the load generator: own process group (stopped as a whole),
     SIGTERM when the actor dies (even kill -9), pinned to `cores` when given."""
+
     def preexec() -> None:
         os.setpgrp()
         try:
@@ -63,6 +64,7 @@ def _child_setup(cores: set[int] | None):
             pass
         if cores:
             os.sched_setaffinity(0, cores)
+
     return preexec
 
 
@@ -110,23 +112,49 @@ def _reason(log: str) -> str:
 class Server:
     """`vllm serve` on 127.0.0.1 for one checkpoint; a context manager that always stops it."""
 
-    def __init__(self, checkpoint: str, model: ModelSpec, fmt: FormatSpec, settings: EngineSettings,
-                 port: int = 0, start_timeout_s: float = 600.0, log_path: Path | None = None,
-                 extra_args: list[str] | None = None, command: list[str] | None = None):
+    def __init__(
+        self,
+        checkpoint: str,
+        model: ModelSpec,
+        fmt: FormatSpec,
+        settings: EngineSettings,
+        port: int = 0,
+        start_timeout_s: float = 600.0,
+        log_path: Path | None = None,
+        extra_args: list[str] | None = None,
+        command: list[str] | None = None,
+    ):
         if port and not port_free(port):
-            raise PortInUse(f"port {port} on 127.0.0.1 is already in use (set perf.server.port to a free port, or 0 to pick one)")
+            raise PortInUse(
+                f"port {port} on 127.0.0.1 is already in use (set perf.server.port to a free port, or 0 to pick one)"
+            )
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.checkpoint = checkpoint
         self.served_name = f"{model.name}-{fmt.name}"
-        self.log_path = Path(log_path) if log_path else Path(tempfile.mkdtemp(prefix="quantgrid-serve-")) / "vllm-serve.log"
+        self.log_path = (
+            Path(log_path) if log_path else Path(tempfile.mkdtemp(prefix="quantgrid-serve-")) / "vllm-serve.log"
+        )
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         gpu = settings.accelerator != "cpu"
-        args = ["serve", checkpoint, "--host", "127.0.0.1", "--port", str(self.port),
-                "--served-model-name", self.served_name, "--dtype",
-                settings.dtype if settings.dtype not in ("", "auto") else (fmt.dtype or model.dtype),
-                "--max-model-len", str(model.max_model_len), "--seed", str(settings.seed),
-                "--tensor-parallel-size", str(model.tensor_parallel_size)]
+        args = [
+            "serve",
+            checkpoint,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--served-model-name",
+            self.served_name,
+            "--dtype",
+            settings.dtype if settings.dtype not in ("", "auto") else (fmt.dtype or model.dtype),
+            "--max-model-len",
+            str(model.max_model_len),
+            "--seed",
+            str(settings.seed),
+            "--tensor-parallel-size",
+            str(model.tensor_parallel_size),
+        ]
         if model.pipeline_parallel_size > 1:
             args += ["--pipeline-parallel-size", str(model.pipeline_parallel_size)]
         if os.environ.get("QUANTGRID_EXECUTOR"):  # multi-node engine: vLLM's Ray executor (placement.py)
@@ -140,8 +168,15 @@ class Server:
         self.cmd = [*vllm, *args, *(extra_args or [])]
         t0 = time.perf_counter()
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=env, preexec_fn=_child_setup(self.server_cores), cwd=self.log_path.parent)
+            self.proc = subprocess.Popen(
+                self.cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                preexec_fn=_child_setup(self.server_cores),
+                cwd=self.log_path.parent,
+            )
         try:
             self._wait_healthy(start_timeout_s)
         except BaseException:
@@ -156,7 +191,9 @@ class Server:
             if rc is not None:
                 log = _tail(self.log_path)
                 cls = PortInUse if "Address already in use" in log else ServerUnhealthy
-                raise cls(f"vllm serve exited with code {rc} before becoming healthy: {_reason(log)} (log: {self.log_path})")
+                raise cls(
+                    f"vllm serve exited with code {rc} before becoming healthy: {_reason(log)} (log: {self.log_path})"
+                )
             try:
                 with urllib.request.urlopen(f"{self.url}/health", timeout=2) as r:
                     if r.status == 200:
@@ -164,8 +201,10 @@ class Server:
             except OSError:
                 pass
             time.sleep(0.5)
-        raise ServerUnhealthy(f"vllm serve on port {self.port} not healthy within {timeout_s:g}s "
-                              f"(perf.server.start_timeout_s); last log line: {_reason(_tail(self.log_path))} (log: {self.log_path})")
+        raise ServerUnhealthy(
+            f"vllm serve on port {self.port} not healthy within {timeout_s:g}s "
+            f"(perf.server.start_timeout_s); last log line: {_reason(_tail(self.log_path))} (log: {self.log_path})"
+        )
 
     def stop(self, grace_s: float = 20.0) -> None:
         """SIGTERM to the server's process group (API server, engine core, workers), then SIGKILL."""
@@ -198,45 +237,78 @@ def guidellm_command(server: Server, scenario: PerfScenario, load: LoadSettings,
     profile = {"kind": "concurrent", "streams": streams[0]}
     if load.warmup_requests:
         profile["warmup"] = {"value": load.warmup_requests, "mode": "requests"}
-    cmd = [guidellm, "run",
-           "--backend", json.dumps({"kind": "openai_http", "target": server.url, "model": server.served_name,
-                                    "request_format": "/v1/completions"}),
-           "--tokenizer", json.dumps({"kind": "huggingface_auto", "model": server.checkpoint}),
-           "--data", json.dumps({"kind": "synthetic_text", "prompt_tokens": scenario.prompt_tokens,
-                                 "output_tokens": scenario.output_tokens}),
-           "--profile", json.dumps(profile),
-           "--constraint", json.dumps({"kind": "max_requests", "count": load.max_requests}),
-           "--constraint", json.dumps({"kind": "max_duration", "seconds": load.max_seconds}),
-           "--seed", json.dumps({"kind": "static", "value": load.seed}),
-           "--output", json.dumps({"kind": "json", "path": str(out)}),
-           "--disable-console"]
+    cmd = [
+        guidellm,
+        "run",
+        "--backend",
+        json.dumps(
+            {
+                "kind": "openai_http",
+                "target": server.url,
+                "model": server.served_name,
+                "request_format": "/v1/completions",
+            }
+        ),
+        "--tokenizer",
+        json.dumps({"kind": "huggingface_auto", "model": server.checkpoint}),
+        "--data",
+        json.dumps(
+            {"kind": "synthetic_text", "prompt_tokens": scenario.prompt_tokens, "output_tokens": scenario.output_tokens}
+        ),
+        "--profile",
+        json.dumps(profile),
+        "--constraint",
+        json.dumps({"kind": "max_requests", "count": load.max_requests}),
+        "--constraint",
+        json.dumps({"kind": "max_duration", "seconds": load.max_seconds}),
+        "--seed",
+        json.dumps({"kind": "static", "value": load.seed}),
+        "--output",
+        json.dumps({"kind": "json", "path": str(out)}),
+        "--disable-console",
+    ]
     if len(streams) > 1:
         cmd += ["--override", "profile.streams", ",".join(map(str, streams))]
     return cmd
 
 
-def run_load(server: Server, scenario: PerfScenario, load: LoadSettings, workdir: Path,
-             command: list[str] | None = None) -> tuple[dict[str, float], str, float]:
+def run_load(
+    server: Server, scenario: PerfScenario, load: LoadSettings, workdir: Path, command: list[str] | None = None
+) -> tuple[dict[str, float], str, float]:
     """One GuideLLM run of `scenario` against `server`: (metrics, raw JSON report, seconds)."""
     workdir.mkdir(parents=True, exist_ok=True)  # a clean cwd: GuideLLM also reads settings from ./.env
     out = workdir / f"{scenario.name}-guidellm.json"
     out.unlink(missing_ok=True)
     cmd = command or guidellm_command(server, scenario, load, out)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "GUIDELLM__MAX_WORKER_PROCESSES": str(max(1, min(len(server.client_cores or os.sched_getaffinity(0)), 4))),
-           "GUIDELLM__LOGGING__CONSOLE_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "GUIDELLM__MAX_WORKER_PROCESSES": str(max(1, min(len(server.client_cores or os.sched_getaffinity(0)), 4))),
+        "GUIDELLM__LOGGING__CONSOLE_LOG_LEVEL": "WARNING",
+    }
     timeout = 120 + len(load.streams) * (load.max_seconds + 60)
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout,
-                              preexec_fn=_child_setup(server.client_cores))
+        proc = subprocess.run(
+            cmd,
+            cwd=workdir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            preexec_fn=_child_setup(server.client_cores),
+        )
     except subprocess.TimeoutExpired:
         raise LoadGeneratorFailed(f"guidellm ran past {timeout:g}s on scenario {scenario.name}") from None
     seconds = time.perf_counter() - t0
     if proc.returncode != 0 or not out.is_file():
         lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
-        raise LoadGeneratorFailed(f"guidellm exited with code {proc.returncode} on scenario {scenario.name}: "
-                                  f"{(lines[-1] if lines else 'no output').strip()[-300:]}")
+        raise LoadGeneratorFailed(
+            f"guidellm exited with code {proc.returncode} on scenario {scenario.name}: "
+            f"{(lines[-1] if lines else 'no output').strip()[-300:]}"
+        )
     text = out.read_text()
     return summarize(json.loads(text), scenario.name), text, seconds
 
@@ -261,15 +333,27 @@ def summarize(report: dict[str, Any], scenario: str = "") -> dict[str, float]:
                 f"scenario {scenario} at {level}: 0 of {totals.get('total', 0)} requests succeeded "
                 f"({totals.get('errored', 0)} errored, {cut} cut off by the level's time limit)"
                 + (f"; first error: {str(errs[0])[:200]}" if errs and errs[0] else "")
-                + ("; one request takes longer than sweep.perf.load.max_seconds: raise it" if cut and not errs else ""))
+                + ("; one request takes longer than sweep.perf.load.max_seconds: raise it" if cut and not errs else "")
+            )
         ok = lambda k: m[k]["successful"]  # noqa: E731
-        row = {"requests_ok": totals["successful"], "requests_errored": totals.get("errored", 0),
-               "requests_per_s": ok("requests_per_second")["mean"], "output_tok_per_s": ok("output_tokens_per_second")["mean"],
-               "concurrency": ok("request_concurrency")["mean"]}
-        for name, key in (("ttft_ms", "time_to_first_token_ms"), ("itl_ms", "inter_token_latency_ms"),
-                          ("request_latency_s", "request_latency")):
+        row = {
+            "requests_ok": totals["successful"],
+            "requests_errored": totals.get("errored", 0),
+            "requests_per_s": ok("requests_per_second")["mean"],
+            "output_tok_per_s": ok("output_tokens_per_second")["mean"],
+            "concurrency": ok("request_concurrency")["mean"],
+        }
+        for name, key in (
+            ("ttft_ms", "time_to_first_token_ms"),
+            ("itl_ms", "inter_token_latency_ms"),
+            ("request_latency_s", "request_latency"),
+        ):
             d = ok(key)
-            row |= {f"{name}_p50": d["median"], f"{name}_p90": d["percentiles"]["p90"], f"{name}_p99": d["percentiles"]["p99"]}
+            row |= {
+                f"{name}_p50": d["median"],
+                f"{name}_p90": d["percentiles"]["p90"],
+                f"{name}_p99": d["percentiles"]["p99"],
+            }
         out |= {f"{level}_{k},none": float(v) for k, v in row.items()}
     if not out:
         raise LoadGeneratorFailed(f"guidellm wrote no benchmarks for scenario {scenario}")

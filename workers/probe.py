@@ -36,8 +36,15 @@ def matmul_gflops(dtype: str, seconds: float = 0.6) -> dict:
         reps += 1
         if time.perf_counter() - t0 >= seconds and reps >= 3:
             break
-    return {"dtype": dtype, "gflops": round(2 * m * k * n / best / 1e9, 2), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "shape": list(SHAPE), "reps": reps, "method": PROBE_METHOD}
+    return {
+        "dtype": dtype,
+        "gflops": round(2 * m * k * n / best / 1e9, 2),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "shape": list(SHAPE),
+        "reps": reps,
+        "method": PROBE_METHOD,
+    }
 
 
 if __name__ == "__main__":

@@ -24,7 +24,11 @@ def calibration_texts(path: Path, num_samples: int, seed: int) -> list[str]:
     """Documents of the calibration corpus (one per line; a .jsonl holds one JSON string per line,
     for documents with newlines), a seeded sample of `num_samples`."""
     lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
-    docs = [json.loads(line) for line in lines if line.strip()] if str(path).endswith(".jsonl") else [line.strip() for line in lines]
+    docs = (
+        [json.loads(line) for line in lines if line.strip()]
+        if str(path).endswith(".jsonl")
+        else [line.strip() for line in lines]
+    )
     docs = [d for d in docs if isinstance(d, str) and d.strip()]
     if not docs:
         raise ValueError(f"calibration data {path} holds no text")
@@ -46,13 +50,22 @@ def stage_published(model: ModelSpec, fmt: FormatSpec, root: Path | None = None)
 
     def build(out: Path) -> None:
         sha = download(repo, rev, out, "model", token_env(pub), MODEL_FILES)
-        (out / "quantgrid_recipe.json").write_text(json.dumps({"format": fmt.name, "label": fmt.label,
-                                                               "published": {"repo": repo, "revision": rev, "commit": sha}}, indent=1))
+        (out / "quantgrid_recipe.json").write_text(
+            json.dumps(
+                {"format": fmt.name, "label": fmt.label, "published": {"repo": repo, "revision": rev, "commit": sha}},
+                indent=1,
+            )
+        )
 
     content_hash, reused = publish(target, build)
     qcfg = json.loads((target / "config.json").read_text()).get("quantization_config")
-    return Artifact(path=str(target), content_hash=content_hash, quantization_config=qcfg,
-                    seconds=time.perf_counter() - t0, reused=reused)
+    return Artifact(
+        path=str(target),
+        content_hash=content_hash,
+        quantization_config=qcfg,
+        seconds=time.perf_counter() - t0,
+        reused=reused,
+    )
 
 
 def stage_calibration(cal: dict[str, Any], base: Path, base_hash: str) -> Path:
@@ -75,7 +88,9 @@ def stage_calibration(cal: dict[str, Any], base: Path, base_hash: str) -> Path:
 
     ds = load_dataset(str(root / "repo"), split=split)
     if field not in ds.column_names:
-        raise ValueError(f"calibration dataset {repo}: no column '{field}' in split {split} (columns: {ds.column_names})")
+        raise ValueError(
+            f"calibration dataset {repo}: no column '{field}' in split {split} (columns: {ds.column_names})"
+        )
     tok = None
     texts = []
     for value in ds[field]:
@@ -121,9 +136,16 @@ def quantize(
         _run_oneshot(Path(base.path), fmt, calibration_path, out, calibration_dtype, model.dtype)
         (out / "quantgrid_recipe.json").write_text(
             json.dumps(
-                {"format": fmt.name, "label": fmt.label, "recipe": fmt.recipe, "calibration": fmt.calibration,
-                 "calibration_sha256": calib_hash, "base_content_hash": base.content_hash,
-                 "calibration_dtype": calibration_dtype, "seconds": round(time.perf_counter() - t0, 1)},
+                {
+                    "format": fmt.name,
+                    "label": fmt.label,
+                    "recipe": fmt.recipe,
+                    "calibration": fmt.calibration,
+                    "calibration_sha256": calib_hash,
+                    "base_content_hash": base.content_hash,
+                    "calibration_dtype": calibration_dtype,
+                    "seconds": round(time.perf_counter() - t0, 1),
+                },
                 indent=1,
             )
         )
@@ -139,8 +161,14 @@ def quantize(
     )
 
 
-def _run_oneshot(base: Path, fmt: FormatSpec, calibration_path: Path | None, out: Path,
-                 compute_dtype: str = "bfloat16", save_dtype: str = "bfloat16") -> None:
+def _run_oneshot(
+    base: Path,
+    fmt: FormatSpec,
+    calibration_path: Path | None,
+    out: Path,
+    compute_dtype: str = "bfloat16",
+    save_dtype: str = "bfloat16",
+) -> None:
     import torch
     from datasets import Dataset
     from llmcompressor import oneshot
@@ -181,8 +209,11 @@ def cast_checkpoint(out: Path, dtype: str) -> None:
     target = getattr(torch, dtype)
     for f in sorted(out.glob("*.safetensors")):
         tensors = load_file(f)
-        save_file({k: v.to(target) if v.dtype == torch.float32 else v for k, v in tensors.items()}, f,
-                  metadata={"format": "pt"})
+        save_file(
+            {k: v.to(target) if v.dtype == torch.float32 else v for k, v in tensors.items()},
+            f,
+            metadata={"format": "pt"},
+        )
     cfg_path = out / "config.json"
     cfg = json.loads(cfg_path.read_text())
     for k in ("dtype", "torch_dtype"):

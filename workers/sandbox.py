@@ -44,7 +44,7 @@ class SandboxResult:
 
 # Runs in the child as `python -I -S -c _BOOTSTRAP <limits...>` with cwd = the work dir. It is
 # passed via -c (not a file) because the file would sit under /tmp, which becomes read-only.
-_BOOTSTRAP = r'''
+_BOOTSTRAP = r"""
 import os, sys, resource, ctypes, errno
 cpu_s, mem_b, fsize_b, nproc = map(int, sys.argv[1:5])
 WORK = os.getcwd()
@@ -149,7 +149,7 @@ for m in ("ipdb", "joblib", "resource", "psutil", "tkinter"):
 del R, resource, libc, ctypes  # don't hand the program our handles
 sys.argv = ["program.py"]
 exec(compile(src, "program.py", "exec"), {"__name__": "__main__", "__builtins__": builtins})
-'''
+"""
 
 
 def _last_line(text: str, limit: int = 300) -> str:
@@ -179,12 +179,28 @@ def run_untrusted(
         # loop would otherwise fill parent memory); RLIMIT_FSIZE bounds their size.
         out_path, err_path = os.path.join(base, "stdout"), os.path.join(base, "stderr")
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
-            argv = [sys.executable, "-I", "-S", "-c", _BOOTSTRAP,
-                    str(cpu), str(memory_mb * 1024 * 1024), str(FSIZE_BYTES), str(MAX_PROCS)]
+            argv = [
+                sys.executable,
+                "-I",
+                "-S",
+                "-c",
+                _BOOTSTRAP,
+                str(cpu),
+                str(memory_mb * 1024 * 1024),
+                str(FSIZE_BYTES),
+                str(MAX_PROCS),
+            ]
             try:
-                proc = subprocess.Popen(argv, cwd=work, env=dict(_ENV), stdin=subprocess.DEVNULL,
-                                        stdout=out, stderr=err, start_new_session=True,
-                                        close_fds=True)
+                proc = subprocess.Popen(
+                    argv,
+                    cwd=work,
+                    env=dict(_ENV),
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=err,
+                    start_new_session=True,
+                    close_fds=True,
+                )
             except OSError as e:
                 return SandboxResult(False, "error", f"sandbox failed to start: {e}"[:300])
             timed_out = False

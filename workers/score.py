@@ -57,7 +57,9 @@ def select_subset(docs: list[dict[str, Any]], subset: dict[str, Any] | None) -> 
         names = sorted(groups)
         if "max_groups" in subset:
             names = sorted(rng.sample(names, min(int(subset["max_groups"]), len(names))))
-        picked = [i for g in names for i in sorted(rng.sample(groups[g], min(int(subset["per_group"]), len(groups[g]))))]
+        picked = [
+            i for g in names for i in sorted(rng.sample(groups[g], min(int(subset["per_group"]), len(groups[g]))))
+        ]
         return sorted(picked)
     n = min(int(subset["size"]), len(docs))
     return sorted(rng.sample(range(len(docs)), n))
@@ -109,8 +111,11 @@ def _record(sample: dict[str, Any], output_type: str, metric_names: list[str]) -
         filtered_text = _first(filtered[0])
     # Corpus metrics (perplexities): keep (loglikelihood, units) so a paired bootstrap can
     # re-aggregate exp(-sum ll / sum units) per resample instead of averaging per-doc values.
-    corpus = {n: [float(v[0]), float(v[1])] for n in metric_names
-              if isinstance(v := sample.get(n), (tuple, list)) and len(v) == 2}
+    corpus = {
+        n: [float(v[0]), float(v[1])]
+        for n in metric_names
+        if isinstance(v := sample.get(n), (tuple, list)) and len(v) == 2
+    }
     return SampleRecord(
         doc_id=int(sample["doc_id"]),
         target=str(sample.get("target", "")),
@@ -167,8 +172,11 @@ def evaluate_task(lm, task: TaskSpec, limit_docs: list[int] | None = None) -> di
                 r.doc_id += i * GROUP_DOC_STRIDE
                 r.extra["subtask"] = name
             records.append(r)
-    metrics = {k: float(v) for k, v in out["results"].get(task.name, {}).items()
-               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    metrics = {
+        k: float(v)
+        for k, v in out["results"].get(task.name, {}).items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
     if group and task.metric not in metrics:
         metrics.update(_group_mean(out, task.metric, sorted(out["samples"])))
     return {
@@ -177,15 +185,19 @@ def evaluate_task(lm, task: TaskSpec, limit_docs: list[int] | None = None) -> di
         "num_samples": len({r.doc_id for r in records}),  # documents; records are per (doc, filter)
         "seconds": time.perf_counter() - t0,
         "lm_eval_version": out.get("versions", {}).get(task.name),
-        "n_shot": out.get("n-shot", {}).get(task.name) if not group else
-        {n: out.get("n-shot", {}).get(n) for n in sorted(out["samples"])},
+        "n_shot": out.get("n-shot", {}).get(task.name)
+        if not group
+        else {n: out.get("n-shot", {}).get(n) for n in sorted(out["samples"])},
     }
 
 
 def _group_mean(out: dict[str, Any], metric: str, subtasks: list[str]) -> dict[str, float]:
     """A group without an aggregate for `metric`: the mean over its documents (each subtask
     weighted by its size), as lm-eval's weight_by_size aggregate would report it."""
-    pairs = [(out["results"][n][metric], len(out["samples"][n])) for n in subtasks
-             if isinstance(out["results"].get(n, {}).get(metric), (int, float))]
+    pairs = [
+        (out["results"][n][metric], len(out["samples"][n]))
+        for n in subtasks
+        if isinstance(out["results"].get(n, {}).get(metric), (int, float))
+    ]
     total = sum(w for _, w in pairs)
     return {metric: sum(v * w for v, w in pairs) / total} if total else {}

@@ -49,8 +49,12 @@ class OutputSimilarity:
                 m = {"rouge1": 1.0, "rougeL": 1.0, "semantic": 1.0, "identical": 1.0}
             else:
                 r = self.rouge.score(b, o)
-                m = {"rouge1": r["rouge1"].fmeasure, "rougeL": r["rougeL"].fmeasure,
-                     "semantic": float(min(1.0, max(-1.0, cos))), "identical": 0.0}
+                m = {
+                    "rouge1": r["rouge1"].fmeasure,
+                    "rougeL": r["rougeL"].fmeasure,
+                    "semantic": float(min(1.0, max(-1.0, cos))),
+                    "identical": 0.0,
+                }
             records.append(SampleRecord(doc_id=int(doc_id), target=b, response=o, metrics=m))
         return aggregate(records), records
 

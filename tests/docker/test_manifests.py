@@ -38,14 +38,19 @@ def test_dockerfile_is_hadolint_clean_on_the_official_vllm_base():
     text = (DOCKER / "Dockerfile").read_text()
     assert re.search(rf"^FROM vllm/vllm-openai:v{re.escape(VLLM)}$", text, re.M)
     assert IMAGE in text and "requirements/gpu.lock" in text and "requirements/gpu-quantize.lock" in text
-    proc = subprocess.run([str(ROOT / ".venv" / "bin" / "hadolint"), str(DOCKER / "Dockerfile")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "hadolint"), str(DOCKER / "Dockerfile")], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_gpu_locks_pin_what_pyproject_pins():
     for extra, lock in (("gpu", "gpu.lock"), ("gpu-quantize", "gpu-quantize.lock")):
-        pins = dict(line.split("==") for line in (ROOT / "requirements" / lock).read_text().splitlines()
-                    if "==" in line and not line.startswith(("#", " ")))
+        pins = dict(
+            line.split("==")
+            for line in (ROOT / "requirements" / lock).read_text().splitlines()
+            if "==" in line and not line.startswith(("#", " "))
+        )
         for dep in PYPROJECT["project"]["optional-dependencies"][extra] + PYPROJECT["project"]["dependencies"]:
             if "==" in dep:
                 name, version = re.sub(r"\[.*\]", "", dep).split("==")

@@ -75,23 +75,43 @@ class LocalCluster:
             shutil.rmtree(d, ignore_errors=True)
 
 
-def start_cluster(token_dir: Path, head_cpus: int, node_cpus: list[int], head_env: dict[str, str] | None = None) -> LocalCluster:
+def start_cluster(
+    token_dir: Path, head_cpus: int, node_cpus: list[int], head_env: dict[str, str] | None = None
+) -> LocalCluster:
     # Ray 2.60 starts clusters with token authentication on; a client sends the token when
     # RAY_AUTH_MODE=token. `ray start --head` refuses to start without a token (it creates none:
     # ray/scripts/scripts.py, ensure_token_if_auth_enabled(create_token_if_missing=False)), so the
     # cluster gets its own, not whatever ~/.ray/auth_token an earlier local ray.init() left.
     token = token_dir / "auth_token"
     token.write_text(uuid.uuid4().hex)
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
-           "RAY_AUTH_TOKEN_PATH": str(token)}
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(token),
+    }
     env.pop("MLFLOW_TRACKING_URI", None)
     gcs, dash = free_port(), free_port()
     common = ["--block", "--disable-usage-stats"]
     cluster = LocalCluster(f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dash}", env)
-    head = subprocess.Popen([str(BIN / "ray"), "start", "--head", f"--port={gcs}", "--node-ip-address=127.0.0.1",
-                             "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--num-cpus={head_cpus}", *common],
-                            env={**env, **(head_env or {})}, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    head = subprocess.Popen(
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            f"--port={gcs}",
+            "--node-ip-address=127.0.0.1",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dash}",
+            f"--num-cpus={head_cpus}",
+            *common,
+        ],
+        env={**env, **(head_env or {})},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     cluster.procs.append(head)
     try:
         deadline = time.time() + 120
@@ -113,10 +133,23 @@ def start_cluster(token_dir: Path, head_cpus: int, node_cpus: list[int], head_en
             # on the head) when its own actors end.
             tmp = tempfile.mkdtemp(prefix="qg-ray-node-", dir="/tmp")  # short: Ray's socket paths
             cluster.temp_dirs.append(tmp)
-            cluster.procs.append(subprocess.Popen(
-                [str(BIN / "ray"), "start", f"--address={cluster.gcs}", "--node-ip-address=127.0.0.1",
-                 f"--num-cpus={cpus}", f"--temp-dir={tmp}", *common], env=env, start_new_session=True,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            cluster.procs.append(
+                subprocess.Popen(
+                    [
+                        str(BIN / "ray"),
+                        "start",
+                        f"--address={cluster.gcs}",
+                        "--node-ip-address=127.0.0.1",
+                        f"--num-cpus={cpus}",
+                        f"--temp-dir={tmp}",
+                        *common,
+                    ],
+                    env=env,
+                    start_new_session=True,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
     except BaseException:
         cluster.stop()
         raise

@@ -19,8 +19,10 @@ def _leased_pid(ledger: Path):
         with sqlite3.connect(ledger, timeout=1) as db:
             # The evaluate attempt while it scores (build/quantize attempts hold leases too, and
             # their actor may already be gone by the time we look).
-            row = db.execute("SELECT a.worker_pid FROM attempts a JOIN cells c ON c.state='running' "
-                             "WHERE a.state='leased' AND a.stage LIKE 'evaluate/%' AND a.worker_pid IS NOT NULL").fetchone()
+            row = db.execute(
+                "SELECT a.worker_pid FROM attempts a JOIN cells c ON c.state='running' "
+                "WHERE a.state='leased' AND a.stage LIKE 'evaluate/%' AND a.worker_pid IS NOT NULL"
+            ).fetchone()
             return row[0] if row else None
     except sqlite3.Error:
         return None
@@ -28,8 +30,16 @@ def _leased_pid(ledger: Path):
 
 def test_worker_killed_mid_evaluation_is_retried(tmp_path, tiny_llama):
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    cmd = [sys.executable, "-m", "orchestrator.cli", "run", "sweep=tiny", "sweep.formats=[bf16]",
-           "sweep.tasks=[mmlu_local,ppl_local]", f"run_dir={tmp_path}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "orchestrator.cli",
+        "run",
+        "sweep=tiny",
+        "sweep.formats=[bf16]",
+        "sweep.tasks=[mmlu_local,ppl_local]",
+        f"run_dir={tmp_path}",
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ledger = tmp_path / "tiny" / "ledger.db"
     deadline = time.time() + 300

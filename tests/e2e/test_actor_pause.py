@@ -31,16 +31,33 @@ def test_paused_actor_is_fenced_and_its_late_result_rejected(tmp_path, tiny_llam
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     t0 = time.time()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "run", "sweep=tiny", "sweep.formats=[bf16]",
-         "sweep.tasks=[ppl_local,arith_local,mmlu_local]", f"resources.lease_s={LEASE_S}",
-         "+resources.cpus_per_actor=1", f"run_dir={tmp_path}"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "run",
+            "sweep=tiny",
+            "sweep.formats=[bf16]",
+            "sweep.tasks=[ppl_local,arith_local,mmlu_local]",
+            f"resources.lease_s={LEASE_S}",
+            "+resources.cpus_per_actor=1",
+            f"run_dir={tmp_path}",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     ledger = tmp_path / "tiny" / "ledger.db"
     paused = None
     try:
         deadline = time.time() + 300
         while paused is None and time.time() < deadline and proc.poll() is None:
-            for token, pid in _rows(ledger, "SELECT token, worker_pid FROM attempts WHERE state='leased' AND stage LIKE 'evaluate%'"):
+            for token, pid in _rows(
+                ledger, "SELECT token, worker_pid FROM attempts WHERE state='leased' AND stage LIKE 'evaluate%'"
+            ):
                 if _rows(ledger, "SELECT COUNT(*) FROM results WHERE token=?", (token,))[0][0] >= 1:
                     os.kill(pid, signal.SIGSTOP)  # mid-group: its next cell's call is already out
                     paused = (token, pid, time.time())
@@ -49,7 +66,9 @@ def test_paused_actor_is_fenced_and_its_late_result_rejected(tmp_path, tiny_llam
         assert paused, "no engine group ever committed a result"
         token, pid, stopped_at = paused
         deadline = time.time() + 120
-        while time.time() < deadline and _rows(ledger, "SELECT state FROM attempts WHERE token=?", (token,)) != [("given_up",)]:
+        while time.time() < deadline and _rows(ledger, "SELECT state FROM attempts WHERE token=?", (token,)) != [
+            ("given_up",)
+        ]:
             time.sleep(0.2)
         fenced_after = time.time() - stopped_at
         os.kill(pid, signal.SIGCONT)
@@ -64,7 +83,7 @@ def test_paused_actor_is_fenced_and_its_late_result_rejected(tmp_path, tiny_llam
     wall = time.time() - t0
     print(out[-3000:])
     assert proc.returncode == 0, out[-3000:]
-    (state, cls), = _rows(ledger, "SELECT state, failure_class FROM attempts WHERE token=?", (token,))
+    ((state, cls),) = _rows(ledger, "SELECT state, failure_class FROM attempts WHERE token=?", (token,))
     assert (state, cls) == ("given_up", "lease_expired")
     # given up one lease after the last heartbeat (sent every lease_s/4), not at stage_timeout_s
     assert LEASE_S * 3 / 4 - 1 <= fenced_after < LEASE_S + 10, fenced_after
@@ -74,8 +93,10 @@ def test_paused_actor_is_fenced_and_its_late_result_rejected(tmp_path, tiny_llam
     # the zombie woke and delivered the cell it was scoring: rejected, not recorded
     rejected = _rows(ledger, "SELECT cell_key, token FROM rejected")
     assert [t for _, t in rejected] == [token], rejected
-    (by,), = _rows(ledger, "SELECT token FROM results WHERE cell_key=?", (rejected[0][0],))
+    ((by,),) = _rows(ledger, "SELECT token FROM results WHERE cell_key=?", (rejected[0][0],))
     assert by != token  # the cell's result is the retry's
     assert "late result from a given-up attempt rejected" in out and "lease_expired" in out
-    print(f"actor-pause: cells 3, committed 3, lost 0, scored twice 0, rejected late {len(rejected)}, "
-          f"fenced after {fenced_after:.1f} s (lease_s={LEASE_S}), wall {wall:.0f} s")
+    print(
+        f"actor-pause: cells 3, committed 3, lost 0, scored twice 0, rejected late {len(rejected)}, "
+        f"fenced after {fenced_after:.1f} s (lease_s={LEASE_S}), wall {wall:.0f} s"
+    )

@@ -24,25 +24,71 @@ def judged_run(tmp_path_factory, tiny_llama):
     judge = FakeJudge(key="sk-e2e-secret")
     # tiny-llama writes random text (never "GOOD"): the judge prefers a GOOD baseline strongly and
     # calls the rest ties, so every format scores (0 + 1 + 1) / (6 + 2 + 2) = 0.2.
-    q, b = write_arena(tmp, {"a": "Plan a trip.", "b": "Explain DNS.", "c": "Write a limerick."},
-                       {"a": "GOOD plan", "b": "plain", "c": "plain"})
+    q, b = write_arena(
+        tmp,
+        {"a": "Plan a trip.", "b": "Explain DNS.", "c": "Write a limerick."},
+        {"a": "GOOD plan", "b": "plain", "c": "plain"},
+    )
     conf = tmp / "conf"
     (conf / "task").mkdir(parents=True)
     (conf / "sweep").mkdir()
-    (conf / "task" / "arena_tiny.yaml").write_text(yaml.safe_dump({
-        "name": "arena_tiny", "metric": "score,none", "higher_is_better": True, "apply_chat_template": True,
-        "scorer": {"kind": "arena_hard", "questions": {"path": str(q)}, "baseline": {"name": "base", "path": str(b)},
-                   "judge": {"base_url": judge.url, "model": "judge-e2e", "api_key_env": "E2E_JUDGE_KEY",
-                             "system_prompt": SYSTEM, "prompt_template": TEMPLATE, "retries": 0, "concurrency": 4},
-                   "generation": {"max_gen_toks": 16, "temperature": 0}},
-        "cost": {"samples": 3, "prompt_tokens": 20, "output_tokens": 16}}))
-    (conf / "sweep" / "judge_tiny.yaml").write_text(yaml.safe_dump({
-        "name": "judge_tiny", "models": ["tiny-llama"], "formats": FORMATS, "tasks": ["arena_tiny"],
-        "seeds": [1234], "baseline": "bf16"}))
+    (conf / "task" / "arena_tiny.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "arena_tiny",
+                "metric": "score,none",
+                "higher_is_better": True,
+                "apply_chat_template": True,
+                "scorer": {
+                    "kind": "arena_hard",
+                    "questions": {"path": str(q)},
+                    "baseline": {"name": "base", "path": str(b)},
+                    "judge": {
+                        "base_url": judge.url,
+                        "model": "judge-e2e",
+                        "api_key_env": "E2E_JUDGE_KEY",
+                        "system_prompt": SYSTEM,
+                        "prompt_template": TEMPLATE,
+                        "retries": 0,
+                        "concurrency": 4,
+                    },
+                    "generation": {"max_gen_toks": 16, "temperature": 0},
+                },
+                "cost": {"samples": 3, "prompt_tokens": 20, "output_tokens": 16},
+            }
+        )
+    )
+    (conf / "sweep" / "judge_tiny.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "judge_tiny",
+                "models": ["tiny-llama"],
+                "formats": FORMATS,
+                "tasks": ["arena_tiny"],
+                "seeds": [1234],
+                "baseline": "bf16",
+            }
+        )
+    )
     run_dir = tmp / "runs"
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"E2E_JUDGE_KEY": "sk-e2e-secret"}
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", "--conf-dir", str(conf), "sweep=judge_tiny",
-                           f"run_dir={run_dir}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "run",
+            "--conf-dir",
+            str(conf),
+            "sweep=judge_tiny",
+            f"run_dir={run_dir}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     print(proc.stdout[-4000:], proc.stderr[-4000:])
     yield proc, run_dir / "judge_tiny", judge
     judge.close()

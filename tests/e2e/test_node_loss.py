@@ -14,8 +14,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 # The GCS declares a silent node dead after period x threshold (Ray's defaults: 3 s x 5).
-FAST_HEALTH_CHECK = {"RAY_health_check_period_ms": "500", "RAY_health_check_timeout_ms": "1000",
-                     "RAY_health_check_failure_threshold": "4"}
+FAST_HEALTH_CHECK = {
+    "RAY_health_check_period_ms": "500",
+    "RAY_health_check_timeout_ms": "1000",
+    "RAY_health_check_failure_threshold": "4",
+}
 
 
 def _rows(db: Path, sql: str, args=()) -> list:
@@ -29,8 +32,13 @@ def _rows(db: Path, sql: str, args=()) -> list:
 def _wait_for_nodes(cluster, n: int, timeout: float = 120) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        out = subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "status", f"--address={cluster.gcs}"],
-                             env=cluster.env, capture_output=True, text=True, timeout=60).stdout
+        out = subprocess.run(
+            [sys.executable, "-m", "ray.scripts.scripts", "status", f"--address={cluster.gcs}"],
+            env=cluster.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
         if out.count(" node_") >= n:
             return
         time.sleep(1)
@@ -43,18 +51,35 @@ def test_a_node_stopped_mid_sweep_loses_nothing(local_cluster, tmp_path, tiny_ll
     run_dir = tmp_path / "runs"
     t0 = time.time()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "run", "sweep=tiny", "sweep.formats=[bf16,fp8]",
-         "sweep.tasks=[mmlu_local,ppl_local,arith_local]", "sweep.similarity=null", f"ray_address={cluster.gcs}",
-         f"run_dir={run_dir}"],
-        cwd=ROOT, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "run",
+            "sweep=tiny",
+            "sweep.formats=[bf16,fp8]",
+            "sweep.tasks=[mmlu_local,ppl_local,arith_local]",
+            "sweep.similarity=null",
+            f"ray_address={cluster.gcs}",
+            f"run_dir={run_dir}",
+        ],
+        cwd=ROOT,
+        env=cluster.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     ledger = run_dir / "tiny" / "ledger.db"
     victim = None
     deadline = time.time() + 400
     while victim is None and time.time() < deadline and proc.poll() is None:
         # an engine group that has scored at least one cell and is still scoring: mid-group
-        for token, pid, node in _rows(ledger, "SELECT token, worker_pid, node FROM attempts WHERE state='leased' "
-                                              "AND stage LIKE 'evaluate%'"):
-            busy = _rows(ledger, "SELECT COUNT(*) FROM results r JOIN attempts a ON a.token = r.token WHERE a.token=?", (token,))
+        for token, pid, node in _rows(
+            ledger, "SELECT token, worker_pid, node FROM attempts WHERE state='leased' AND stage LIKE 'evaluate%'"
+        ):
+            busy = _rows(
+                ledger, "SELECT COUNT(*) FROM results r JOIN attempts a ON a.token = r.token WHERE a.token=?", (token,)
+            )
             index = cluster.node_of_pid(pid) if pid else None
             if busy and busy[0][0] >= 1 and index:
                 victim = (token, node, index)
@@ -73,11 +98,15 @@ def test_a_node_stopped_mid_sweep_loses_nothing(local_cluster, tmp_path, tiny_ll
     results = _rows(ledger, "SELECT cell_key, token FROM results")
     assert sorted(k for k, _ in results) == sorted(k for k, _ in cells)  # every cell committed, once
     assert _rows(ledger, "SELECT COUNT(*) FROM rejected")[0][0] == 0  # no result scored twice
-    (state, cls), = _rows(ledger, "SELECT state, failure_class FROM attempts WHERE token=?", (token,))
+    ((state, cls),) = _rows(ledger, "SELECT state, failure_class FROM attempts WHERE token=?", (token,))
     assert (state, cls) == ("given_up", "actor_died")
     left = json.loads(_rows(ledger, "SELECT cells FROM attempts WHERE token=?", (token,))[0][0])
-    retries = _rows(ledger, "SELECT token, node, state, started FROM attempts WHERE token > ? AND stage = "
-                            "(SELECT stage FROM attempts WHERE token=?)", (token, token))
+    retries = _rows(
+        ledger,
+        "SELECT token, node, state, started FROM attempts WHERE token > ? AND stage = "
+        "(SELECT stage FROM attempts WHERE token=?)",
+        (token, token),
+    )
     assert retries and all(n != node_id for _, n, _, _ in retries)  # never sent back to the dead node
     assert all(s == "finished" for _, _, s, _ in retries)
     assert all(started - killed_at < 60 for _, _, _, started in retries)  # not after start_timeout_s (600 s)
@@ -85,6 +114,8 @@ def test_a_node_stopped_mid_sweep_loses_nothing(local_cluster, tmp_path, tiny_ll
     retried = {k for k in left if by_token[k] != token}
     assert retried and all(by_token[k] in {t for t, *_ in retries} for k in retried)
     assert "actor_died" in out
-    print(f"node-loss: cells {len(cells)}, committed {len(results)}, lost 0, scored twice 0, wall {wall:.0f} s, "
-          f"retried {len(retried)} cells on the other node within {min(s for *_, s in retries) - killed_at:.1f} s")
+    print(
+        f"node-loss: cells {len(cells)}, committed {len(results)}, lost 0, scored twice 0, wall {wall:.0f} s, "
+        f"retried {len(retried)} cells on the other node within {min(s for *_, s in retries) - killed_at:.1f} s"
+    )
     assert os.path.exists(run_dir / "tiny" / "results.jsonl")

@@ -28,7 +28,12 @@ from orchestrator.results import check_samples
 
 ROOT = Path(__file__).resolve().parents[2]
 LEASE_S = 10
-ARGS = ["sweep=tiny", "sweep.formats=[bf16]", "sweep.tasks=[ppl_local,mmlu_local,humaneval_local]", f"resources.lease_s={LEASE_S}"]
+ARGS = [
+    "sweep=tiny",
+    "sweep.formats=[bf16]",
+    "sweep.tasks=[ppl_local,mmlu_local,humaneval_local]",
+    f"resources.lease_s={LEASE_S}",
+]
 
 
 def _free_port() -> int:
@@ -50,12 +55,21 @@ def test_one_sweep_survives_tracking_down_a_stall_a_second_driver_and_a_crash_be
     port = _free_port()
     uri = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")} | {"MLFLOW_TRACKING_URI": uri}
-    faults = [{"at": "before_result", "nth": 1, "fault": "stall", "seconds": LEASE_S + 6},
-              {"at": "after_samples", "nth": 2, "fault": "crash"}]
+    faults = [
+        {"at": "before_result", "nth": 1, "fault": "stall", "seconds": LEASE_S + 6},
+        {"at": "after_samples", "nth": 2, "fault": "crash"},
+    ]
     run = [sys.executable, "-m", "orchestrator.cli", "run", *ARGS, f"run_dir={tmp_path}"]
     log = (tmp_path / "first.log").open("w")  # a file, not a pipe: the dead driver's Ray processes hold it open
-    first = subprocess.Popen(run, cwd=ROOT, env=env | {"QUANTGRID_DRIVER_FAULTS": json.dumps(faults)},
-                             stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    first = subprocess.Popen(
+        run,
+        cwd=ROOT,
+        env=env | {"QUANTGRID_DRIVER_FAULTS": json.dumps(faults)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     lock = tmp_path / "tiny" / "driver.lock"
     ledger = tmp_path / "tiny" / "ledger.db"
     try:
@@ -93,8 +107,14 @@ def test_one_sweep_survives_tracking_down_a_stall_a_second_driver_and_a_crash_be
     ppl_file.write_bytes(ppl_file.read_bytes()[:100])
 
     t0 = time.time()
-    res = subprocess.run([sys.executable, "-m", "orchestrator.cli", "resume", "tiny", "--run-dir", str(tmp_path)],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "resume", "tiny", "--run-dir", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     ended = time.time()
     flat = " ".join(res.stdout.split())
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
@@ -116,8 +136,14 @@ def test_one_sweep_survives_tracking_down_a_stall_a_second_driver_and_a_crash_be
     data = bytearray(f.read_bytes())
     data[len(data) // 2] ^= 0xFF  # same size, same closing magic: only the committed SHA-256 can tell
     f.write_bytes(bytes(data))
-    rep = subprocess.run([sys.executable, "-m", "orchestrator.cli", "report", "tiny", "--run-dir", str(tmp_path)],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    rep = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "report", "tiny", "--run-dir", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert rep.returncode == 0, rep.stdout[-2000:] + rep.stderr[-2000:]
     flat = " ".join(rep.stdout.split())
     assert "left out of the report: tiny-llama/bf16/humaneval_local" in flat
@@ -128,18 +154,28 @@ def test_one_sweep_survives_tracking_down_a_stall_a_second_driver_and_a_crash_be
     # the server comes up: export delivers everything once
     from orchestrator.ui import start_server, stop
 
-    server, _ = start_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server-artifacts", tmp_path / "server.log",
-                             port=port)
+    server, _ = start_server(
+        f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server-artifacts", tmp_path / "server.log", port=port
+    )
     try:
-        exp = subprocess.run([sys.executable, "-m", "orchestrator.cli", "export", "tiny", "--run-dir", str(tmp_path)],
-                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        exp = subprocess.run(
+            [sys.executable, "-m", "orchestrator.cli", "export", "tiny", "--run-dir", str(tmp_path)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert exp.returncode == 0 and "exported 3 results" in exp.stdout, exp.stdout + exp.stderr
         from mlflow.tracking import MlflowClient
 
         c = MlflowClient(uri)
         exp_id = c.get_experiment_by_name("quantgrid/tiny").experiment_id
-        hist = {(r.info.run_id, k): len(c.get_metric_history(r.info.run_id, k))
-                for r in c.search_runs([exp_id], "tags.`quantgrid.kind` = 'engine_group'") for k in r.data.metrics}
+        hist = {
+            (r.info.run_id, k): len(c.get_metric_history(r.info.run_id, k))
+            for r in c.search_runs([exp_id], "tags.`quantgrid.kind` = 'engine_group'")
+            for k in r.data.metrics
+        }
         keys = {k for _, k in hist}
         assert {"ppl_local/word_perplexity", "mmlu_local/acc", "humaneval_local/pass_at_1"} <= keys, keys
         assert set(hist.values()) == {1}
@@ -164,14 +200,34 @@ def test_a_real_kv_cache_shortage_is_an_oom_and_the_fallback_lands_the_cells(tmp
     text = (ROOT / "conf/model/tiny-llama.yaml").read_text().replace("max_model_len: 1024", "max_model_len: 1572864")
     (conf / "tiny-llama.yaml").write_text(text)
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"VLLM_ALLOW_LONG_MAX_MODEL_LEN": "1"}
-    out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", "--conf-dir", str(tmp_path / "conf"), "sweep=tiny",
-                          "sweep.formats=[bf16]", "sweep.tasks=[ppl_local,mmlu_local]", f"run_dir={tmp_path / 'runs'}",
-                          "resources.oom_fallbacks=[halve_max_model_len]", "engine.dtype=bfloat16"],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "run",
+            "--conf-dir",
+            str(tmp_path / "conf"),
+            "sweep=tiny",
+            "sweep.formats=[bf16]",
+            "sweep.tasks=[ppl_local,mmlu_local]",
+            f"run_dir={tmp_path / 'runs'}",
+            "resources.oom_fallbacks=[halve_max_model_len]",
+            "engine.dtype=bfloat16",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     flat = " ".join(out.stdout.split())
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-3000:]
     ledger = tmp_path / "runs" / "tiny" / "ledger.db"
-    attempts = _q(ledger, "SELECT state, failure_class, failure, fallback FROM attempts WHERE stage LIKE 'evaluate/%' ORDER BY token")
+    attempts = _q(
+        ledger,
+        "SELECT state, failure_class, failure, fallback FROM attempts WHERE stage LIKE 'evaluate/%' ORDER BY token",
+    )
     assert [a[:2] for a in attempts] == [("given_up", "oom"), ("finished", None)], attempts
     assert "KV cache is needed, which is larger than the available KV cache memory" in attempts[0][2]
     assert json.loads(attempts[1][3]) == {"steps": ["halve_max_model_len"]}

@@ -23,8 +23,9 @@ def _ours(run_dir: Path) -> list[str]:
             state = Path(f"/proc/{pid}/stat").read_text().split()[2]
         except OSError:
             continue
-        if state != "Z" and (("vllm" in cmd and " serve " in cmd and "tiny-llama" in cmd) or "guidellm run" in cmd
-                             or "VLLM::" in cmd):
+        if state != "Z" and (
+            ("vllm" in cmd and " serve " in cmd and "tiny-llama" in cmd) or "guidellm run" in cmd or "VLLM::" in cmd
+        ):
             found.append(cmd[:200])
     return found
 
@@ -35,8 +36,14 @@ def perf_run(tmp_path_factory, tiny_llama):
     faults = [{"at": "open_server", "match": "tiny-llama/int8", "fault": "server_unhealthy"}]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env |= {"QUANTGRID_FAULTS": json.dumps(faults), "QUANTGRID_FAULTS_DIR": str(run_dir / "faults")}
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", "sweep=tiny_perf", f"run_dir={run_dir}"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "run", "sweep=tiny_perf", f"run_dir={run_dir}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     print(proc.stdout[-4000:], proc.stderr[-4000:])
     return proc, run_dir / "tiny_perf"
 
@@ -50,22 +57,36 @@ def test_real_guidellm_run_against_vllm_serve(perf_run):
     m = r["metrics"]
     for level in ("sync", "c2"):  # 1 stream (synchronous) and continuous batching at 2
         assert m[f"{level}_requests_ok,none"] >= 1 and m[f"{level}_requests_errored,none"] == 0
-        assert m[f"{level}_output_tok_per_s,none"] > 0 and 0 < m[f"{level}_ttft_ms_p50,none"] <= m[f"{level}_ttft_ms_p99,none"]
+        assert (
+            m[f"{level}_output_tok_per_s,none"] > 0
+            and 0 < m[f"{level}_ttft_ms_p50,none"] <= m[f"{level}_ttft_ms_p99,none"]
+        )
     hw = r["provenance"]["hardware"]
     assert hw["accelerator"] == "cpu" and hw["cpu_count"] and r["provenance"]["devices"] == 1
     if (os.cpu_count() or 1) >= 2:  # server and load generator on different cores
         assert set(hw["server_cores"]).isdisjoint(hw["load_generator_cores"]) and hw["load_generator_cores"]
     raw = json.loads(Path(r["provenance"]["attachments"]["guidellm.json"]).read_text())
     for b in raw["benchmarks"]:  # exactly the scenario's token counts: EOS ignored
-        assert b["metrics"]["prompt_token_count"]["successful"]["min"] == b["metrics"]["prompt_token_count"]["successful"]["max"] == 16
-        assert b["metrics"]["output_token_count"]["successful"]["min"] == b["metrics"]["output_token_count"]["successful"]["max"] == 8
+        assert (
+            b["metrics"]["prompt_token_count"]["successful"]["min"]
+            == b["metrics"]["prompt_token_count"]["successful"]["max"]
+            == 16
+        )
+        assert (
+            b["metrics"]["output_token_count"]["successful"]["min"]
+            == b["metrics"]["output_token_count"]["successful"]["max"]
+            == 8
+        )
 
 
 def test_failed_server_recorded_with_its_class(perf_run):
     _, out = perf_run
     db = sqlite3.connect(out / "ledger.db")
     rows = dict(((f, t), (s, c)) for f, t, s, c in db.execute("SELECT format, task, state, failure_class FROM cells"))
-    assert rows == {("bf16", "tiny_chat.perf"): ("done", None), ("int8", "tiny_chat.perf"): ("failed", "server_unhealthy")}
+    assert rows == {
+        ("bf16", "tiny_chat.perf"): ("done", None),
+        ("int8", "tiny_chat.perf"): ("failed", "server_unhealthy"),
+    }
 
 
 def test_results_in_mlflow_and_report_and_no_process_left(perf_run):

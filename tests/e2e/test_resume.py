@@ -28,8 +28,9 @@ def _done(ledger: Path) -> int:
 def test_driver_killed_then_resume_from_ledger_alone(tmp_path, tiny_llama):
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     cmd = [sys.executable, "-m", "orchestrator.cli", "run", *ARGS, f"run_dir={tmp_path}"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     ledger = tmp_path / "tiny" / "ledger.db"
     deadline = time.time() + 300
     while _done(ledger) < 1 and time.time() < deadline and proc.poll() is None:
@@ -41,8 +42,14 @@ def test_driver_killed_then_resume_from_ledger_alone(tmp_path, tiny_llama):
     shutil.rmtree(tmp_path / "tiny" / "mlartifacts", ignore_errors=True)
     (tmp_path / "tiny" / "mlflow.db").unlink()
 
-    out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "resume", "tiny", "--run-dir", str(tmp_path)],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "resume", "tiny", "--run-dir", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert f"{4 - done_before} cells scored, {done_before} already done" in " ".join(out.stdout.split())
     with sqlite3.connect(ledger) as db:
@@ -55,6 +62,8 @@ def test_driver_killed_then_resume_from_ledger_alone(tmp_path, tiny_llama):
     # The new MLflow store holds every result, the ones done before the kill included (the
     # ledger re-exports to a store that lacks the sweep), each metric logged once.
     with sqlite3.connect(tmp_path / "tiny" / "mlflow.db") as db:
-        rows = db.execute("SELECT run_uuid, key, COUNT(*) FROM metrics WHERE key IN ('mmlu_local/acc', 'ppl_local/word_perplexity') "
-                          "GROUP BY run_uuid, key").fetchall()
+        rows = db.execute(
+            "SELECT run_uuid, key, COUNT(*) FROM metrics WHERE key IN ('mmlu_local/acc', 'ppl_local/word_perplexity') "
+            "GROUP BY run_uuid, key"
+        ).fetchall()
     assert len(rows) == 4 and {n for _, _, n in rows} == {1}  # (bf16, int8) x (mmlu, ppl), each logged once

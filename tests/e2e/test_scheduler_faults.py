@@ -33,7 +33,14 @@ class NullSink:
 def ray_local():
     import ray
 
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="ERROR")
+    ray.init(
+        address="local",
+        num_cpus=4,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=True,
+        logging_level="ERROR",
+    )
     yield
     ray.shutdown()
 
@@ -41,10 +48,15 @@ def ray_local():
 def _plan(tmp_path, recipes, tasks, seconds, similarity=None, perf=None, **resources):
     sweep = wide_sweep(models=1, recipes=recipes, tasks=tasks, seeds=1, seed=3)
     res = {"cpus_per_actor": 1, "data_parallel": "off", "reuse_actors": True, "max_retries": 2, **resources}
-    sweep = replace(sweep, run_dir=tmp_path, resources=Resources.of(res), raw={"synthetic": True},
-                    engine=replace(sweep.engine, accelerator="cpu", batch_size="auto"),
-                    similarity={"tasks": similarity, "encoder": "all-minilm-l6-v2"} if similarity else {},
-                    perf=perf or {})
+    sweep = replace(
+        sweep,
+        run_dir=tmp_path,
+        resources=Resources.of(res),
+        raw={"synthetic": True},
+        engine=replace(sweep.engine, accelerator="cpu", batch_size="auto"),
+        similarity={"tasks": similarity, "encoder": "all-minilm-l6-v2"} if similarity else {},
+        perf=perf or {},
+    )
     plan = expand(sweep)
     secs = {c.key: seconds.get(c.task.name, 0.2) for c in plan.cells}
     return plan, secs
@@ -53,8 +65,13 @@ def _plan(tmp_path, recipes, tasks, seconds, similarity=None, perf=None, **resou
 def _run(plan, secs, events):
     ledger = Ledger(Path(plan.sweep.run_dir) / plan.sweep.name / "ledger.db")
     ledger.open_sweep(plan.sweep.name, [], [], [*plan.cells, *plan.comparisons, *plan.perf_cells])
-    drv = Driver(plan, NullSink(), progress=lambda e, **i: events.append((e, i)), ledger=ledger,
-                 worker=(SleepWorker, ("", secs, 1.0, 0.0)))
+    drv = Driver(
+        plan,
+        NullSink(),
+        progress=lambda e, **i: events.append((e, i)),
+        ledger=ledger,
+        worker=(SleepWorker, ("", secs, 1.0, 0.0)),
+    )
     return drv.run()
 
 
@@ -73,8 +90,10 @@ def test_actor_paused_past_its_lease_has_its_late_result_rejected(tmp_path, ray_
         time.sleep(0.1)
         try:
             with _db(plan) as db:
-                row = db.execute("SELECT a.worker_pid FROM attempts a JOIN cells c ON c.state='running' "
-                                 "WHERE a.state='leased' AND a.worker_pid IS NOT NULL").fetchone()
+                row = db.execute(
+                    "SELECT a.worker_pid FROM attempts a JOIN cells c ON c.state='running' "
+                    "WHERE a.state='leased' AND a.worker_pid IS NOT NULL"
+                ).fetchone()
             pid = row[0] if row else None
         except sqlite3.Error:
             pass
@@ -119,11 +138,19 @@ def test_oom_fallback_hang_timeout_and_deterministic_errors(tmp_path, ray_local,
     events: list = []
     summary = _run(plan, secs, events)
     with _db(plan) as db:
-        cells = {(f, t): (s, cls) for f, t, s, cls in db.execute("SELECT format, task, state, failure_class FROM cells")}
-        attempts = db.execute("SELECT stage, state, failure_class, fallback FROM attempts WHERE stage LIKE 'evaluate/%/bf16' "
-                              "ORDER BY token").fetchall()
-        records = {json.loads(r)["task"]: json.loads(r) for (r,) in
-                   db.execute("SELECT record FROM results WHERE cell_key IN (SELECT cell_key FROM cells WHERE format='bf16')")}
+        cells = {
+            (f, t): (s, cls) for f, t, s, cls in db.execute("SELECT format, task, state, failure_class FROM cells")
+        }
+        attempts = db.execute(
+            "SELECT stage, state, failure_class, fallback FROM attempts WHERE stage LIKE 'evaluate/%/bf16' "
+            "ORDER BY token"
+        ).fetchall()
+        records = {
+            json.loads(r)["task"]: json.loads(r)
+            for (r,) in db.execute(
+                "SELECT record FROM results WHERE cell_key IN (SELECT cell_key FROM cells WHERE format='bf16')"
+            )
+        }
     # deterministic: only that cell, and only that format, fail; everything else is scored
     assert cells[("bf16", "t002")] == ("failed", "error")
     assert {v for (f, _), v in cells.items() if f == "r001"} == {("failed", "error")}
@@ -138,19 +165,27 @@ def test_oom_fallback_hang_timeout_and_deterministic_errors(tmp_path, ray_local,
     assert "oom_fallback" not in records["t000"]["provenance"]  # scored before the OOM, on the original engine
     # hang: past stage_timeout_s the attempt is given up and the rest retried
     assert attempts[1][1:3] == ("given_up", "timeout") and attempts[2][1] == "finished"
-    assert any(e == "fallback" for e, _ in events) and any(e == "retry" and i["error_class"] == "timeout" for e, i in events)
+    assert any(e == "fallback" for e, _ in events) and any(
+        e == "retry" and i["error_class"] == "timeout" for e, i in events
+    )
     assert len(summary.failed) == 2
 
 
 def test_similarity_runs_after_both_groups_and_fails_only_where_a_side_failed(tmp_path, ray_local, monkeypatch):
     plan, secs = _plan(tmp_path, 3, 2, {}, similarity=["t000", "t001"])  # bf16, r000, r001
     model = plan.sweep.models[0].name
-    monkeypatch.setenv("QUANTGRID_FAULTS", json.dumps([{"at": "evaluate", "match": f"{model}/r000/t001", "fault": "error"}]))
+    monkeypatch.setenv(
+        "QUANTGRID_FAULTS", json.dumps([{"at": "evaluate", "match": f"{model}/r000/t001", "fault": "error"}])
+    )
     monkeypatch.setenv("QUANTGRID_FAULTS_DIR", str(tmp_path / "faults"))
     summary = _run(plan, secs, [])
     with _db(plan) as db:
-        cells = {(f, t): (s, cls) for f, t, s, cls in db.execute("SELECT format, task, state, failure_class FROM cells")}
-        spans = {stage: (start, end) for stage, start, end in db.execute("SELECT stage, started, finished FROM attempts")}
+        cells = {
+            (f, t): (s, cls) for f, t, s, cls in db.execute("SELECT format, task, state, failure_class FROM cells")
+        }
+        spans = {
+            stage: (start, end) for stage, start, end in db.execute("SELECT stage, started, finished FROM attempts")
+        }
     assert cells[("r000", "t001")] == ("failed", "error")
     assert cells[("r000", "t001.similarity")] == ("failed", "dependency_failed")  # its generations are missing
     assert cells[("r000", "t000.similarity")] == ("done", None)
@@ -165,16 +200,28 @@ def test_similarity_runs_after_both_groups_and_fails_only_where_a_side_failed(tm
 def test_perf_server_failure_fails_its_cells_with_the_class_and_the_sweep_goes_on(tmp_path, ray_local, monkeypatch):
     from quantgrid.types import LoadSettings, PerfScenario
 
-    perf = {"scenarios": [PerfScenario("chat", 16, 8), PerfScenario("rag", 64, 4)], "load": LoadSettings(), "server": {}}
+    perf = {
+        "scenarios": [PerfScenario("chat", 16, 8), PerfScenario("rag", 64, 4)],
+        "load": LoadSettings(),
+        "server": {},
+    }
     plan, secs = _plan(tmp_path, 3, 1, {}, perf=perf)
     model = plan.sweep.models[0].name
-    monkeypatch.setenv("QUANTGRID_FAULTS", json.dumps([
-        {"at": "open_server", "match": f"{model}/r000", "fault": "server_unhealthy"},
-        {"at": "benchmark", "match": f"{model}/r001/rag", "fault": "load_generator_failed"}]))
+    monkeypatch.setenv(
+        "QUANTGRID_FAULTS",
+        json.dumps(
+            [
+                {"at": "open_server", "match": f"{model}/r000", "fault": "server_unhealthy"},
+                {"at": "benchmark", "match": f"{model}/r001/rag", "fault": "load_generator_failed"},
+            ]
+        ),
+    )
     monkeypatch.setenv("QUANTGRID_FAULTS_DIR", str(tmp_path / "faults"))
     summary = _run(plan, secs, [])
     with _db(plan) as db:
-        cells = {(f, t): (s, cls) for f, t, s, cls in db.execute("SELECT format, task, state, failure_class FROM cells")}
+        cells = {
+            (f, t): (s, cls) for f, t, s, cls in db.execute("SELECT format, task, state, failure_class FROM cells")
+        }
         msgs = dict(db.execute("SELECT format || '/' || task, failure FROM cells WHERE state='failed'").fetchall())
     assert cells[("r000", "chat.perf")] == cells[("r000", "rag.perf")] == ("failed", "server_unhealthy")
     assert "injected server_unhealthy in open_server" in msgs["r000/chat.perf"]

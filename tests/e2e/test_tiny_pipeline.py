@@ -32,7 +32,11 @@ def tiny_run(tmp_path_factory, tiny_llama):
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     proc = subprocess.run(
         [sys.executable, "-m", "orchestrator.cli", "run", "sweep=tiny", f"run_dir={run_dir}"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     print(proc.stdout[-4000:], proc.stderr[-4000:])
     return proc, run_dir / "tiny"
@@ -86,8 +90,12 @@ def test_execution_mode_and_dtype_recorded_as_the_table_says(tiny_run):
     modes = dict(db.execute("SELECT DISTINCT format, execution FROM cells WHERE task NOT LIKE '%.similarity'"))
     assert modes == {f: ex.mode for f, ex in want.items()}
     mlflow = sqlite3.connect(out / "mlflow.db")
-    tags = dict(mlflow.execute("SELECT r.name, t.value FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
-                               "WHERE t.key = 'quantgrid.execution_mode'"))
+    tags = dict(
+        mlflow.execute(
+            "SELECT r.name, t.value FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+            "WHERE t.key = 'quantgrid.execution_mode'"
+        )
+    )
     assert tags == {f"tiny-llama/{f}": ex.mode for f, ex in want.items()}
     table = (out / "table.md").read_text()
     assert ("w4a16 (emulated)" in table) == (want["w4a16"].mode == "emulated")
@@ -132,7 +140,9 @@ def test_mlflow_holds_one_run_per_engine_group(tiny_run):
     runs = dict(db.execute("select run_uuid, name from runs").fetchall())
     parents = {r for r, n in runs.items() if n == "sweep:tiny"}
     assert len(parents) == 1
-    children = db.execute("select run_uuid from tags where key='mlflow.parentRunId' and value=?", (parents.pop(),)).fetchall()
+    children = db.execute(
+        "select run_uuid from tags where key='mlflow.parentRunId' and value=?", (parents.pop(),)
+    ).fetchall()
     assert len(children) == 4
     keys = {k for (k,) in db.execute("select distinct key from metrics")}
     assert {"mmlu_local/acc", "ppl_local/word_perplexity", "humaneval_local/pass_at_1"} <= keys
@@ -145,7 +155,8 @@ def test_similarity_of_generations_to_the_baseline(tiny_run):
     _, out = tiny_run
     sims = [r for r in _jsonl(out / "results.jsonl") if r.get("kind") == "similarity"]
     assert sorted((r["task"], r["format"]) for r in sims) == sorted(
-        (f"{t}.similarity", f) for t in SIMILARITY_TASKS for f in ("fp8", "int8", "w4a16"))  # every format but the baseline
+        (f"{t}.similarity", f) for t in SIMILARITY_TASKS for f in ("fp8", "int8", "w4a16")
+    )  # every format but the baseline
     outputs = {}
     for r in _task_results(out):
         if r["task"] in SIMILARITY_TASKS:
@@ -159,7 +170,10 @@ def test_similarity_of_generations_to_the_baseline(tiny_run):
         per_doc = pd.read_parquet(r["samples_path"])
         assert len(per_doc) == r["num_samples"] and not per_doc["doc_id"].duplicated().any()
         for _, row in per_doc.iterrows():  # each row pairs the two formats' stored outputs for one document
-            assert row["target"] == outputs["bf16", task][row["doc_id"]] and row["response"] == outputs[r["format"], task][row["doc_id"]]
+            assert (
+                row["target"] == outputs["bf16", task][row["doc_id"]]
+                and row["response"] == outputs[r["format"], task][row["doc_id"]]
+            )
             assert (row["m_identical"] == 1.0) == (row["target"] == row["response"])
             if row["target"] == row["response"]:
                 assert row["m_rouge1"] == row["m_rougeL"] == row["m_semantic"] == 1.0
@@ -178,7 +192,8 @@ def test_two_filter_task_keeps_samples_and_statistics_per_filter(tiny_run):
         df = pd.read_parquet(r["samples_path"])
         assert r["num_samples"] == 3 and len(df) == 6
         assert sorted(df.groupby("filter")["doc_id"].apply(sorted).items()) == sorted(
-            (f, sorted(set(df["doc_id"]))) for f in ("flexible-extract", "strict-match"))
+            (f, sorted(set(df["doc_id"]))) for f in ("flexible-extract", "strict-match")
+        )
         for filt, rows in df.groupby("filter"):
             assert rows["m_exact_match"].mean() == pytest.approx(r["metrics"][f"exact_match,{filt}"])
         by_doc = df.groupby("doc_id")
@@ -187,7 +202,9 @@ def test_two_filter_task_keeps_samples_and_statistics_per_filter(tiny_run):
         assert all(f == "[invalid]" or f in t for f, t in zip(strict["filtered"], strict["response"]))
         assert any(f != t for f, t in zip(df["filtered"], df["response"]))  # the extracted answer is not the text
     base = next(r for r in _task_results(out) if r["task"] == "arith_local" and r["format"] == "bf16")
-    row = next(r for r in json.loads((out / "report" / "report.json").read_text())["rows"] if r["name"] == "arith_local")
+    row = next(
+        r for r in json.loads((out / "report" / "report.json").read_text())["rows"] if r["name"] == "arith_local"
+    )
     assert row["n"] == 3 and row["baseline"] == pytest.approx(base["metrics"]["exact_match,strict-match"])
     db = sqlite3.connect(out / "mlflow.db")  # MLflow keeps each filter's metric apart (task/metric/filter)
     keys = {k for (k,) in db.execute("select distinct key from metrics where key like 'arith_local/exact_match%'")}
@@ -200,7 +217,7 @@ def test_report_written_and_attached_and_rerunnable(tiny_run):
     md = (rep / "report.md").read_text()
     assert "recovery % [95% CI]" in md and "McNemar" in md and "ppl_local" in md
     html = (rep / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 3 and "<table>" in html and "src=\"http" not in html
+    assert html.count("data:image/png;base64,") == 3 and "<table>" in html and 'src="http' not in html
     assert "Output similarity to bf16" in md and "ROUGE-L" in md
     for png in ("recovery_heatmap.png", "task_differences.png", "similarity_distributions.png"):
         assert (rep / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -217,8 +234,23 @@ def test_report_written_and_attached_and_rerunnable(tiny_run):
     assert db.execute("select count(*) from runs where name='sweep:tiny'").fetchone()[0] == 1
     arts = list((out / "mlartifacts").rglob("report/report.html"))
     assert len(arts) == 1  # attached to the sweep's parent run
-    again = subprocess.run([sys.executable, "-m", "orchestrator.cli", "report", "tiny", "--run-dir", str(out.parent),
-                            "--resamples", "300"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "report",
+            "tiny",
+            "--run-dir",
+            str(out.parent),
+            "--resamples",
+            "300",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert again.returncode == 0, again.stderr[-2000:]
     assert "ppl_local" in again.stdout
 
@@ -228,21 +260,29 @@ def test_report_bad_input_is_one_line(tiny_run, tmp_path):
 
     _, out = tiny_run
     cli = [sys.executable, "-m", "orchestrator.cli", "report"]
-    r = subprocess.run([*cli, "nosuch", "--run-dir", str(out.parent)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [*cli, "nosuch", "--run-dir", str(out.parent)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 2 and "no sweep 'nosuch'" in r.stderr and "Traceback" not in r.stderr
     copy = tmp_path / "tiny"
     shutil.copytree(out, copy)
     victim = next((copy / "samples" / "model=tiny-llama" / "format=fp8" / "task=mmlu_local").glob("*.parquet"))
     victim.write_bytes(victim.read_bytes()[:100])
-    r = subprocess.run([*cli, "tiny", "--run-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [*cli, "tiny", "--run-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     # A damaged samples file is named and left out (issue 16: the report is written from the rest).
-    assert r.returncode == 0 and "left out of the report: tiny-llama/fp8/mmlu_local" in " ".join(r.stdout.split()), r.stdout + r.stderr
+    assert r.returncode == 0 and "left out of the report: tiny-llama/fp8/mmlu_local" in " ".join(r.stdout.split()), (
+        r.stdout + r.stderr
+    )
     assert "tiny-llama/fp8/mmlu_local" in (copy / "report" / "report.md").read_text().split("## Left out")[1]
     for d in (copy / "samples" / "model=tiny-llama" / "format=bf16").iterdir():
         shutil.rmtree(d)
     with sqlite3.connect(copy / "ledger.db") as db:  # the baseline's results are gone from the ledger too
         db.execute("DELETE FROM results WHERE cell_key IN (SELECT cell_key FROM cells WHERE format='bf16')")
-    r = subprocess.run([*cli, "tiny", "--run-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [*cli, "tiny", "--run-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 2 and "no results for the baseline format 'bf16'" in r.stderr
 
 
@@ -252,9 +292,15 @@ def test_ui_serves_the_sweep_and_stops_on_ctrl_c(tiny_run):
     import urllib.request
 
     _, out = tiny_run
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "ui", "tiny", "--run-dir", str(out.parent)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            preexec_fn=_interactive)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "ui", "tiny", "--run-dir", str(out.parent)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        preexec_fn=_interactive,
+    )
     try:
         line = proc.stdout.readline()
         assert "MLflow UI for sweep tiny: http://127.0.0.1:" in line, line
@@ -262,13 +308,21 @@ def test_ui_serves_the_sweep_and_stops_on_ctrl_c(tiny_run):
         base, exp_id = url.split("/#/experiments/")
         exp_id = exp_id.split("/")[0]
         assert "MLflow" in urllib.request.urlopen(base, timeout=10).read().decode(errors="replace")
-        req = urllib.request.Request(f"{base}/api/2.0/mlflow/runs/search", method="POST",
-                                     data=json.dumps({"experiment_ids": [exp_id]}).encode(),
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{base}/api/2.0/mlflow/runs/search",
+            method="POST",
+            data=json.dumps({"experiment_ids": [exp_id]}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         runs = json.loads(urllib.request.urlopen(req, timeout=10).read())["runs"]
         names = {r["info"]["run_name"] for r in runs}
         assert {"sweep:tiny", "tiny-llama/bf16", "tiny-llama/w4a16"} <= names
-        metrics = {m["key"]: m["value"] for r in runs if r["info"]["run_name"] == "tiny-llama/bf16" for m in r["data"]["metrics"]}
+        metrics = {
+            m["key"]: m["value"]
+            for r in runs
+            if r["info"]["run_name"] == "tiny-llama/bf16"
+            for m in r["data"]["metrics"]
+        }
         assert "ppl_local/word_perplexity" in metrics and metrics["ppl_local/word_perplexity"] > 1
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
         rest, _ = proc.communicate(timeout=60)
@@ -291,9 +345,15 @@ def test_ui_in_headless_chromium_shows_the_sweep_runs_and_a_metric(tiny_run):
     _, out = tiny_run
     chromium = shutil.which("chromium")
     assert chromium, "Debian chromium is missing: `make test` installs it (scripts/test-deps.sh)"
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "ui", "tiny", "--run-dir", str(out.parent)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            preexec_fn=_interactive)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "ui", "tiny", "--run-dir", str(out.parent)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        preexec_fn=_interactive,
+    )
     try:
         url = proc.stdout.readline().split(": ", 1)[1].split()[0]
         with sync_playwright() as pw:

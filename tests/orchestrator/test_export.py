@@ -29,9 +29,22 @@ def filled_ledger(root: Path, models=2, recipes=3, tasks=4, seeds=1):
     ledger.open_sweep("synthetic", [], [], plan.cells)
     token = ledger.lease("synthetic", "all", [c.key for c in plan.cells], 600)
     for i, c in enumerate(plan.cells):
-        ledger.commit_result("synthetic", token, TaskResult(
-            c.key, c.model.name, c.format.name, c.task.name, {"acc,none": (i % 7) / 7, "acc_stderr,none": 0.01},
-            [], 0, 1.5, {"git_commit": "abc"}, primary_metric="acc,none"))
+        ledger.commit_result(
+            "synthetic",
+            token,
+            TaskResult(
+                c.key,
+                c.model.name,
+                c.format.name,
+                c.task.name,
+                {"acc,none": (i % 7) / 7, "acc_stderr,none": 0.01},
+                [],
+                0,
+                1.5,
+                {"git_commit": "abc"},
+                primary_metric="acc,none",
+            ),
+        )
     ledger.close()
     return plan, root / "synthetic" / "ledger.db"
 
@@ -92,15 +105,26 @@ def test_tracking_server_down_for_the_whole_sweep_then_back(tmp_path):
     port = _free_port()
     uri = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    cli = [sys.executable, "-m", "orchestrator.cli", "export", "synthetic", "--run-dir", str(tmp_path), "--tracking-uri", uri]
+    cli = [
+        sys.executable,
+        "-m",
+        "orchestrator.cli",
+        "export",
+        "synthetic",
+        "--run-dir",
+        str(tmp_path),
+        "--tracking-uri",
+        uri,
+    ]
     fail_fast = {**env, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
     down = subprocess.run(cli, cwd=ROOT, env=fail_fast, capture_output=True, text=True, timeout=120)
     assert down.returncode == 2 and "unreachable" in down.stderr and "0 of" in down.stderr
     assert len(down.stderr.strip().splitlines()) == 1
     from orchestrator.ui import start_server, stop
 
-    server, _ = start_server(f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server-artifacts", tmp_path / "server.log",
-                             port=port)
+    server, _ = start_server(
+        f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server-artifacts", tmp_path / "server.log", port=port
+    )
     try:
         up = subprocess.run(cli, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert up.returncode == 0, up.stderr[-2000:]

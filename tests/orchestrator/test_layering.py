@@ -9,10 +9,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_driver_imports_no_torch_or_vllm():
-    code = ("import sys, orchestrator.cli, orchestrator.driver, orchestrator.tracking, orchestrator.report, "
-            "orchestrator.plan, orchestrator.placement, orchestrator.results, quantgrid.types, quantgrid.checkpoint; "
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'vllm', 'llmcompressor', 'lm_eval')); "
-            "print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, orchestrator.cli, orchestrator.driver, orchestrator.tracking, orchestrator.report, "
+        "orchestrator.plan, orchestrator.placement, orchestrator.results, quantgrid.types, quantgrid.checkpoint; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'vllm', 'llmcompressor', 'lm_eval')); "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -68,7 +70,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(v)
         for w in sorted(graph[v]):
             if state.get(w) == 1:
-                return stack[stack.index(w):] + [w]
+                return stack[stack.index(w) :] + [w]
             if w not in state and (found := visit(w)):
                 return found
         stack.pop()
@@ -95,6 +97,7 @@ def test_every_failure_class_a_worker_raises_is_one_the_scheduler_knows():
     from quantgrid.failures import FailureClass
     from workers import judge, perf
 
-    raised = {judge.JudgeFailed.failure_class} | {c.failure_class for c in vars(perf).values()
-                                                   if isinstance(c, type) and hasattr(c, "failure_class")}
+    raised = {judge.JudgeFailed.failure_class} | {
+        c.failure_class for c in vars(perf).values() if isinstance(c, type) and hasattr(c, "failure_class")
+    }
     assert raised and raised <= {f.value for f in FailureClass}

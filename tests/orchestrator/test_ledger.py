@@ -19,8 +19,17 @@ def setup(tmp_path):
 
 
 def result(cell):
-    return TaskResult(cell_key=cell.key, model=cell.model.name, format=cell.format.name, task=cell.task.name,
-                      metrics={"acc,none": 0.5}, samples=[], num_samples=1, seconds=0.1, provenance={})
+    return TaskResult(
+        cell_key=cell.key,
+        model=cell.model.name,
+        format=cell.format.name,
+        task=cell.task.name,
+        metrics={"acc,none": 0.5},
+        samples=[],
+        num_samples=1,
+        seconds=0.1,
+        provenance={},
+    )
 
 
 def test_wal_and_one_commit_per_cell(setup):

@@ -15,19 +15,44 @@ from quantgrid.types import TaskResult
 
 @pytest.fixture()
 def sweep_dir(tmp_path):
-    plan = expand(load_sweep(compose(["sweep=tiny", "sweep.formats=[bf16]", "sweep.tasks=[ppl_local,mmlu_local,humaneval_local]"])))
+    plan = expand(
+        load_sweep(
+            compose(["sweep=tiny", "sweep.formats=[bf16]", "sweep.tasks=[ppl_local,mmlu_local,humaneval_local]"])
+        )
+    )
     ledger = Ledger(tmp_path / "tiny" / "ledger.db")
     ledger.open_sweep("tiny", ["sweep=tiny"], [], plan.cells, host=plan.sweep.host.as_dict())
     log = tmp_path / "tiny" / "logs" / "evaluate_tiny-llama_bf16-try1.log"
     log.parent.mkdir(parents=True)
     log.write_text("loading engine\nINFO scoring ppl_local\n")
     c0, c1, c2 = plan.cells
-    token = ledger.lease("tiny", "evaluate/tiny-llama/bf16", [c.key for c in plan.cells], 60, worker_pid=4242,
-                         node="0", fallback={"steps": ["halve_batch_size"]}, log_path=str(log))
+    token = ledger.lease(
+        "tiny",
+        "evaluate/tiny-llama/bf16",
+        [c.key for c in plan.cells],
+        60,
+        worker_pid=4242,
+        node="0",
+        fallback={"steps": ["halve_batch_size"]},
+        log_path=str(log),
+    )
     ledger.start_cell("tiny", c0.key)
     time.sleep(0.05)
-    assert ledger.commit_result("tiny", token, TaskResult(c0.key, "tiny-llama", "bf16", "ppl_local", {"x": 1.0}, [], 1, 2.0,
-                                                          {"oom_fallback": {"steps": ["halve_max_model_len"], "may_change_scores": True}}))
+    assert ledger.commit_result(
+        "tiny",
+        token,
+        TaskResult(
+            c0.key,
+            "tiny-llama",
+            "bf16",
+            "ppl_local",
+            {"x": 1.0},
+            [],
+            1,
+            2.0,
+            {"oom_fallback": {"steps": ["halve_max_model_len"], "may_change_scores": True}},
+        ),
+    )
     ledger.start_cell("tiny", c1.key)
     ledger.fail_cells("tiny", [c2.key], "error", "RuntimeError: boom")
     ledger.record_artifact("tiny", "build_model/tiny-llama", str(tmp_path / "cache" / "models" / "kept"), "abc")

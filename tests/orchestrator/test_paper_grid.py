@@ -13,13 +13,25 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 V1 = ["arc_challenge_llama", "gsm8k_llama", "hellaswag", "mmlu_llama", "truthfulqa_mc2", "winogrande"]
 OTHER = ["humaneval_sampled", "humaneval_plus_sampled", "arena_hard"]
-V2 = ["leaderboard_mmlu_pro", "leaderboard_ifeval", "leaderboard_bbh", "leaderboard_math_hard", "leaderboard_gpqa", "leaderboard_musr"]
+V2 = [
+    "leaderboard_mmlu_pro",
+    "leaderboard_ifeval",
+    "leaderboard_bbh",
+    "leaderboard_math_hard",
+    "leaderboard_gpqa",
+    "leaderboard_musr",
+]
 
 
 @pytest.fixture(scope="module")
 def paper():
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "plan", "sweep=paper", "--json"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "plan", "sweep=paper", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -28,13 +40,17 @@ def test_grid_counts_and_engine_loads(paper):
     c = paper["counts"]
     assert c["cells"] == 3 * 4 * 15 and c["quantize_jobs"] == 9 and c["model_builds"] == 3
     # one engine per (model, format), plus one for the tasks the authors ran with add_bos_token=True
-    assert c["engine_loads"] == 24 and paper["engine_splits"] == {"add_bos_token=True": ["hellaswag", "truthfulqa_mc2", "winogrande"]}
+    assert c["engine_loads"] == 24 and paper["engine_splits"] == {
+        "add_bos_token=True": ["hellaswag", "truthfulqa_mc2", "winogrande"]
+    }
     assert c["perf_cells"] == 12 * 7 and c["server_starts"] == 12 and c["comparisons"] == 3 * 3 * 3
     assert c["samples"] > 500_000  # the paper's "over 500,000 sample evaluations"
     assert Counter(cell["task"] for cell in paper["cells"]) == {t: 12 for t in [*V1, *V2, *OTHER]}
     # EvalPlus-style sampling: 50 generations per HumanEval(+) problem are counted in the tokens
     by_task = {t["task"]: t for t in paper["estimate"]["by_task"]}
-    assert set(by_task) == {*V1, *V2, *OTHER} and all(t["cells"] == 12 and t["prompt_tokens"] > 0 for t in by_task.values())
+    assert set(by_task) == {*V1, *V2, *OTHER} and all(
+        t["cells"] == 12 and t["prompt_tokens"] > 0 for t in by_task.values()
+    )
     assert by_task["humaneval_plus_sampled"]["output_tokens"] == 12 * 164 * 100 * 50
 
 
@@ -45,12 +61,31 @@ def test_parallelism_per_model_and_format(paper):
     assert len(est) == 12 and all(r["accelerator"] == "h100-80gb" and r["device_hours"] > 0 for r in est.values())
     assert all(r["prompt_tokens"] > 0 for r in est.values())
     # 405B BF16 on 2 nodes (TP8 x PP2) costs more device-hours per token than its one-node FP8
-    assert est[("llama-3.1-405b-instruct", "bf16")]["device_hours"] > est[("llama-3.1-405b-instruct", "paper_fp8")]["device_hours"]
+    assert (
+        est[("llama-3.1-405b-instruct", "bf16")]["device_hours"]
+        > est[("llama-3.1-405b-instruct", "paper_fp8")]["device_hours"]
+    )
 
 
 def test_plan_with_cluster_simulation():
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "plan", "sweep=paper", "--json", "--nodes", "4",
-                           "--gpus-per-node", "8"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "plan",
+            "sweep=paper",
+            "--json",
+            "--nodes",
+            "4",
+            "--gpus-per-node",
+            "8",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     sim = json.loads(proc.stdout)["simulation"]
     assert sim["makespan_s"] >= sim["lower_bound_s"] > 0
@@ -78,10 +113,19 @@ def test_run_of_a_gated_model_without_token_is_one_line_before_anything(tmp_path
     import os
 
     env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", "sweep=paper", f"run_dir={tmp_path}"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "run", "sweep=paper", f"run_dir={tmp_path}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
-    assert "llama-3.1-8b-instruct (meta-llama/Llama-3.1-8B-Instruct) is gated" in proc.stderr and "set HF_TOKEN" in proc.stderr
+    assert (
+        "llama-3.1-8b-instruct (meta-llama/Llama-3.1-8B-Instruct) is gated" in proc.stderr
+        and "set HF_TOKEN" in proc.stderr
+    )
     assert not any(tmp_path.iterdir())
 
 
@@ -93,12 +137,31 @@ def test_preflight_gpu_memory_and_tracking_server(tmp_path):
     preflight.check_memory(expand(load_sweep(compose(["sweep=paper"]))))  # the paper's grid fits as configured
     conf = tmp_path / "conf" / "model"
     conf.mkdir(parents=True)
-    text = (ROOT / "conf/model/llama-3.1-70b-instruct.yaml").read_text().replace("tensor_parallel_size: 4", "tensor_parallel_size: 1")
+    text = (
+        (ROOT / "conf/model/llama-3.1-70b-instruct.yaml")
+        .read_text()
+        .replace("tensor_parallel_size: 4", "tensor_parallel_size: 1")
+    )
     (conf / "llama-3.1-70b-instruct.yaml").write_text(text)
     env = {k: v for k, v in __import__("os").environ.items()} | {"HF_TOKEN": "unused"}
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "run", "--conf-dir", str(tmp_path / "conf"), "sweep=paper",
-                           "sweep.models=[llama-3.1-70b-instruct]", f"run_dir={tmp_path / 'runs'}"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "run",
+            "--conf-dir",
+            str(tmp_path / "conf"),
+            "sweep=paper",
+            "sweep.models=[llama-3.1-70b-instruct]",
+            f"run_dir={tmp_path / 'runs'}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "llama-3.1-70b-instruct/bf16: 141 GB of weights do not fit 1 x 80 GB GPUs" in proc.stderr
     with pytest.raises(ConfigError, match=r"MLflow tracking server http://127.0.0.1:9 unreachable"):
@@ -116,8 +179,10 @@ def test_published_checkpoints_as_formats_are_staged_not_quantized():
     quant = [s for s in plan.stages if s.kind is StageKind.QUANTIZE and not s.format.is_baseline]
     assert len(quant) == 9 and all(s.format.published["repo"].startswith("neuralmagic/Meta-Llama-3.1-") for s in quant)
     assert {s.format.published["repo"] for s in quant if s.model.name == "llama-3.1-8b-instruct"} == {
-        "neuralmagic/Meta-Llama-3.1-8B-Instruct-FP8-dynamic", "neuralmagic/Meta-Llama-3.1-8B-Instruct-quantized.w8a8",
-        "neuralmagic/Meta-Llama-3.1-8B-Instruct-quantized.w4a16"}
+        "neuralmagic/Meta-Llama-3.1-8B-Instruct-FP8-dynamic",
+        "neuralmagic/Meta-Llama-3.1-8B-Instruct-quantized.w8a8",
+        "neuralmagic/Meta-Llama-3.1-8B-Instruct-quantized.w4a16",
+    }
     jobs = PlacementPolicy([NodeShape(cpus=96, gpus=8)] * 4, plan.sweep.resources).jobs(plan.stages)
     staged = [j for j in jobs if j.kind is StageKind.QUANTIZE and j.stage.format.published]
     assert len(staged) == 9 and all(j.demand.gpus == 0 for j in staged)  # a download needs no GPU
@@ -137,7 +202,12 @@ def test_arena_hard_is_an_external_scorer_with_its_judge_in_config():
     assert judge["api_key_env"] == "OPENAI_API_KEY" and "api_key" not in judge
     assert judge["prompt_file"].startswith("https://raw.githubusercontent.com/lmarena/arena-hard-auto/")
     assert arena.scorer["baseline"]["name"] == "gpt-4-0314"
-    assert {t.name for t in sweep.tasks if t.scorer_kind == "lm_eval"} == {*V1, *V2, "humaneval_sampled", "humaneval_plus_sampled"}
+    assert {t.name for t in sweep.tasks if t.scorer_kind == "lm_eval"} == {
+        *V1,
+        *V2,
+        "humaneval_sampled",
+        "humaneval_plus_sampled",
+    }
 
 
 def test_preflight_disk_for_checkpoints(tmp_path, monkeypatch):
@@ -158,8 +228,10 @@ def test_preflight_disk_for_checkpoints(tmp_path, monkeypatch):
         preflight.check_disk(plan, free_gb=13)
 
 
-@pytest.mark.parametrize("sweep, acc, models, perf_cells", [("paper_perf_a100", "a100-80gb", 3, 3 * 3 * 7),
-                                                           ("paper_perf_a6000", "a6000-48gb", 2, 2 * 3 * 7)])
+@pytest.mark.parametrize(
+    "sweep, acc, models, perf_cells",
+    [("paper_perf_a100", "a100-80gb", 3, 3 * 3 * 7), ("paper_perf_a6000", "a6000-48gb", 2, 2 * 3 * 7)],
+)
 def test_paper_perf_on_the_other_gpus_it_measured(sweep, acc, models, perf_cells):
     """The paper measured serving on A6000, A100 and H100: one perf-only sweep per GPU type, the
     paper's checkpoints, no FP8 on Ampere, every engine fitting that GPU's memory."""
@@ -174,7 +246,8 @@ def test_paper_perf_on_the_other_gpus_it_measured(sweep, acc, models, perf_cells
     preflight.check_memory(plan)
     paper = expand(load_sweep(compose(["sweep=paper"])))  # same recipes: the paper's checkpoints are reused
     assert {f.key for m in plan.sweep.formats.values() for f in m.values()} <= {
-        f.key for m in paper.sweep.formats.values() for f in m.values()}
+        f.key for m in paper.sweep.formats.values() for f in m.values()
+    }
     if acc == "a6000-48gb":  # why 405B is not in it
         big = expand(load_sweep(compose([f"sweep={sweep}", "sweep.models=[llama-3.1-405b-instruct]"])))
         with pytest.raises(ConfigError, match=r"405b-instruct/bf16: 812 GB of weights do not fit 16 x 48 GB GPUs"):

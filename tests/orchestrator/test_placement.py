@@ -5,13 +5,26 @@ import pytest
 
 from orchestrator.config import ConfigError
 from orchestrator.placement import (
-    Bundle, ClusterState, Demand, NodeShape, demand, nodes_from_ray, placement_from_bundles, ray_options)
+    Bundle,
+    ClusterState,
+    Demand,
+    NodeShape,
+    demand,
+    nodes_from_ray,
+    placement_from_bundles,
+    ray_options,
+)
 from quantgrid.types import ModelSpec
 
 M8B = ModelSpec(name="llama-8b", source={"kind": "local", "path": "/x"})
 M70B = ModelSpec(name="llama-70b", source={"kind": "local", "path": "/x"}, tensor_parallel_size=4)
-M405B = ModelSpec(name="llama-405b", source={"kind": "local", "path": "/x"}, tensor_parallel_size=8, pipeline_parallel_size=2,
-                  quantize_resources={"gpus": 8, "memory_gb": 1600})
+M405B = ModelSpec(
+    name="llama-405b",
+    source={"kind": "local", "path": "/x"},
+    tensor_parallel_size=8,
+    pipeline_parallel_size=2,
+    quantize_resources={"gpus": 8, "memory_gb": 1600},
+)
 GPU_NODE = NodeShape(cpus=64, gpus=8, memory_gb=2000, node_id="n0")
 
 
@@ -84,8 +97,12 @@ def test_config_overrides_and_bounds():
 
 
 def test_nodes_from_ray_skips_dead_nodes():
-    nodes = nodes_from_ray([{"Alive": True, "NodeID": "a", "Resources": {"CPU": 8.0, "GPU": 2.0, "memory": 2**34}},
-                            {"Alive": False, "Resources": {"CPU": 64.0}}])
+    nodes = nodes_from_ray(
+        [
+            {"Alive": True, "NodeID": "a", "Resources": {"CPU": 8.0, "GPU": 2.0, "memory": 2**34}},
+            {"Alive": False, "Resources": {"CPU": 64.0}},
+        ]
+    )
     assert nodes == [NodeShape(8, 2, 16.0, "a")]
 
 

@@ -25,8 +25,17 @@ def plan(*overrides):
 
 def test_demo_grid_shape():
     p = plan()
-    assert p.counts() == {"cells": 12, "samples": 4 * (57 + 20 + 50), "stages": 12, "model_builds": 1, "quantize_jobs": 3,
-                          "engine_loads": 4, "comparisons": 3, "perf_cells": 0, "server_starts": 0}
+    assert p.counts() == {
+        "cells": 12,
+        "samples": 4 * (57 + 20 + 50),
+        "stages": 12,
+        "model_builds": 1,
+        "quantize_jobs": 3,
+        "engine_loads": 4,
+        "comparisons": 3,
+        "perf_cells": 0,
+        "server_starts": 0,
+    }
     # One engine group per (model, format) serving every task.
     for s in p.evaluate_stages:
         assert [c.task.name for c in s.cells] == ["mmlu_local", "humaneval_local", "ppl_local"]
@@ -60,19 +69,26 @@ def test_similarity_stages_compare_each_format_with_the_baseline_after_both_grou
     p = plan("sweep.seeds=[1,2]")
     evals = {(s.format.name, s.cells[0].seed): s for s in p.evaluate_stages}
     sims = [s for s in p.stages if s.kind is StageKind.SIMILARITY]
-    assert sorted((s.format.name, s.cells[0].seed) for s in sims) == [(f, seed) for f in ("fp8", "int8", "w4a16") for seed in (1, 2)]
+    assert sorted((s.format.name, s.cells[0].seed) for s in sims) == [
+        (f, seed) for f in ("fp8", "int8", "w4a16") for seed in (1, 2)
+    ]
     for s in sims:
         seed = s.cells[0].seed
         assert s.depends_on == [evals[("bf16", seed)].key, evals[(s.format.name, seed)].key]
         (comp,) = s.cells
         assert comp.task.name == "humaneval_local.similarity"
         assert comp.baseline.format.name == "bf16" and comp.cell.format.name == s.format.name
-        assert comp.baseline.task.name == comp.cell.task.name == "humaneval_local" and comp.baseline.seed == comp.cell.seed == seed
+        assert (
+            comp.baseline.task.name == comp.cell.task.name == "humaneval_local"
+            and comp.baseline.seed == comp.cell.seed == seed
+        )
     assert len(p.comparisons) == 6 and len({c.key for c in p.comparisons}) == 6
     # A comparison's identity follows both cells' and the encoder's.
     a = {c.format.name: c.key for c in plan().comparisons}
     assert a == {c.format.name: c.key for c in plan().comparisons}
-    b = {c.format.name: c.key for c in plan("sweep.task_settings.humaneval_local.gen_kwargs.max_gen_toks=64").comparisons}
+    b = {
+        c.format.name: c.key for c in plan("sweep.task_settings.humaneval_local.gen_kwargs.max_gen_toks=64").comparisons
+    }
     assert all(a[f] != b[f] for f in a)
     assert not plan("sweep.tasks=[mmlu_local,ppl_local]").comparisons  # narrowed away: nothing to compare
     assert not plan("~sweep.similarity").comparisons
@@ -85,7 +101,9 @@ def test_a_sweeps_resources_are_pinned_over_the_roots_and_the_command_line_wins(
     paper = load_sweep(compose(["sweep=paper"])).resources
     assert (paper.stage_timeout_s, paper.start_timeout_s) == (21600, 3600)
     assert paper.runtime_env == {"quantize": {"py_executable": "/opt/quantize/bin/python"}}
-    assert paper == Resources(stage_timeout_s=21600, start_timeout_s=3600, runtime_env=paper.runtime_env)  # the rest: defaults
+    assert paper == Resources(
+        stage_timeout_s=21600, start_timeout_s=3600, runtime_env=paper.runtime_env
+    )  # the rest: defaults
     cli = load_sweep(compose(["sweep=paper", "resources.stage_timeout_s=60", "+resources.runtime_env={}"])).resources
     assert cli.stage_timeout_s == 60 and cli.runtime_env == {} and cli.start_timeout_s == 3600
     assert load_sweep(compose(["sweep=tiny"])).resources == Resources()  # conf/config.yaml sets no default of its own
@@ -115,8 +133,11 @@ def test_a_model_carries_engine_defaults_a_sweep_and_the_command_line_override(e
     (tmp_path / "model" / "tiny-bos.yaml").write_text(model + "engine: {add_bos_token: true}\n")
 
     def bos(*overrides):
-        plan = expand(load_sweep(compose(["sweep=tiny", "sweep.models=[tiny-llama,tiny-bos]", "sweep.formats=[bf16]",
-                                          *overrides])))
+        plan = expand(
+            load_sweep(
+                compose(["sweep=tiny", "sweep.models=[tiny-llama,tiny-bos]", "sweep.formats=[bf16]", *overrides])
+            )
+        )
         return {c.model.name: c.engine.add_bos_token for c in plan.cells}
 
     assert bos() == {"tiny-llama": False, "tiny-bos": True}

@@ -7,9 +7,17 @@ from quantgrid.types import SampleRecord, TaskResult
 
 
 def _result(n=3):
-    return TaskResult(cell_key="k" * 16, model="m", format="f", task="t", metrics={"acc,none": 0.5},
-                      samples=[SampleRecord(doc_id=i, target="a", response="b", metrics={"acc": 1.0}) for i in range(n)],
-                      num_samples=n, seconds=0.1, provenance={})
+    return TaskResult(
+        cell_key="k" * 16,
+        model="m",
+        format="f",
+        task="t",
+        metrics={"acc,none": 0.5},
+        samples=[SampleRecord(doc_id=i, target="a", response="b", metrics={"acc": 1.0}) for i in range(n)],
+        num_samples=n,
+        seconds=0.1,
+        provenance={},
+    )
 
 
 def test_samples_are_written_whole_with_their_size_and_hash_in_the_provenance(tmp_path):
@@ -20,7 +28,14 @@ def test_samples_are_written_whole_with_their_size_and_hash_in_the_provenance(tm
     assert r.provenance["samples_path"] == str(path) and len(pd.read_parquet(path)) == 3
     assert (r.provenance["samples_file"]["bytes"], r.provenance["samples_file"]["sha256"]) == file_digest(path)
     assert not [p for p in path.parent.iterdir() if p.name != path.name]  # no temp file left behind
-    record = {"cell_key": r.cell_key, "model": "m", "format": "f", "task": "t", "num_samples": 3, "provenance": r.provenance}
+    record = {
+        "cell_key": r.cell_key,
+        "model": "m",
+        "format": "f",
+        "task": "t",
+        "num_samples": 3,
+        "provenance": r.provenance,
+    }
     assert check_samples(tmp_path, record, full=True) is None
     data = path.read_bytes()
     path.write_bytes(data[:-10])

@@ -74,19 +74,27 @@ def test_the_same_probe_plans_the_same_cells(monkeypatch):
     assert a == b
 
 
-@pytest.mark.parametrize("override,needle", [
-    ("+sweep.budget.evaluate_sec=1", "unknown key(s) evaluate_sec"),
-    ("sweep.budget.evaluate_s=-5", "evaluate_s must be a positive number"),
-    ("sweep.budget=7", "sweep.budget must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("+sweep.budget.evaluate_sec=1", "unknown key(s) evaluate_sec"),
+        ("sweep.budget.evaluate_s=-5", "evaluate_s must be a positive number"),
+        ("sweep.budget=7", "sweep.budget must be a mapping"),
+    ],
+)
 def test_bad_budget_is_one_line(monkeypatch, override, needle):
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(")", r"\)")):
         _demo(monkeypatch, 100.0, override)
 
 
 def test_plan_prints_and_records_what_was_chosen_on_this_host():
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "plan", "sweep=demo", "--json"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "plan", "sweep=demo", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     s = out["sizing"]

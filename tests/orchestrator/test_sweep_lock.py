@@ -19,8 +19,17 @@ gcsfuse /mnt/bucket fuse.gcsfuse rw 0 0
 """
 
 
-@pytest.mark.parametrize("path,kind", [("/work/runs", "ext4"), ("/shared/runs", "nfs4"), ("/shared/local/runs", "xfs"),
-                                       ("/shared", "nfs4"), ("/mnt/smb/x", "cifs"), ("/mnt/bucket/runs", "fuse.gcsfuse")])
+@pytest.mark.parametrize(
+    "path,kind",
+    [
+        ("/work/runs", "ext4"),
+        ("/shared/runs", "nfs4"),
+        ("/shared/local/runs", "xfs"),
+        ("/shared", "nfs4"),
+        ("/mnt/smb/x", "cifs"),
+        ("/mnt/bucket/runs", "fuse.gcsfuse"),
+    ],
+)
 def test_the_longest_mount_point_names_the_filesystem(path, kind):
     assert filesystem_type(Path(path), MOUNTS) == kind
 
@@ -44,8 +53,10 @@ def test_a_second_driver_is_refused_naming_the_owner_and_the_lock_goes_with_the_
         assert "\n" not in str(e.value)
     SweepLock(tmp_path, "tiny").acquire().release()  # released: the next driver takes it
     # A driver killed with SIGKILL holds nothing: the kernel drops its lock with the process.
-    code = ("import os, sys; from pathlib import Path; from orchestrator.sweep_lock import SweepLock; "
-            f"SweepLock(Path({str(tmp_path)!r}), 'tiny').acquire(); print('held', flush=True); os.kill(os.getpid(), 9)")
+    code = (
+        "import os, sys; from pathlib import Path; from orchestrator.sweep_lock import SweepLock; "
+        f"SweepLock(Path({str(tmp_path)!r}), 'tiny').acquire(); print('held', flush=True); os.kill(os.getpid(), 9)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == -9 and "held" in proc.stdout
     with SweepLock(tmp_path, "tiny") as lock:

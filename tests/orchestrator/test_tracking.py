@@ -33,8 +33,12 @@ def test_log_batch_chunks_within_limits_and_keeps_everything():
 def test_metric_names_reverse_to_lm_eval_keys():
     from orchestrator.tracking import lm_eval_key
 
-    for task, key in (("mmlu_local", "acc,none"), ("gsm8k", "exact_match,strict-match"), ("humaneval_local", "pass@1,none"),
-                      ("ppl_local", "word_perplexity,none")):
+    for task, key in (
+        ("mmlu_local", "acc,none"),
+        ("gsm8k", "exact_match,strict-match"),
+        ("humaneval_local", "pass@1,none"),
+        ("ppl_local", "word_perplexity,none"),
+    ):
         assert lm_eval_key(metric_name(task, key)) == (task, key)
 
 

@@ -27,9 +27,18 @@ def test_cpu_level_follows_vllms_library_order():
     assert cpu_level({"sse4_2"}, "x86_64") == "x86_64"
     assert cpu_level({"fp", "asimd", "bf16"}, "aarch64") == "aarch64"
     libs = {isa: Host("cpu", isa).vllm_library for isa in X86_LEVELS}
-    assert libs == {"x86_64": "vllm._C_AVX2", "avx2": "vllm._C_AVX2", "avx512": "vllm._C_AVX512",
-                    "avx512_bf16": "vllm._C", "amx": "vllm._C"}
-    assert not Host("cpu", "avx512").native_bf16 and Host("cpu", "avx512_bf16").native_bf16 and Host("cuda", "sm90").native_bf16
+    assert libs == {
+        "x86_64": "vllm._C_AVX2",
+        "avx2": "vllm._C_AVX2",
+        "avx512": "vllm._C_AVX512",
+        "avx512_bf16": "vllm._C",
+        "amx": "vllm._C",
+    }
+    assert (
+        not Host("cpu", "avx512").native_bf16
+        and Host("cpu", "avx512_bf16").native_bf16
+        and Host("cuda", "sm90").native_bf16
+    )
 
 
 def test_forcing_a_lower_isa_only():
@@ -63,14 +72,28 @@ def test_every_shipped_format_has_a_scheme_and_a_mode_on_every_host():
     assert schemes["w4a16"] == schemes["paper_w4a16"] == schemes["nm_w4a16"] == "wna16-int"
     rows = capability.matrix()
     hosts = {r["host"] for r in rows}
-    assert {"cpu:avx2", "cpu:avx512", "cpu:avx512_bf16", "cpu:amx", "cuda:sm80", "cuda:sm89", "cuda:sm90", "cuda:sm100"} <= hosts
+    assert {
+        "cpu:avx2",
+        "cpu:avx512",
+        "cpu:avx512_bf16",
+        "cpu:amx",
+        "cuda:sm80",
+        "cuda:sm89",
+        "cuda:sm90",
+        "cuda:sm100",
+    } <= hosts
     for scheme in set(schemes.values()):  # one row per (scheme, host), each with a source
         got = {r["host"] for r in rows if r["scheme"] == scheme}
         assert got == hosts, scheme
     assert all(r["source"] and r["runs"] and r["mode"] in (NATIVE, EMULATED, UNAVAILABLE) for r in rows)
     mode = {(r["scheme"], r["host"]): r["mode"] for r in rows}
     assert mode["wna16-int", "cpu:avx2"] == EMULATED  # _C_AVX2 has no cpu_gemm_wna16
-    assert mode["wna16-int", "cpu:avx512"] == mode["wna16-int", "cpu:avx512_bf16"] == mode["wna16-int", "cpu:amx"] == NATIVE
+    assert (
+        mode["wna16-int", "cpu:avx512"]
+        == mode["wna16-int", "cpu:avx512_bf16"]
+        == mode["wna16-int", "cpu:amx"]
+        == NATIVE
+    )
     assert mode["w8a8-fp8", "cuda:sm80"] == UNAVAILABLE and mode["w8a8-fp8", "cuda:sm90"] == NATIVE
 
 
@@ -80,8 +103,13 @@ def test_dtype_per_format_and_host():
     assert h100.name == "cuda:sm90"
     # no bf16 hardware: float32 engines and calibration, except the W4A16 kernel (bf16 only)
     assert resolve("bf16", "dense", "bfloat16", avx2) == Execution(
-        NATIVE, "float32", "float32", "cpu:avx2", "dense Linear (oneDNN matmul)",
-        resolve("bf16", "dense", "bfloat16", avx2).source)
+        NATIVE,
+        "float32",
+        "float32",
+        "cpu:avx2",
+        "dense Linear (oneDNN matmul)",
+        resolve("bf16", "dense", "bfloat16", avx2).source,
+    )
     assert resolve("w4a16", "wna16-int", "bfloat16", avx2).dtype == "float32"
     assert resolve("w4a16", "wna16-int", "bfloat16", avx512).dtype == "bfloat16"
     assert resolve("w4a16", "wna16-int", "bfloat16", avx512).calibration_dtype == "float32"
@@ -113,8 +141,14 @@ def test_unavailable_and_unknown_are_one_line_errors():
 
 
 def _cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
 
 
 def test_plan_prints_and_records_the_host_and_each_formats_execution():

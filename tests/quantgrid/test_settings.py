@@ -19,16 +19,19 @@ def test_one_default_table_whatever_builds_the_sweep():
     assert composed.reuse_actors is True and composed.oom_fallbacks == OOM_FALLBACKS and composed.lease_s == 120
 
 
-@pytest.mark.parametrize("data,needle", [
-    ({"lease": 5}, "resources.lease: unknown setting (known: cpus_per_actor"),
-    ({"lease_s": 0}, "resources.lease_s must be > 0"),
-    ({"max_retries": "two"}, "resources.max_retries must be int"),
-    ({"reuse_actors": 1}, "resources.reuse_actors must be bool"),
-    ({"oom_fallbacks": ["halve_batch"]}, "unknown step 'halve_batch'"),
-    ({"data_parallel": "some"}, "must be auto, off or a replica count"),
-    ({"runtime_env": {"score": {}}}, "resources.runtime_env.score: unknown stage"),
-    ({"runtime_env": {"quantize": {"python": "/x"}}}, "['python'] is not a Ray runtime_env field"),
-])
+@pytest.mark.parametrize(
+    "data,needle",
+    [
+        ({"lease": 5}, "resources.lease: unknown setting (known: cpus_per_actor"),
+        ({"lease_s": 0}, "resources.lease_s must be > 0"),
+        ({"max_retries": "two"}, "resources.max_retries must be int"),
+        ({"reuse_actors": 1}, "resources.reuse_actors must be bool"),
+        ({"oom_fallbacks": ["halve_batch"]}, "unknown step 'halve_batch'"),
+        ({"data_parallel": "some"}, "must be auto, off or a replica count"),
+        ({"runtime_env": {"score": {}}}, "resources.runtime_env.score: unknown stage"),
+        ({"runtime_env": {"quantize": {"python": "/x"}}}, "['python'] is not a Ray runtime_env field"),
+    ],
+)
 def test_bad_values_are_one_line(data, needle):
     with pytest.raises(ConfigError, match=None) as e:
         Resources.of(data)

@@ -27,8 +27,16 @@ def test_tiny_llama_dims(tiny_llama, tiny_llama_spec):
     cfg, src = _config(tiny_llama), tiny_llama_spec.source
     assert Path(tiny_llama.path).name == f"tiny-llama-{model_key(tiny_llama_spec)}"
     assert cfg["architectures"] == ["LlamaForCausalLM"] and cfg["dtype"] == "bfloat16"
-    for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-              "num_key_value_heads", "head_dim", "vocab_size", "max_position_embeddings"):
+    for k in (
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "head_dim",
+        "vocab_size",
+        "max_position_embeddings",
+    ):
         assert cfg[k] == src[k], k
     assert cfg["head_dim"] == 64  # vLLM-CPU attention
     assert all(d % 128 == 0 for d in model_dims(Path(tiny_llama.path)).values())
@@ -63,11 +71,14 @@ def test_tiny_llama_loads_and_generates(tiny_llama):
     model = AutoModelForCausalLM.from_pretrained(tiny_llama.path)
     assert model.dtype == torch.bfloat16
     assert (tok.bos_token, tok.eos_token, tok.pad_token, tok.unk_token) == (
-        "<|im_start|>", "<|im_end|>", "<|pad|>", "<|endoftext|>")
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|pad|>",
+        "<|endoftext|>",
+    )
     code = "def f(x):\n    return {'a': [x, 1.5]}  # ok\n"
     assert tok.decode(tok(code).input_ids) == code  # byte-level: code round-trips exactly
-    prompt = tok.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True,
-                                     tokenize=False)
+    prompt = tok.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False)
     assert prompt == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
     ids = tok("The capital of France is", return_tensors="pt")
     out = model.generate(**ids, max_new_tokens=4, min_new_tokens=4, do_sample=False)
@@ -97,4 +108,4 @@ def test_smollm2_builds_with_chat_template():
     model = AutoModelForCausalLM.from_pretrained(art.path)
     ids = tok("The capital of France is", return_tensors="pt")
     out = model.generate(**ids, max_new_tokens=6, do_sample=False)
-    assert "Paris" in tok.decode(out[0, ids.input_ids.shape[1]:])
+    assert "Paris" in tok.decode(out[0, ids.input_ids.shape[1] :])

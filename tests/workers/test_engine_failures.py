@@ -31,7 +31,9 @@ def test_vllms_kv_cache_shortage_and_dead_engine_have_classes():
     assert classify_engine_error(_kv_shortage()) == "oom"
     assert classify_engine_error(_no_blocks()) == "oom"
     assert classify_engine_error(EngineDeadError()) == "engine_dead"
-    assert classify_engine_error(RuntimeError("Engine core initialization failed. See root cause above.")) == "engine_dead"
+    assert (
+        classify_engine_error(RuntimeError("Engine core initialization failed. See root cause above.")) == "engine_dead"
+    )
     assert classify_engine_error(MemoryError()) == "oom"
     try:  # the cause chain is read: lm-eval wrapping vLLM's error keeps its class
         try:

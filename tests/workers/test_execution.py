@@ -115,11 +115,13 @@ def test_emulated_w4a16_scores_match_what_the_host_can_check(tiny_w4a16, tmp_pat
         return
     # No W4A16 kernel on this host: the native engine fails as the table says, in a clean process.
     assert ex.mode == capability.EMULATED and host.vllm_library == "vllm._C_AVX2"
-    code = ("from quantgrid.runtime import apply_worker_env; apply_worker_env(kv_cache_gb=1)\n"
-            "from lm_eval.models.vllm_causallms import VLLM\n"
-            f"lm = VLLM(pretrained={tiny_w4a16.path!r}, dtype='bfloat16', max_model_len=256, enforce_eager=True)\n"
-            "from lm_eval.api.instance import Instance\n"
-            "print(lm.loglikelihood_rolling([Instance('loglikelihood_rolling', {}, ('hello world',), 0)]))\n")
+    code = (
+        "from quantgrid.runtime import apply_worker_env; apply_worker_env(kv_cache_gb=1)\n"
+        "from lm_eval.models.vllm_causallms import VLLM\n"
+        f"lm = VLLM(pretrained={tiny_w4a16.path!r}, dtype='bfloat16', max_model_len=256, enforce_eager=True)\n"
+        "from lm_eval.api.instance import Instance\n"
+        "print(lm.loglikelihood_rolling([Instance('loglikelihood_rolling', {}, ('hello world',), 0)]))\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0 and "cpu_gemm_wna16" in proc.stderr, proc.stderr[-2000:]
     # Emulated (float32) vs transformers loading the quantized checkpoint itself.
@@ -143,9 +145,13 @@ def test_emulated_w4a16_scores_match_what_the_host_can_check(tiny_w4a16, tmp_pat
 def test_vllm_kernel_library_agrees_with_the_table(forced):
     """vLLM's own kernel selection is the source of truth: the library it loads on this host (or
     on the forced lower level) registers the W4A16 op exactly where the table says native."""
-    code = ("import json\nfrom quantgrid.host import probe\nfrom workers.execution import select_kernel_library, vllm_has_op\n"
-            "h = probe(); select_kernel_library(h)\n"
-            "print(json.dumps({'isa': h.isa, 'wna16': vllm_has_op('cpu_gemm_wna16'), 'int8': vllm_has_op('onednn_scaled_mm')}))")
+    code = (
+        "import json\nfrom quantgrid.host import probe\nfrom workers.execution import select_kernel_library, "
+        "vllm_has_op\n"
+        "h = probe(); select_kernel_library(h)\n"
+        "print(json.dumps({'isa': h.isa, 'wna16': vllm_has_op('cpu_gemm_wna16'), 'int8': "
+        "vllm_has_op('onednn_scaled_mm')}))"
+    )
     env = {**os.environ, "VLLM_TARGET_DEVICE": "cpu"}
     env.pop("QUANTGRID_HOST_ISA", None)
     if forced:

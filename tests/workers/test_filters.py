@@ -24,11 +24,11 @@ def _answer(doc) -> str:
 
 # What the scripted model writes for doc i (pattern i % 5), and which filter then scores it right.
 PATTERNS = [
-    (lambda a: f" So it is {a}.\n#### {a}", True, True),     # both filters find the answer
-    (lambda a: f" It is {a}.", False, True),                  # no "####": strict misses it
+    (lambda a: f" So it is {a}.\n#### {a}", True, True),  # both filters find the answer
+    (lambda a: f" It is {a}.", False, True),  # no "####": strict misses it
     (lambda a: f" It is {a} apples.", False, True),
-    (lambda a: f" #### {int(a) + 1}", False, False),          # wrong under both
-    (lambda a: f" #### {a} (not 7)", True, False),           # flexible takes the last number
+    (lambda a: f" #### {int(a) + 1}", False, False),  # wrong under both
+    (lambda a: f" #### {a} (not 7)", True, False),  # flexible takes the last number
 ]
 
 
@@ -53,7 +53,8 @@ def test_one_record_per_document_and_filter(scored):
     recs = scored["samples"]
     assert scored["num_samples"] == N_DOCS  # documents, not (document, filter) rows
     assert sorted((r.doc_id, r.filter) for r in recs) == sorted(
-        (d, f) for d in range(N_DOCS) for f in ("strict-match", "flexible-extract"))
+        (d, f) for d in range(N_DOCS) for f in ("strict-match", "flexible-extract")
+    )
 
 
 def test_every_statistic_is_per_filter_and_matches_lm_eval(scored):
@@ -79,8 +80,17 @@ def _answer_of(record) -> str:
 
 
 def test_run_store_keeps_filters_apart_for_the_report_and_similarity(scored, tmp_path):
-    result = TaskResult(cell_key="k", model="m", format="f", task="arith_local", metrics=scored["metrics"],
-                        samples=scored["samples"], num_samples=scored["num_samples"], seconds=0.0, provenance={})
+    result = TaskResult(
+        cell_key="k",
+        model="m",
+        format="f",
+        task="arith_local",
+        metrics=scored["metrics"],
+        samples=scored["samples"],
+        num_samples=scored["num_samples"],
+        seconds=0.0,
+        provenance={},
+    )
     RunStore(tmp_path).write_files(result)
     path = tmp_path / "samples" / "model=m" / "format=f" / "task=arith_local" / "k.parquet"
     for filt in ("strict-match", "flexible-extract"):

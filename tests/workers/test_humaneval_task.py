@@ -35,8 +35,11 @@ def test_humaneval_plus_reads_evalplus_from_the_hub_and_scores_in_the_sandbox(lm
     base = {d["task_id"]: d for d in lm_eval_task("humaneval_local").test_docs()}
     rows = [{k: v for k, v in d.items() if k != "canonical_solution"} for d in list(base.values())[:3]]
     asked = []
-    monkeypatch.setattr(datasets, "load_dataset", lambda name, split=None, **kw: asked.append((name, split))
-                        or datasets.Dataset.from_list(rows))
+    monkeypatch.setattr(
+        datasets,
+        "load_dataset",
+        lambda name, split=None, **kw: asked.append((name, split)) or datasets.Dataset.from_list(rows),
+    )
     task = lm_eval_task("humaneval_plus_local")
     docs = list(task.test_docs())
     assert asked[0] == ("evalplus/humanevalplus", "test") and len(docs) == 3
@@ -55,7 +58,9 @@ def test_humaneval_plus_without_hub_access_says_so(monkeypatch):
         raise ConnectionError("Couldn't reach 'evalplus/humanevalplus' on the Hub (LocalEntryNotFoundError)")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(RuntimeError, match=r"HumanEval\+ needs the evalplus/humanevalplus dataset .*hub_offline: false"):
+    with pytest.raises(
+        RuntimeError, match=r"HumanEval\+ needs the evalplus/humanevalplus dataset .*hub_offline: false"
+    ):
         utils.load_humanevalplus()
 
 

@@ -25,15 +25,27 @@ class EchoLM:
             ctx, gen = r.args
             assert gen["max_gen_toks"] == 64 and gen["temperature"] == 0.0
             self.contexts.append(ctx)
-            out.append(self.answers[ctx[len("<|user|>"):-len("<|assistant|>")]])
+            out.append(self.answers[ctx[len("<|user|>") : -len("<|assistant|>")]])
         return out
 
 
-QUESTIONS = {"q1": "Write a haiku.", "q2": "Sort a list.", "q3": "Explain TCP.", "q4": "Name a prime.",
-             "q5": "Define entropy.", "q6": "Say hi."}
+QUESTIONS = {
+    "q1": "Write a haiku.",
+    "q2": "Sort a list.",
+    "q3": "Explain TCP.",
+    "q4": "Name a prime.",
+    "q5": "Define entropy.",
+    "q6": "Say hi.",
+}
 BASELINE = {"q1": "plain", "q2": "GOOD answer", "q3": "plain", "q4": "GOOD", "q5": "plain", "q6": "plain"}
-MODEL = {"Write a haiku.": "GOOD haiku", "Sort a list.": "sorted()", "Explain TCP.": "GOOD tcp",
-         "Name a prime.": "GOOD 7", "Define entropy.": "NOVERDICT", "Say hi.": "CONFUSED"}
+MODEL = {
+    "Write a haiku.": "GOOD haiku",
+    "Sort a list.": "sorted()",
+    "Explain TCP.": "GOOD tcp",
+    "Name a prime.": "GOOD 7",
+    "Define entropy.": "NOVERDICT",
+    "Say hi.": "CONFUSED",
+}
 
 
 @pytest.fixture
@@ -46,11 +58,29 @@ def judge(monkeypatch):
 
 def _task(tmp_path, judge_url, **judge_cfg):
     q, b = write_arena(tmp_path, QUESTIONS, BASELINE)
-    cfg = {"base_url": judge_url, "model": "judge-x", "api_key_env": "JUDGE_TEST_KEY", "system_prompt": SYSTEM,
-           "prompt_template": TEMPLATE, "concurrency": 4, "retries": 0, **judge_cfg}
-    return TaskSpec(name="arena_hard", metric="score,none", apply_chat_template=True,
-                    scorer={"kind": "arena_hard", "questions": {"path": str(q)}, "baseline": {"name": "base", "path": str(b)},
-                            "judge": cfg, "generation": {"max_gen_toks": 64, "temperature": 0}, "strong_weight": 3})
+    cfg = {
+        "base_url": judge_url,
+        "model": "judge-x",
+        "api_key_env": "JUDGE_TEST_KEY",
+        "system_prompt": SYSTEM,
+        "prompt_template": TEMPLATE,
+        "concurrency": 4,
+        "retries": 0,
+        **judge_cfg,
+    }
+    return TaskSpec(
+        name="arena_hard",
+        metric="score,none",
+        apply_chat_template=True,
+        scorer={
+            "kind": "arena_hard",
+            "questions": {"path": str(q)},
+            "baseline": {"name": "base", "path": str(b)},
+            "judge": cfg,
+            "generation": {"max_gen_toks": 64, "temperature": 0},
+            "strong_weight": 3,
+        },
+    )
 
 
 def test_weighted_win_rate_two_games_per_question(tmp_path, judge):
@@ -140,15 +170,18 @@ def test_preflight_checks_judge_key_and_endpoint(tmp_path, judge, monkeypatch):
         check_judges(plan(_task(tmp_path, "http://127.0.0.1:9/v1", api_key_env=None)))
 
 
-@pytest.mark.parametrize("change, error", [
-    ({"api_key": "sk-123"}, "never put a key in config"),
-    ({"base_url": "api.openai.com"}, "base_url must be an http"),
-    ({"model": ""}, "judge.model must name"),
-    ({"api_key_env": "not a var"}, "api_key_env must be an environment variable name"),
-    ({"concurrency": 0}, "judge.concurrency must be a number >= 1"),
-    ({"extra_body": "x"}, "extra_body must be a mapping"),
-    ({"system_prompt": None}, "needs prompt_file"),
-])
+@pytest.mark.parametrize(
+    "change, error",
+    [
+        ({"api_key": "sk-123"}, "never put a key in config"),
+        ({"base_url": "api.openai.com"}, "base_url must be an http"),
+        ({"model": ""}, "judge.model must name"),
+        ({"api_key_env": "not a var"}, "api_key_env must be an environment variable name"),
+        ({"concurrency": 0}, "judge.concurrency must be a number >= 1"),
+        ({"extra_body": "x"}, "extra_body must be a mapping"),
+        ({"system_prompt": None}, "needs prompt_file"),
+    ],
+)
 def test_scorer_config_errors_are_one_line(tmp_path, change, error):
     from orchestrator.config import ConfigError
     from orchestrator.tasks import check_scorer

@@ -12,7 +12,9 @@ def test_probe_reports_the_best_rep_and_a_cache_from_another_method_is_measured_
     monkeypatch.setenv("QUANTGRID_CACHE", str(tmp_path))
     h = probe_host()
     # What an earlier probe (mean over reps, measured under load) left in the cache.
-    stale = tmp_path / "probe" / f"{h.name.replace(':', '-')}-{stable_hash([h.cpu_model, h.native_isa, 'float32'], 8)}.json"
+    stale = (
+        tmp_path / "probe" / f"{h.name.replace(':', '-')}-{stable_hash([h.cpu_model, h.native_isa, 'float32'], 8)}.json"
+    )
     stale.parent.mkdir(parents=True)
     stale.write_text(json.dumps({"dtype": "float32", "gflops": 0.5, "host": h.name}))
     got = sizing.probe("float32")

@@ -11,15 +11,19 @@ from workers import score
 
 @pytest.fixture
 def group_tasks(tmp_path, monkeypatch):
-    (tmp_path / "qg_mmlu_b.yaml").write_text(f"include: {TASKS_DIR / 'mmlu_local' / 'mmlu_local.yaml'}\ntask: qg_mmlu_b\n")
+    (tmp_path / "qg_mmlu_b.yaml").write_text(
+        f"include: {TASKS_DIR / 'mmlu_local' / 'mmlu_local.yaml'}\ntask: qg_mmlu_b\n"
+    )
     (tmp_path / "qg_group.yaml").write_text(
         "group: qg_group\ntask: [mmlu_local, qg_mmlu_b]\n"
-        "aggregate_metric_list:\n  - metric: acc\n    weight_by_size: true\nmetadata:\n  version: 1.0\n")
+        "aggregate_metric_list:\n  - metric: acc\n    weight_by_size: true\nmetadata:\n  version: 1.0\n"
+    )
     (tmp_path / "qg_group_noagg.yaml").write_text("group: qg_group_noagg\ntask: [mmlu_local, qg_mmlu_b]\n")
     from lm_eval.tasks import TaskManager
 
-    monkeypatch.setitem(score._TASK_MANAGERS, False, TaskManager(include_path=[str(TASKS_DIR), str(tmp_path)],
-                                                                 include_defaults=False))
+    monkeypatch.setitem(
+        score._TASK_MANAGERS, False, TaskManager(include_path=[str(TASKS_DIR), str(tmp_path)], include_defaults=False)
+    )
 
 
 @pytest.mark.parametrize("name", ["qg_group", "qg_group_noagg"])

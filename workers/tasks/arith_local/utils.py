@@ -31,7 +31,9 @@ def _problem(rng: random.Random) -> dict[str, str]:
 def load_dataset(**kwargs) -> datasets.DatasetDict:
     rng = random.Random(SEED)
     rows = [_problem(rng) for _ in range(N_TEST + N_TRAIN)]
-    return datasets.DatasetDict({
-        "test": datasets.Dataset.from_list(rows[:N_TEST]),
-        "train": datasets.Dataset.from_list(rows[N_TEST:]),
-    })
+    return datasets.DatasetDict(
+        {
+            "test": datasets.Dataset.from_list(rows[:N_TEST]),
+            "train": datasets.Dataset.from_list(rows[N_TEST:]),
+        }
+    )

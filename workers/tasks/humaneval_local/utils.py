@@ -29,9 +29,11 @@ def load_humanevalplus(**kwargs) -> datasets.DatasetDict:
     try:
         ds = datasets.load_dataset("evalplus/humanevalplus", split="test")
     except Exception as exc:  # offline, or no access: say which dataset and why, in one line
-        raise RuntimeError(f"HumanEval+ needs the evalplus/humanevalplus dataset from the Hugging Face Hub "
-                           f"(sweep.hub_offline: false on a machine with Hub access): {type(exc).__name__}: "
-                           f"{' '.join(str(exc).split())[:200]}") from None
+        raise RuntimeError(
+            f"HumanEval+ needs the evalplus/humanevalplus dataset from the Hugging Face Hub "
+            f"(sweep.hub_offline: false on a machine with Hub access): {type(exc).__name__}: "
+            f"{' '.join(str(exc).split())[:200]}"
+        ) from None
     missing = [f for f in ("task_id", "prompt", "test", "entry_point") if f not in ds.column_names]
     if missing:
         raise RuntimeError(f"evalplus/humanevalplus has no {missing} column(s) (columns: {ds.column_names})")

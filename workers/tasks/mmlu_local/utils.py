@@ -111,9 +111,7 @@ def load_dataset(**kwargs):
     test, dev, dropped = build_splits()
     if dropped:
         log.warning("mmlu_local: dropped %d test rows that equal a dev question", dropped)
-    return datasets.DatasetDict(
-        {"test": datasets.Dataset.from_list(test), "dev": datasets.Dataset.from_list(dev)}
-    )
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(test), "dev": datasets.Dataset.from_list(dev)})
 
 
 def _doc_being_rendered(sampler):
