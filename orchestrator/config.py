@@ -89,6 +89,8 @@ class Sweep:
     logs_dir: str = ""
     # Engine keys set by the sweep or the command line: a model's engine defaults do not touch them.
     engine_pinned: frozenset[str] = frozenset()
+    # Workers stay off the Hugging Face Hub (HF_HUB_OFFLINE) unless the sweep lets them reach it.
+    hub_offline: bool = True
 
     def engine_for(self, model: ModelSpec) -> EngineSettings:
         """conf/engine < the model's own engine defaults < the sweep's engine < the command line."""
@@ -377,6 +379,7 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
         tracking_uri=raw.get("tracking_uri") or "",
         ray_address=raw.get("ray_address") or "",
         resources=resources,
+        hub_offline=s.get("hub_offline", True),
         # engine keys a model's own defaults may not change: set by the sweep or the command line
         engine_pinned=frozenset(set(s.get("engine") or {}) | cli_engine),
         versions=package_versions(),

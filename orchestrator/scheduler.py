@@ -215,7 +215,7 @@ class Scheduler:
             placement,
             self.nodes,
             sweep.engine.kv_cache_gb,
-            hub_offline=bool((sweep.raw.get("sweep") or {}).get("hub_offline", True)),
+            hub_offline=sweep.hub_offline,
         )
         bundles = opts.pop("_placement_group_bundles", None)
         node_id = opts.pop("_node_id", None)
