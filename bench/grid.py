@@ -1,7 +1,7 @@
 """Grid-engine benches (`make bench BENCH="plan-500k resume-500k simulate ray-cluster engine-loads"`).
 
 Each runs in its own process (bench/run.py measures wall and peak RSS from outside too) and
-prints one JSON line: the figures beside their targets. Sweeps come from bench/synthetic.py
+prints one JSON line: the figures beside their targets. Sweeps come from tests/support/synthetic_sweeps.py
 (seeded; size and duration distributions stated there).
 
   plan-500k     expand a 500,000-cell sweep (20 models x 25 recipes x 100 tasks x 10 seeds), hash
@@ -31,8 +31,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from bench.synthetic import paper_sweep, wide_sweep
-from orchestrator.placement import NodeShape
+from tests.support.synthetic_sweeps import paper_sweep, wide_sweep
+from orchestrator.planning.placement import NodeShape
 from quantgrid.settings import Resources
 
 GPU_NODE = NodeShape(cpus=128, gpus=8, memory_gb=2000)
@@ -43,8 +43,8 @@ def _rss_mb() -> float:
 
 
 def plan_500k() -> dict:
-    from orchestrator.plan import expand
-    from orchestrator.policy import PlacementPolicy
+    from orchestrator.planning.plan import expand
+    from orchestrator.planning.policy import PlacementPolicy
 
     t0 = time.perf_counter()
     plan = expand(wide_sweep())
@@ -69,9 +69,9 @@ def plan_500k() -> dict:
 
 
 def resume_500k() -> dict:
-    from orchestrator.ledger import Ledger
-    from orchestrator.plan import expand
-    from orchestrator.policy import PlacementPolicy
+    from orchestrator.store.ledger import Ledger
+    from orchestrator.planning.plan import expand
+    from orchestrator.planning.policy import PlacementPolicy
 
     tmp = Path(tempfile.mkdtemp(prefix="qg-bench-resume-"))
     plan = expand(wide_sweep())
@@ -107,8 +107,8 @@ def resume_500k() -> dict:
 
 
 def simulate_all() -> dict:
-    from orchestrator.plan import expand
-    from orchestrator.simulate import simulate
+    from orchestrator.planning.plan import expand
+    from orchestrator.planning.simulate import simulate
 
     out: dict = {}
     t0 = time.perf_counter()
@@ -127,13 +127,13 @@ def ray_cluster() -> dict:
     import ray
     from ray.cluster_utils import Cluster
 
-    from orchestrator.cost import CostModel
-    from orchestrator.driver import Driver
-    from orchestrator.ledger import Ledger
-    from orchestrator.plan import expand
-    from orchestrator.placement import nodes_from_ray
-    from orchestrator.simulate import simulate
-    from workers.synthetic import SleepWorker
+    from orchestrator.planning.cost import CostModel
+    from orchestrator.execution.driver import Driver
+    from orchestrator.store.ledger import Ledger
+    from orchestrator.planning.plan import expand
+    from orchestrator.planning.placement import nodes_from_ray
+    from orchestrator.planning.simulate import simulate
+    from tests.support.sleep_worker import SleepWorker
 
     tmp = Path(tempfile.mkdtemp(prefix="qg-bench-ray-"))
     sweep = wide_sweep(models=4, recipes=3, tasks=8, seeds=1, seed=1)
@@ -141,7 +141,7 @@ def ray_cluster() -> dict:
     models = [replace(m, quantize_resources={"gpus": 1}) for m in sweep.models]
     models[0] = replace(models[0], tensor_parallel_size=8, pipeline_parallel_size=2)
     sweep = replace(
-        sweep, run_dir=tmp, raw={"synthetic": True}, resources=Resources(reuse_actors=False, lease_s=60), models=models
+        sweep, run_dir=tmp, synthetic=True, resources=Resources(reuse_actors=False, lease_s=60), models=models
     )
     plan = expand(sweep)
     cost = CostModel()
@@ -172,7 +172,7 @@ def ray_cluster() -> dict:
             worker=(SleepWorker, ("", secs, scale, cost.load_seconds(plan.sweep.models[0], "h100-80gb"))),
         )
         pgs: set = set()
-        from orchestrator import scheduler as sched
+        from orchestrator.execution import scheduler as sched
 
         create = sched.Scheduler._create_actor
 
@@ -207,8 +207,8 @@ def ray_cluster() -> dict:
 
 
 def engine_loads() -> dict:
-    from orchestrator.plan import expand
-    from orchestrator.simulate import simulate
+    from orchestrator.planning.plan import expand
+    from orchestrator.planning.simulate import simulate
 
     paper = expand(paper_sweep())
     groups = len(paper.evaluate_stages)
@@ -227,9 +227,9 @@ def export() -> dict:
     cells, and an idempotent re-export (every metric history still length 1)."""
     from mlflow.tracking import MlflowClient
 
-    from orchestrator.export import Exporter
-    from orchestrator.ledger import Ledger
-    from orchestrator.plan import expand
+    from orchestrator.store.export import Exporter
+    from orchestrator.store.ledger import Ledger
+    from orchestrator.planning.plan import expand
     from quantgrid.types import TaskResult
 
     tmp = Path(tempfile.mkdtemp(prefix="qg-bench-export-"))
@@ -256,7 +256,7 @@ def export() -> dict:
                 tokens={"prompt_tokens": 1000, "generation_tokens": 10},
             ),
         )
-    from orchestrator.ui import start_server, stop
+    from orchestrator.monitor.ui import start_server, stop
 
     proc, uri = start_server(f"sqlite:///{tmp / 'server.db'}", tmp / "artifacts", tmp / "server.log")
     try:
@@ -296,7 +296,7 @@ def samples_10m() -> dict:
     import pyarrow.dataset as ds
     import pyarrow.parquet as pq
 
-    from orchestrator.analysis import Samples, paired_task
+    from orchestrator.report.analysis import Samples, paired_task
 
     tmp = Path(tempfile.mkdtemp(prefix="qg-bench-samples-"))
     rng = np.random.default_rng(0)

@@ -63,8 +63,8 @@ TEMPLATE = (
 def main(constrained: bool = True) -> int:
     from orchestrator.config import load_format, load_model
     from quantgrid.types import EngineSettings
-    from workers.assets import build_model
-    from workers.perf import Server
+    from workers.stages.assets import build_model
+    from workers.stages.perf import Server
 
     tmp = Path(tempfile.mkdtemp(prefix="qg-bench-judge-"))
     model = load_model("smollm2-135m")

@@ -21,9 +21,9 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrator import run
+from orchestrator.execution import run
 from orchestrator.config import ConfigError, compose, load_sweep
-from orchestrator.plan import execution_lines
+from orchestrator.planning.plan import execution_lines
 from quantgrid.checkpoint import CheckpointError
 
 
@@ -33,7 +33,7 @@ def _error(msg: str) -> int:
 
 
 def _plan(overrides: list[str]):
-    from orchestrator.plan import expand
+    from orchestrator.planning.plan import expand
 
     cfg = compose(overrides)
     return expand(load_sweep(cfg))
@@ -45,8 +45,8 @@ def cmd_plan(args) -> int:
     est = plan.estimate()
     sim = None
     if args.nodes:
-        from orchestrator.placement import NodeShape
-        from orchestrator.simulate import simulate
+        from orchestrator.planning.placement import NodeShape
+        from orchestrator.planning.simulate import simulate
 
         shape = NodeShape(cpus=args.cpus_per_node, gpus=args.gpus_per_node, memory_gb=args.memory_gb_per_node)
         sim = simulate(plan.stages, [shape] * args.nodes, plan.sweep.resources, None).as_dict()
@@ -99,7 +99,8 @@ def cmd_plan(args) -> int:
     acc = est["by_model_format"][0]["accelerator"] if est["by_model_format"] else "cpu"
     unit = "CPU-hours" if acc == "cpu" else "GPU-hours"
     print(
-        f"estimated {unit} ({acc}, cost model: orchestrator/cost.py, overridable as `cost:`): {est['device_hours']:.2f}"
+        f"estimated {unit} ({acc}, cost model: orchestrator/planning/cost.py, overridable as `cost:`): "
+        f"{est['device_hours']:.2f}"
     )
     for r in est["by_model_format"][:50]:
         print(
@@ -134,7 +135,7 @@ def cmd_run(args) -> int:
 
 
 def _ledger_for(name: str, run_root: str):
-    from orchestrator.ledger import Ledger
+    from orchestrator.store.ledger import Ledger
 
     path = Path(run_root) / name / "ledger.db"
     if not path.exists():
@@ -171,8 +172,8 @@ def cmd_report(args) -> int:
 
 def cmd_export(args) -> int:
     """Push the ledger's results to MLflow (again, or to another server): idempotent."""
-    from orchestrator.export import Exporter
-    from orchestrator.tracking import local_tracking_uri
+    from orchestrator.store.export import Exporter
+    from orchestrator.store.tracking import local_tracking_uri
 
     ledger = _ledger_for(args.sweep, args.run_dir)
     plan = _sweep_plan(ledger, args.sweep, args.run_dir)
@@ -208,7 +209,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_ui(args) -> int:
-    from orchestrator.ui import serve
+    from orchestrator.monitor.ui import serve
 
     return serve(Path(args.run_dir), args.sweep, args.host, args.port)
 
@@ -232,7 +233,8 @@ def cmd_resume(args) -> int:
 
 def cmd_submit(args) -> int:
     """Submit the sweep as a Ray job (Ray's job submission API); print its id and how to follow it."""
-    from orchestrator import config, preflight, submit
+    from orchestrator import config
+    from orchestrator.execution import preflight, submit
 
     plan = _plan(args.overrides)  # validated here: bad config never reaches the cluster
     for w in preflight.check(plan, submitting=True):
@@ -257,10 +259,10 @@ def _visible(args) -> bool:
 
 
 def cmd_status(args) -> int:
-    from orchestrator.monitor import show_status
+    from orchestrator.monitor.status import show_status
 
     if args.address:  # a submitted sweep: its Ray jobs, then its ledger where this machine sees it
-        from orchestrator import submit
+        from orchestrator.execution import submit
 
         print("\n".join(submit.job_lines(args.address, args.sweep)))
         if not _visible(args):
@@ -269,10 +271,10 @@ def cmd_status(args) -> int:
 
 
 def cmd_logs(args) -> int:
-    from orchestrator.monitor import show_logs
+    from orchestrator.monitor.status import show_logs
 
     if args.address:
-        from orchestrator import submit
+        from orchestrator.execution import submit
 
         print(submit.job_logs(args.address, args.sweep, args.lines))
         if not _visible(args):
@@ -281,7 +283,7 @@ def cmd_logs(args) -> int:
 
 
 def cmd_gc(args) -> int:
-    from orchestrator.gc import collect
+    from orchestrator.store.cache_gc import collect
     from quantgrid.runtime import cache_dir
 
     roots = [Path(r) for r in (args.run_dir or ["runs"])]
@@ -303,7 +305,7 @@ def cmd_cancel(args) -> int:
     """Mark the sweep cancelled in its ledger: the driver stops at the next cell and results of
     attempts still running are rejected (fenced), never recorded."""
     if args.address:  # a submitted sweep: stop its Ray job (the driver), mark the ledger where visible
-        from orchestrator import submit
+        from orchestrator.execution import submit
 
         stopped = submit.stop_jobs(args.address, args.sweep)
         print(

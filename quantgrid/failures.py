@@ -2,8 +2,8 @@
 
 The driver cannot tell a vLLM engine that ran out of KV cache from a bug by reading a traceback
 string, and it must not import vLLM to unpickle vLLM's own exception types. So the worker maps
-what it sees to a failure class (workers/engine.py `classify_engine_error`) and raises a
-StageFailure carrying it; orchestrator/driver.py `classify` takes the class as given.
+what it sees to a failure class (workers/stages/engine.py `classify_engine_error`) and raises a
+StageFailure carrying it; orchestrator/execution/driver.py `classify` takes the class as given.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class FailureClass(str, Enum):
     ACTOR_DIED = "actor_died", Recovery.RETRY  # process or node gone (Ray's RayActorError family)
     TIMEOUT = "timeout", Recovery.RETRY  # a call past stage_timeout_s, an actor not up by start_timeout_s
     LEASE_EXPIRED = "lease_expired", Recovery.RETRY  # no heartbeat for lease_s (paused, partitioned)
-    ENGINE_DEAD = "engine_dead", Recovery.RETRY  # vLLM's engine core died (workers/engine.py)
+    ENGINE_DEAD = "engine_dead", Recovery.RETRY  # vLLM's engine core died (workers/stages/engine.py)
     OOM = "oom", Recovery.FALLBACK  # out of memory, KV cache too small for max_model_len
     ERROR = "error", Recovery.FAIL  # anything else a task raised
     BAD_INPUT = "bad_input", Recovery.FAIL  # a bad checkpoint or config met at run time

@@ -8,7 +8,7 @@ flags; tests/workers/test_host.py checks that both agree on the machine they run
 
 `QUANTGRID_HOST_ISA=avx2` makes a host with more behave as an AVX2 host (tests exercise both
 paths that way): the plan resolves formats for AVX2, and a worker makes vLLM load its AVX2
-kernel library and torch dispatch its AVX2 kernels (workers/engine.py). A level above the CPU's
+kernel library and torch dispatch its AVX2 kernels (workers/stages/engine.py). A level above the CPU's
 own is refused: its instructions would not run.
 """
 

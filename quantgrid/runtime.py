@@ -92,7 +92,7 @@ def worker_env(
     # (vllm/v1/sample/ops/logprobs.py, batched_count_greater_than): inductor builds C++ with the
     # host compiler, ~25 s per engine process on 2 cores. Its cache defaults to
     # $TMPDIR/torchinductor_$USER, and each attempt has a TMPDIR of its own
-    # (orchestrator/scheduler.py), so every engine compiled from cold. Inductor keys its cache on
+    # (orchestrator/execution/scheduler.py), so every engine compiled from cold. Inductor keys its cache on
     # torch version, source, compiler flags and the vector ISA it picks, so one cache serves all.
     env["TORCHINDUCTOR_CACHE_DIR"] = str(cache_dir() / "torchinductor")
     # Its precompiled headers ignore that setting (torch/_inductor/codecache.py, _HEADER_DIR is

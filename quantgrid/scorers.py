@@ -13,8 +13,8 @@ from typing import Any, Protocol
 # kind -> "module:function". lm_eval: simple_evaluate on the engine's LM object (the default);
 # arena_hard: Arena-Hard-Auto v0.1 with an LLM judge (lm-eval has no such task).
 SCORERS: dict[str, str] = {
-    "lm_eval": "workers.score:evaluate_task",
-    "arena_hard": "workers.judge:evaluate_judged",
+    "lm_eval": "workers.scoring.lm_eval_scorer:evaluate_task",
+    "arena_hard": "workers.scoring.judge:evaluate_judged",
 }
 
 

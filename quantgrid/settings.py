@@ -14,7 +14,7 @@ from typing import Any
 
 from quantgrid.errors import ConfigError
 
-# OOM fallback steps, in the order tried (orchestrator/scheduler.py apply_fallback).
+# OOM fallback steps, in the order tried (orchestrator/execution/scheduler.py apply_fallback).
 OOM_FALLBACKS = ("halve_batch_size", "halve_max_model_len", "double_tensor_parallel")
 # Ray runtime_env fields a stage's environment may set (resources.runtime_env.STAGE).
 RUNTIME_ENV_STAGES = ("quantize", "evaluate", "similarity", "perf")

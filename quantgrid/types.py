@@ -124,7 +124,7 @@ class TaskSpec:
     # the engine is built, so tasks that differ here are served by a second engine load.
     engine: dict[str, Any] | None = None
     # Who scores the task: None = lm-eval (simple_evaluate on the engine's LM object); otherwise an
-    # external scorer, {kind: arena_hard, ...} (workers/judge.py), which still uses that engine.
+    # external scorer, {kind: arena_hard, ...} (workers/scoring/judge.py), which still uses that engine.
     scorer: dict[str, Any] | None = None
 
     @property

@@ -29,7 +29,7 @@ def tiny_llama_spec() -> ModelSpec:
 def tiny_llama(tiny_llama_spec: ModelSpec) -> Artifact:
     """Built once per session into cache_dir()/"models": content addressed, so a later session
     (or another checkout sharing the cache) reuses it in a fraction of a second."""
-    from workers.assets import build_model
+    from workers.stages.assets import build_model
 
     return build_model(tiny_llama_spec, root=cache_dir() / "models")
 
@@ -39,6 +39,6 @@ def lm_eval_task():
     """Load one of our task folders through lm-eval's registry, as the score stage does."""
     from lm_eval.tasks import get_task_dict
 
-    from workers.score import task_manager
+    from workers.scoring.lm_eval_scorer import task_manager
 
     return lambda name: get_task_dict([name], task_manager())[name]

@@ -87,7 +87,7 @@ class StageWorker:
         self.group_loads: dict[str, int] = {}  # engine constructions per group in this process
         self.group = ""
         self.similarity = None  # OutputSimilarity: the encoder, loaded once per actor
-        self.server = None  # workers.perf.Server: `vllm serve` for the perf stage
+        self.server = None  # workers.stages.perf.Server: `vllm serve` for the perf stage
         self.log_path = ""
         self.execution: dict[str, Any] = {"execution_mode": "native"}
 
@@ -116,7 +116,7 @@ class StageWorker:
     # -- prepare: build + quantize ---------------------------------------------------------
     def build_model(self, spec: ModelSpec) -> Artifact:
         from quantgrid.checkpoint import model_dims, verify_checkpoint
-        from workers.assets import build_model
+        from workers.stages.assets import build_model
 
         inject("build_model", spec.name)
         art = build_model(spec)
@@ -133,7 +133,7 @@ class StageWorker:
         calibration_dtype: str = "",
     ) -> Artifact:
         from quantgrid.checkpoint import verify_checkpoint
-        from workers.quantize import quantize
+        from workers.stages.quantize import quantize
 
         inject("quantize", f"{model.name}/{fmt.name}")
         need = float((model.quantize_resources or {}).get("disk_gb", 0))
@@ -169,14 +169,14 @@ class StageWorker:
         calibration_hash: str | None = None,
     ) -> dict[str, Any]:
         from quantgrid.checkpoint import verify_checkpoint
-        from workers.engine import Engine, raise_classified
+        from workers.stages.engine import Engine, raise_classified
 
         inject("open_engine", f"{model.name}/{fmt.name}")
         verify_checkpoint(Path(checkpoint.path))  # cheap: sizes + safetensors headers
         self.close()  # a reused actor serves groups one after another: one engine at a time
         self.group = f"{model.name}/{fmt.name}/seed{settings.seed}"
         served = self._execution(checkpoint, model, fmt, settings)
-        # Multi-node engines (placement group) use vLLM's Ray executor; see orchestrator/placement.py.
+        # Multi-node engines (placement group) use vLLM's Ray executor; see orchestrator/planning/placement.py.
         try:
             self.engine = Engine(
                 served.path,
@@ -210,7 +210,7 @@ class StageWorker:
         """Honour the plan's execution on this host: the same host class, vLLM's kernel library of
         that ISA, the format's own op present when native, the dense checkpoint when emulated."""
         from quantgrid import capability
-        from workers.execution import check_host, emulated_checkpoint, select_kernel_library, vllm_has_op
+        from workers.stages.execution import check_host, emulated_checkpoint, select_kernel_library, vllm_has_op
 
         self.execution = {
             "execution_mode": settings.execution if settings.host else "native",
@@ -236,7 +236,7 @@ class StageWorker:
         return checkpoint
 
     def evaluate(self, cell: Cell) -> TaskResult:
-        from workers.engine import raise_classified
+        from workers.stages.engine import raise_classified
         from quantgrid.scorers import scorer_for
 
         inject("evaluate", f"{cell.model.name}/{cell.format.name}/{cell.task.name}")
@@ -286,7 +286,7 @@ class StageWorker:
 
     # -- similarity: generations of a format vs the baseline's ------------------------------
     def open_encoder(self, encoder: str) -> dict[str, Any]:
-        from workers.similarity import OutputSimilarity
+        from workers.stages.similarity import OutputSimilarity
 
         inject("open_encoder", encoder)
         self.close()  # a reused actor may still hold an engine: free its memory first
@@ -332,7 +332,7 @@ class StageWorker:
         self, checkpoint: Artifact, model: ModelSpec, fmt: FormatSpec, settings: EngineSettings, server: dict[str, Any]
     ) -> dict[str, Any]:
         from quantgrid.checkpoint import verify_checkpoint
-        from workers.perf import Server
+        from workers.stages.perf import Server
 
         inject("open_server", f"{model.name}/{fmt.name}")
         verify_checkpoint(Path(checkpoint.path))
@@ -356,13 +356,13 @@ class StageWorker:
         }
 
     def benchmark(self, cell: PerfCell) -> TaskResult:
-        from workers.perf import run_load
+        from workers.stages.perf import run_load
 
         inject("benchmark", f"{cell.model.name}/{cell.format.name}/{cell.scenario.name}")
         if self.server is None:
             raise RuntimeError("benchmark() before open_server()")
         if self.server.proc.poll() is not None:
-            from workers.perf import ServerUnhealthy
+            from workers.stages.perf import ServerUnhealthy
 
             raise ServerUnhealthy(
                 f"vllm serve exited with code {self.server.proc.returncode} (log: {self.server.log_path})"

@@ -43,7 +43,7 @@ def inject(method: str, name: str) -> None:
             if kind == "crash":
                 os._exit(17)
             if kind in ("server_unhealthy", "port_in_use", "load_generator_failed"):  # the perf stage's failures
-                from workers import perf
+                from workers.stages import perf
 
                 cls = {
                     "server_unhealthy": perf.ServerUnhealthy,

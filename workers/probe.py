@@ -2,7 +2,7 @@
 
 `python -m workers.probe float32` prints {"dtype", "gflops", "threads", "torch"} as one JSON line.
 The driver (torch-free) runs it in a subprocess to size CPU-demo subsets from the cost model
-(orchestrator/sizing.py). The shape is a prefill GEMM of SmolLM2-135M (256 tokens x hidden 576 x
+(orchestrator/planning/sizing.py). The shape is a prefill GEMM of SmolLM2-135M (256 tokens x hidden 576 x
 MLP 1536), the one ../shared/STACK.md timed on an AVX2 EPYC: float32 7.7 ms, bfloat16 357 ms (1 thread).
 """
 
@@ -24,7 +24,7 @@ def matmul_gflops(dtype: str, seconds: float = 0.6) -> dict:
     a = torch.randn(m, k, generator=g).to(getattr(torch, dtype))
     b = torch.randn(k, n, generator=g).to(getattr(torch, dtype))
     a @ b  # warm-up: oneDNN picks and caches its kernel
-    # The fastest rep, not the mean: the result is cached per host (orchestrator/sizing.py), and a
+    # The fastest rep, not the mean: the result is cached per host (orchestrator/planning/sizing.py), and a
     # probe taken while another process held a core (a test suite, a second sweep) measured 320
     # GFLOP/s in bf16 on a 2-core EPYC whose best rep is 422, and sized every later demo too small.
     # The best of many reps is the host's speed whenever it had the cores for a moment.

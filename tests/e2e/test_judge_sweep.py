@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from judge_server import SYSTEM, TEMPLATE, FakeJudge, write_arena
+from tests.support.judge_server import SYSTEM, TEMPLATE, FakeJudge, write_arena
 
 ROOT = Path(__file__).resolve().parents[2]
 FORMATS = ["bf16", "fp8"]

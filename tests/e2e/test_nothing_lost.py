@@ -4,7 +4,7 @@ MLflow): one sweep lives through five faults, each asserted where it happens.
 1. MLflow is down for the whole run (a port nothing listens on): the run starts with a one-line
    warning instead of refusing, and buffers every result in the ledger.
 2. The driver's event loop stalls past lease_s while a live actor's result waits (driver-side
-   fault injection, orchestrator/faults.py: a stall of the driver itself cannot be made from
+   fault injection, orchestrator/execution/faults.py: a stall of the driver itself cannot be made from
    outside without also stopping the actor): the result is committed, not rejected.
 3. A second driver on the live sweep is refused in one line naming the owner.
 4. The driver dies between writing a result's samples file and committing it (injected os._exit):
@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from orchestrator.results import check_samples
+from orchestrator.store.results import check_samples
 
 ROOT = Path(__file__).resolve().parents[2]
 LEASE_S = 10
@@ -152,7 +152,7 @@ def test_one_sweep_survives_tracking_down_a_stall_a_second_driver_and_a_crash_be
     assert "## Left out" in md and "tiny-llama/bf16/humaneval_local" in md and "ppl_local" in md
 
     # the server comes up: export delivers everything once
-    from orchestrator.ui import start_server, stop
+    from orchestrator.monitor.ui import start_server, stop
 
     server, _ = start_server(
         f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "server-artifacts", tmp_path / "server.log", port=port

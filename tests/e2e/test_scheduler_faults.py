@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from bench.synthetic import wide_sweep
-from orchestrator.driver import Driver
-from orchestrator.ledger import Ledger
-from orchestrator.plan import expand
+from tests.support.synthetic_sweeps import wide_sweep
+from orchestrator.execution.driver import Driver
+from orchestrator.store.ledger import Ledger
+from orchestrator.planning.plan import expand
 from quantgrid.settings import Resources
-from workers.synthetic import SleepWorker
+from tests.support.sleep_worker import SleepWorker
 
 
 class NullSink:
@@ -52,7 +52,7 @@ def _plan(tmp_path, recipes, tasks, seconds, similarity=None, perf=None, **resou
         sweep,
         run_dir=tmp_path,
         resources=Resources.of(res),
-        raw={"synthetic": True},
+        synthetic=True,
         engine=replace(sweep.engine, accelerator="cpu", batch_size="auto"),
         similarity={"tasks": similarity, "encoder": "all-minilm-l6-v2"} if similarity else {},
         perf=perf or {},

@@ -151,7 +151,7 @@ def test_cli_usage_errors_are_one_line(args):
 
 
 def test_resume_refuses_overrides_that_change_cells(tmp_path):
-    from orchestrator.ledger import Ledger
+    from orchestrator.store.ledger import Ledger
 
     Ledger(tmp_path / "tiny" / "ledger.db").open_sweep("tiny", ["sweep=tiny"], [], [])
     r = subprocess.run(

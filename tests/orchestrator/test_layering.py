@@ -9,11 +9,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_driver_imports_no_torch_or_vllm():
+    """Every module of the driver side, imported: none pulls in the model stack."""
     code = (
-        "import sys, orchestrator.cli, orchestrator.driver, orchestrator.tracking, orchestrator.report, "
-        "orchestrator.plan, orchestrator.placement, orchestrator.results, quantgrid.types, quantgrid.checkpoint; "
+        "import importlib, pkgutil, sys, orchestrator, quantgrid; "
+        "mods = [m.name for p in (orchestrator, quantgrid) "
+        "for m in pkgutil.walk_packages(p.__path__, p.__name__ + '.')]; "
+        "[importlib.import_module(m) for m in mods]; "
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'vllm', 'llmcompressor', 'lm_eval')); "
-        "print(bad); sys.exit(1 if bad else 0)"
+        "print(len(mods), bad); sys.exit(1 if bad or len(mods) < 30 else 0)"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -88,14 +91,15 @@ def test_no_import_cycles():
     scheduler and the scorers once imported each other (config <-> tasks/perf_config through
     private helpers, scheduler <-> driver, score <-> judge)."""
     graph = _project_import_graph()
-    assert graph["orchestrator.scheduler"] and graph["orchestrator.config"]  # the graph was read
+    assert graph["orchestrator.execution.scheduler"] and graph["orchestrator.config"]  # the graph was read
     assert _cycle(graph) is None, " -> ".join(_cycle(graph))
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]  # the check itself sees one
 
 
 def test_every_failure_class_a_worker_raises_is_one_the_scheduler_knows():
     from quantgrid.failures import FailureClass
-    from workers import judge, perf
+    from workers.scoring import judge
+    from workers.stages import perf
 
     raised = {judge.JudgeFailed.failure_class} | {
         c.failure_class for c in vars(perf).values() if isinstance(c, type) and hasattr(c, "failure_class")

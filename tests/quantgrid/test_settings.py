@@ -8,8 +8,8 @@ from quantgrid.settings import OOM_FALLBACKS, Resources
 
 def test_one_default_table_whatever_builds_the_sweep():
     from orchestrator.config import compose, load_sweep
-    from orchestrator.placement import NodeShape
-    from orchestrator.policy import PlacementPolicy
+    from orchestrator.planning.placement import NodeShape
+    from orchestrator.planning.policy import PlacementPolicy
 
     composed = load_sweep(compose(["sweep=tiny"])).resources
     assert composed == Resources() == Resources.of(None) == Resources.of({"lease_s": None})

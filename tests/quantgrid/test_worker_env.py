@@ -1,7 +1,7 @@
 """A worker's environment keeps torch inductor's compiled kernels across processes.
 
 vLLM torch.compiles its prompt-logprobs ranking (vllm/v1/sample/ops/logprobs.py) even under
-enforce_eager; every attempt runs under a TMPDIR of its own (orchestrator/scheduler.py), where
+enforce_eager; every attempt runs under a TMPDIR of its own (orchestrator/execution/scheduler.py), where
 inductor keeps its cache and precompiled headers by default. Two processes with different
 TMPDIRs: the second must load the kernel the first compiled (an FX-graph cache hit) and build
 nothing under its TMPDIR.

@@ -4,7 +4,7 @@ import json
 
 
 def test_probe_reports_the_best_rep_and_a_cache_from_another_method_is_measured_again(tmp_path, monkeypatch):
-    from orchestrator import sizing
+    from orchestrator.planning import sizing
     from quantgrid.host import probe as probe_host
     from quantgrid.types import stable_hash
     from workers.probe import PROBE_METHOD

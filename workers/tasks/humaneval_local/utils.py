@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import datasets
 
-from workers.sandbox import run_untrusted
+from workers.scoring.sandbox import run_untrusted
 
 FIELDS = ("task_id", "prompt", "canonical_solution", "test", "entry_point")
 

@@ -1,0 +1,1 @@
+"""The work of each stage, one module per stage kind (see workers/actor.py for the calls)."""
