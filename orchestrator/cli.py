@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from orchestrator.execution import run
-from orchestrator.config import ConfigError, compose, load_sweep
+from orchestrator.config import ConfigError, SearchPath, compose, load_sweep
 from orchestrator.planning.plan import execution_lines
 from quantgrid.checkpoint import CheckpointError
 
@@ -32,15 +32,14 @@ def _error(msg: str) -> int:
     return 2
 
 
-def _plan(overrides: list[str]):
+def _plan(overrides: list[str], conf: SearchPath):
     from orchestrator.planning.plan import expand
 
-    cfg = compose(overrides)
-    return expand(load_sweep(cfg))
+    return expand(load_sweep(compose(overrides, conf), conf))
 
 
 def cmd_plan(args) -> int:
-    plan = _plan(args.overrides)
+    plan = _plan(args.overrides, args.conf)
     counts = plan.counts()
     est = plan.estimate()
     sim = None
@@ -129,9 +128,9 @@ def cmd_plan(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from orchestrator import config
-
-    return run.execute(_plan(args.overrides), args.overrides, [str(d) for d in config.EXTRA_CONF_DIRS], args.verbose)
+    return run.execute(
+        _plan(args.overrides, args.conf), args.overrides, [str(d) for d in args.conf.extra], args.verbose
+    )
 
 
 def _ledger_for(name: str, run_root: str):
@@ -143,27 +142,24 @@ def _ledger_for(name: str, run_root: str):
     return Ledger(path)
 
 
-def _stored_overrides(ledger, name: str, run_dir: str) -> tuple[list[str], list[str]]:
-    """(overrides, config dirs) a ledger's sweep was run with, pointed at `run_dir`; the config
-    dirs are layered in so composing them again finds the same files."""
-    from orchestrator import config
-
+def _stored_overrides(ledger, name: str, run_dir: str, conf: SearchPath) -> tuple[list[str], SearchPath]:
+    """(overrides, search path) a ledger's sweep was run with, pointed at `run_dir`; its config
+    dirs are layered in front so composing them again finds the same files."""
     info = ledger.sweep_info(name)
     if info is None:
         raise ConfigError(f"ledger {ledger.path} holds no sweep named '{name}'")
-    config.EXTRA_CONF_DIRS[:] = [Path(d) for d in info["conf_dirs"]] + config.EXTRA_CONF_DIRS
     overrides = [o for o in info["overrides"] if not o.startswith("run_dir=")] + [f"run_dir={Path(run_dir).resolve()}"]
-    return overrides, info["conf_dirs"]
+    return overrides, conf.with_extra(info["conf_dirs"])
 
 
-def _sweep_plan(ledger, name: str, run_dir: str):
+def _sweep_plan(ledger, name: str, run_dir: str, conf: SearchPath):
     """The plan a ledger's sweep was run with, composed again."""
-    return _plan(_stored_overrides(ledger, name, run_dir)[0])
+    return _plan(*_stored_overrides(ledger, name, run_dir, conf))
 
 
 def cmd_report(args) -> int:
     ledger = _ledger_for(args.sweep, args.run_dir)
-    plan = _sweep_plan(ledger, args.sweep, args.run_dir)
+    plan = _sweep_plan(ledger, args.sweep, args.run_dir, args.conf)
     paths = run.make_report(plan, ledger, Path(args.run_dir).resolve() / args.sweep, args.resamples, args.seed)
     print((Path(args.run_dir) / args.sweep / "report" / "report.md").read_text())
     print("wrote " + ", ".join(str(p) for p in paths))
@@ -176,7 +172,7 @@ def cmd_export(args) -> int:
     from orchestrator.store.tracking import local_tracking_uri
 
     ledger = _ledger_for(args.sweep, args.run_dir)
-    plan = _sweep_plan(ledger, args.sweep, args.run_dir)
+    plan = _sweep_plan(ledger, args.sweep, args.run_dir, args.conf)
     run_dir = Path(args.run_dir).resolve() / args.sweep
     uri = (
         args.tracking_uri
@@ -217,7 +213,7 @@ def cmd_ui(args) -> int:
 def cmd_resume(args) -> int:
     """Rerun only missing and failed cells, from the ledger alone (not MLflow)."""
     ledger = _ledger_for(args.sweep, args.run_dir)
-    overrides, conf_dirs = _stored_overrides(ledger, args.sweep, args.run_dir)
+    overrides, conf = _stored_overrides(ledger, args.sweep, args.run_dir, args.conf)
     ledger.close()
     # Where and how to run may change on resume (another cluster, other workers); what a cell
     # is may not: that would be a different sweep.
@@ -228,18 +224,18 @@ def cmd_resume(args) -> int:
             f"resume takes only resources.*, ray_address, tracking_uri and cost.* overrides, got {bad[0]} "
             "(other settings change the cells: start a new sweep with `quantgrid run`)"
         )
-    return run.execute(_plan(overrides + args.overrides), overrides + args.overrides, conf_dirs, args.verbose)
+    plan = _plan(overrides + args.overrides, conf)
+    return run.execute(plan, overrides + args.overrides, [str(d) for d in conf.extra], args.verbose)
 
 
 def cmd_submit(args) -> int:
     """Submit the sweep as a Ray job (Ray's job submission API); print its id and how to follow it."""
-    from orchestrator import config
     from orchestrator.execution import preflight, submit
 
-    plan = _plan(args.overrides)  # validated here: bad config never reaches the cluster
+    plan = _plan(args.overrides, args.conf)  # validated here: bad config never reaches the cluster
     for w in preflight.check(plan, submitting=True):
         print(f"warning: {w}", file=sys.stderr)
-    job_id = submit.submit(plan, args.overrides, args.address, [str(d) for d in config.EXTRA_CONF_DIRS])
+    job_id = submit.submit(plan, args.overrides, args.address, [str(d) for d in args.conf.extra])
     name, run_dir = plan.sweep.name, Path(plan.sweep.run_dir)
     print(f"submitted sweep {name} as Ray job {job_id}")
     print(f"  follow:  ray job logs --follow --address {args.address} {job_id}")
@@ -412,13 +408,11 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides = [*args.overrides, *extra]
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    from orchestrator import config
-
     conf_dirs = getattr(args, "conf_dir", [])
     for d in conf_dirs:
         if not Path(d).is_dir():
             return _error(f"--conf-dir {d}: not a directory")
-    config.EXTRA_CONF_DIRS[:] = [Path(d).resolve() for d in conf_dirs]
+    args.conf = SearchPath().with_extra(conf_dirs)
     try:
         return args.func(args)
     except (ConfigError, CheckpointError) as e:

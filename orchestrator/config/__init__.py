@@ -6,13 +6,13 @@ puts them together into a `Sweep`. Callers import from here.
 """
 
 from orchestrator.config.formats import calibration_file, load_format
-from orchestrator.config.loader import EXTRA_CONF_DIRS, ConfigError, compose, load_yaml, one_line, search_path
+from orchestrator.config.loader import ConfigError, SearchPath, compose, load_yaml, one_line, search_path
 from orchestrator.config.models import check_group_size, load_model, static_dims
 from orchestrator.config.sweep import Sweep, load_sweep, package_versions, resolve_execution
 
 __all__ = [
-    "EXTRA_CONF_DIRS",
     "ConfigError",
+    "SearchPath",
     "Sweep",
     "calibration_file",
     "check_group_size",

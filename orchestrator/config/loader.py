@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import types
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
@@ -21,17 +21,18 @@ from quantgrid.errors import ConfigError, one_line  # noqa: F401 - re-exported
 from quantgrid.runtime import CONF_DIR
 
 
-def compose(overrides: list[str], conf_dir: Path = CONF_DIR) -> DictConfig:
+def compose(overrides: list[str], conf_dir: SearchPath | Path = CONF_DIR) -> DictConfig:
     """Hydra compose (not @hydra.main: the driver expands the grid itself, one process)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
 
     try:
-        with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base=None):
+        conf = SearchPath.of(conf_dir)
+        with initialize_config_dir(config_dir=str(Path(conf.root).resolve()), version_base=None):
             extra = (
-                [f"hydra.searchpath=[{','.join('file://' + str(d.resolve()) for d in EXTRA_CONF_DIRS)}]"]
-                if EXTRA_CONF_DIRS
+                [f"hydra.searchpath=[{','.join('file://' + str(d.resolve()) for d in conf.extra)}]"]
+                if conf.extra
                 else []
             )
             return _layer(hydra_compose("config", overrides=extra + list(overrides)), overrides)
@@ -79,16 +80,36 @@ def _layer(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     return cfg
 
 
-# Extra config trees layered over conf/ (`quantgrid run --conf-dir DIR`): a team adds its own
-# models, formats, tasks and sweeps without editing the repository. First match wins.
-EXTRA_CONF_DIRS: list[Path] = []
+@dataclass(frozen=True)
+class SearchPath:
+    """Where conf groups are looked up: extra config trees first (`quantgrid run --conf-dir DIR`:
+    a team adds its own models, formats, tasks and sweeps without editing the repository; first
+    match wins), then conf/. A value passed along, never process state."""
+
+    extra: tuple[Path, ...] = ()
+    root: Path = Path(CONF_DIR)
+
+    @classmethod
+    def of(cls, conf: SearchPath | Path | str | None = None) -> SearchPath:
+        if isinstance(conf, SearchPath):
+            return conf
+        return cls(root=Path(conf)) if conf is not None else cls()
+
+    def with_extra(self, dirs) -> SearchPath:
+        """These dirs in front (those already here keep their place after them)."""
+        new = [Path(d).resolve() for d in dirs]
+        return SearchPath(tuple(dict.fromkeys([*new, *self.extra])), self.root)
+
+    @property
+    def dirs(self) -> list[Path]:
+        return [*self.extra, Path(self.root)]
 
 
-def search_path(conf_dir: Path) -> list[Path]:
-    return [*EXTRA_CONF_DIRS, Path(conf_dir)]
+def search_path(conf: SearchPath | Path | str | None = None) -> list[Path]:
+    return SearchPath.of(conf).dirs
 
 
-def load_yaml(kind: str, name: str, conf_dir: Path) -> DictConfig:
+def load_yaml(kind: str, name: str, conf_dir: SearchPath | Path) -> DictConfig:
     candidates = [d / kind / f"{name}.yaml" for d in search_path(conf_dir)]
     path = next((p for p in candidates if p.exists()), None)
     if path is None:

@@ -109,35 +109,21 @@ def test_a_sweeps_resources_are_pinned_over_the_roots_and_the_command_line_wins(
     assert load_sweep(compose(["sweep=tiny"])).resources == Resources()  # conf/config.yaml sets no default of its own
 
 
-@pytest.fixture
-def extra_conf(tmp_path):
-    """tmp_path layered over conf/ as `--conf-dir` does (the CLI's list, restored afterwards)."""
-    from orchestrator import config
-
-    before = list(config.EXTRA_CONF_DIRS)
-    config.EXTRA_CONF_DIRS[:] = [tmp_path, *before]
-    yield tmp_path
-    config.EXTRA_CONF_DIRS[:] = before
-
-
-def test_a_model_carries_engine_defaults_a_sweep_and_the_command_line_override(extra_conf):
+def test_a_model_carries_engine_defaults_a_sweep_and_the_command_line_override(tmp_path):
     """Gemma needs its BOS token under the engine default add_bos_token: false (the authors'
     lm-eval setting for Llama): the model's own `engine:` applies to its cells only, and loses to
     the sweep's `engine:` and to `engine.KEY=...` on the command line."""
     from orchestrator import config
     from quantgrid.runtime import CONF_DIR
 
-    tmp_path = extra_conf
+    conf = config.SearchPath().with_extra([tmp_path])  # tmp_path layered over conf/, as `--conf-dir` does
     model = (CONF_DIR / "model" / "tiny-llama.yaml").read_text().replace("name: tiny-llama", "name: tiny-bos")
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "tiny-bos.yaml").write_text(model + "engine: {add_bos_token: true}\n")
 
     def bos(*overrides):
-        plan = expand(
-            load_sweep(
-                compose(["sweep=tiny", "sweep.models=[tiny-llama,tiny-bos]", "sweep.formats=[bf16]", *overrides])
-            )
-        )
+        over = ["sweep=tiny", "sweep.models=[tiny-llama,tiny-bos]", "sweep.formats=[bf16]", *overrides]
+        plan = expand(load_sweep(compose(over, conf), conf))
         return {c.model.name: c.engine.add_bos_token for c in plan.cells}
 
     assert bos() == {"tiny-llama": False, "tiny-bos": True}
