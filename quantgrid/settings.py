@@ -124,3 +124,37 @@ def _check(where: str, k: str, v: Any) -> None:
                     f"{where}.runtime_env.{stage}: {bad} is not a Ray runtime_env field this may set "
                     f"(allowed: {', '.join(RUNTIME_ENV_KEYS)})"
                 )
+
+
+# The similarity encoder when `sweep.similarity.encoder` is not set (bundled: quantgrid/runtime.py encoder_path).
+DEFAULT_ENCODER = "all-minilm-l6-v2"
+
+
+@dataclass(frozen=True)
+class Similarity:
+    """`sweep.similarity`: generated outputs of each format compared with the baseline's on these
+    (generative) tasks, by ROUGE and the encoder's embeddings. No tasks = no similarity stage."""
+
+    tasks: tuple[str, ...] = ()
+    encoder: str = DEFAULT_ENCODER
+
+    def __bool__(self) -> bool:
+        return bool(self.tasks)
+
+
+@dataclass(frozen=True)
+class Perf:
+    """`sweep.perf` (validated in orchestrator/config/perf.py): serving scenarios (conf/perf),
+    the load generator's settings, `vllm serve` flags, and what the recommendation weighs. No
+    scenarios = no perf stage."""
+
+    scenarios: tuple[Any, ...] = ()  # quantgrid.types.PerfScenario
+    load: Any = None  # quantgrid.types.LoadSettings
+    server: dict[str, Any] = field(default_factory=dict)  # port, start_timeout_s, extra_args
+    price_per_hour: dict[str, float] = field(default_factory=dict)  # accelerator -> $/h
+    latency_limits: dict[str, float] = field(default_factory=dict)  # recommend.py LATENCY_KEYS
+    recovery_floors: tuple[float, ...] = (99.0, 97.0)  # % of the baseline's accuracy, highest first
+    accuracy_from: str = ""  # a perf-only sweep takes recovery from this sweep's report
+
+    def __bool__(self) -> bool:
+        return bool(self.scenarios)

@@ -18,6 +18,7 @@ from typing import Any
 
 from orchestrator.config.loader import ConfigError, build, load_yaml
 from quantgrid.types import LoadSettings, ModelSpec, PerfScenario
+from quantgrid.settings import Perf
 
 LATENCY_KEYS = (
     "ttft_ms_p50",
@@ -51,10 +52,10 @@ def _positive(value: Any, where: str, integer: bool = True) -> None:
         raise ConfigError(f"{where} must be a positive {'integer' if integer else 'number'}, got {value!r}")
 
 
-def load_perf(node: Any, models: list[ModelSpec], conf_dir) -> dict[str, Any]:
-    """The validated perf section ({} = no perf stage)."""
+def load_perf(node: Any, models: list[ModelSpec], conf_dir) -> Perf:
+    """The validated perf section (an empty Perf = no perf stage)."""
     if not node:
-        return {}
+        return Perf()
     if not isinstance(node, dict) or set(node) - SECTION_KEYS:
         bad = sorted(set(node) - SECTION_KEYS) if isinstance(node, dict) else node
         raise ConfigError(f"sweep.perf: unknown key(s) {bad} (allowed: {', '.join(sorted(SECTION_KEYS))})")
@@ -115,15 +116,15 @@ def load_perf(node: Any, models: list[ModelSpec], conf_dir) -> dict[str, Any]:
         if k not in LATENCY_KEYS:
             raise ConfigError(f"sweep.perf.latency_limits: unknown key {k} (known: {', '.join(LATENCY_KEYS)})")
         _positive(v, f"sweep.perf.latency_limits.{k}", integer=False)
-    floors = node.get("recovery_floors") or [99, 97]
+    floors = list(node.get("recovery_floors") or Perf.recovery_floors)
     if not isinstance(floors, list) or not all(isinstance(f, (int, float)) and 0 < f <= 100 for f in floors):
         raise ConfigError(f"sweep.perf.recovery_floors must be a list of percentages in (0, 100], got {floors!r}")
-    return {
-        "scenarios": scenarios,
-        "load": load,
-        "server": server,
-        "price_per_hour": prices,
-        "latency_limits": limits,
-        "recovery_floors": sorted(floors, reverse=True),
-        "accuracy_from": str(node["accuracy_from"]) if node.get("accuracy_from") else "",
-    }
+    return Perf(
+        scenarios=tuple(scenarios),
+        load=load,
+        server=server,
+        price_per_hour=prices,
+        latency_limits=limits,
+        recovery_floors=tuple(sorted(floors, reverse=True)),
+        accuracy_from=str(node["accuracy_from"]) if node.get("accuracy_from") else "",
+    )

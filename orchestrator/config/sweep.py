@@ -22,7 +22,7 @@ from quantgrid import capability
 from quantgrid.host import Host, HostError
 from quantgrid.host import probe as probe_host
 from quantgrid.runtime import CONF_DIR, encoder_path, installed_versions
-from quantgrid.settings import Resources
+from quantgrid.settings import DEFAULT_ENCODER, Perf, Resources, Similarity
 from quantgrid.types import EngineSettings, FormatSpec, ModelSpec, TaskSpec
 
 
@@ -62,10 +62,9 @@ class Sweep:
     # A sweep the sleep-worker runs (benches, scheduler tests): no calibration files, no generations.
     synthetic: bool = False
     suites: dict[str, list[str]] = field(default_factory=dict)  # name -> tasks averaged (report)
-    # Output similarity vs the baseline: {tasks: [generative tasks], encoder: name or path}
-    similarity: dict[str, Any] = field(default_factory=dict)
-    # Serving performance: {scenarios, load, server, price_per_hour, latency_limits, recovery_floors}
-    perf: dict[str, Any] = field(default_factory=dict)
+    # Output similarity vs the baseline, and serving performance (quantgrid/settings.py)
+    similarity: Similarity = field(default_factory=Similarity)
+    perf: Perf = field(default_factory=Perf)
     # The host class cells run on (this CPU, or the accelerator class's GPU generation) and how each
     # (model, format) runs there: model name -> format name -> capability.Execution.
     host: Host | None = None
@@ -104,7 +103,7 @@ def _as_list(value: Any, what: str) -> list:
 # Every key each section may hold: a typo (`+sweep.calibraton.num_samples=4`) is refused in one
 # line like an unknown engine or resources key, never silently ignored (nanoGPT's configurator:
 # "Unknown config key"). Sections with their own tables: engine (EngineSettings), resources
-# (quantgrid/settings.py Resources), sweep.perf (perf_config.SECTION_KEYS), sweep.budget (sizing.BUDGET_KEYS).
+# (quantgrid/settings.py Resources), sweep.perf (config/perf.py SECTION_KEYS), sweep.budget (sizing.BUDGET_KEYS).
 ROOT_KEYS = ("sweep", "engine", "run_dir", "logs_dir", "tracking_uri", "ray_address", "resources", "cost")
 SWEEP_KEYS = (
     "name",
@@ -341,10 +340,10 @@ def resolve_execution(
     return host, out
 
 
-def _similarity(node: Any, tasks: dict[str, TaskSpec]) -> dict[str, Any]:
+def _similarity(node: Any, tasks: dict[str, TaskSpec]) -> Similarity:
     """sweep.similarity: which generated outputs are compared with the baseline's, and the encoder."""
     if not node:
-        return {}
+        return Similarity()
     if not isinstance(node, dict) or set(node) - {"tasks", "encoder"}:
         raise ConfigError("sweep.similarity must be {tasks: [generative tasks], encoder: all-minilm-l6-v2 or a path}")
     names = node.get("tasks") or []
@@ -363,14 +362,14 @@ def _similarity(node: Any, tasks: dict[str, TaskSpec]) -> dict[str, Any]:
                 f"sweep.similarity.tasks: '{t}' is a {kind} task; only generated text "
                 "(output_type generate_until) can be compared"
             )
-    encoder = str(node.get("encoder") or "all-minilm-l6-v2")
+    encoder = str(node.get("encoder") or DEFAULT_ENCODER)
     try:
         encoder_path(encoder)
     except FileNotFoundError as e:
         raise ConfigError(str(e)) from None
     # Tasks narrowed away on the command line simply have no comparison (as suites).
     kept = [t for t in names if t in tasks]
-    return {"tasks": kept, "encoder": encoder} if kept else {}
+    return Similarity(tuple(kept), encoder) if kept else Similarity()
 
 
 def _check_subset(task: TaskSpec) -> None:

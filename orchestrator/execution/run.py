@@ -117,22 +117,22 @@ def _perf_section(sweep, rows: list[dict], records: list[dict], run_dir: Path) -
         else ""
     )
     source = rows
-    if not rows and cfg.get("accuracy_from"):
-        other = run_dir.parent / cfg["accuracy_from"] / "report" / "report.json"
+    if not rows and cfg.accuracy_from:
+        other = run_dir.parent / cfg.accuracy_from / "report" / "report.json"
         try:
             source = json.loads(other.read_text())["rows"]
-            note += f" Recovery from sweep {cfg['accuracy_from']}'s report ({other})."
+            note += f" Recovery from sweep {cfg.accuracy_from}'s report ({other})."
         except (OSError, ValueError, KeyError, TypeError):
             note += (
-                f" Recovery unknown: no report for sweep {cfg['accuracy_from']} at {other} "
-                f"(run `quantgrid report {cfg['accuracy_from']}`, then this report again)."
+                f" Recovery unknown: no report for sweep {cfg.accuracy_from} at {other} "
+                f"(run `quantgrid report {cfg.accuracy_from}`, then this report again)."
             )
     recovery = recommend.recovery_by_format(source, sweep.baseline)
     for m in sweep.models:
         recovery.setdefault((m.name, sweep.baseline), 100.0)
-    table = recommend.perf_table(records, recovery, cfg.get("price_per_hour") or {})
-    limits = cfg.get("latency_limits") or {}
-    recs = recommend.recommend(table, sweep.baseline, cfg.get("recovery_floors") or [99, 97], limits)
+    table = recommend.perf_table(records, recovery, cfg.price_per_hour)
+    limits = cfg.latency_limits
+    recs = recommend.recommend(table, sweep.baseline, list(cfg.recovery_floors), limits)
     return {"table": table, "recommendations": recs, "limits": limits, "note": note.strip()}
 
 

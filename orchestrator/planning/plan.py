@@ -137,10 +137,10 @@ def expand(sweep: Sweep) -> Plan:
             # setting, so it is in every cell key and reaches the worker with the engine.
             ex = sweep.execution.get(model.name, {}).get(fname)
             resolved = dict(dtype=ex.dtype, execution=ex.mode, host=ex.host) if ex else {}
-            perf = sweep.perf or {}
+            perf = sweep.perf
             if perf:  # one server start per (model, format) serves every scenario
                 engine = replace(sweep.engine_for(model), seed=sweep.seeds[0], **resolved)
-                pcells = [PerfCell(served, fmt, sc, engine, perf["load"], sweep.versions) for sc in perf["scenarios"]]
+                pcells = [PerfCell(served, fmt, sc, engine, perf.load, sweep.versions) for sc in perf.scenarios]
                 stages.append(Stage(StageKind.PERF, served, fmt, cells=pcells, depends_on=[quant.key]))
             for seed in sweep.seeds if sweep.tasks else []:  # a perf-only sweep has no engine groups
                 # One engine group per distinct engine setting the tasks need (usually one).
@@ -167,7 +167,7 @@ def expand(sweep: Sweep) -> Plan:
 def _similarity_stages(sweep: Sweep, stages: list[Stage]) -> list[Stage]:
     """One similarity stage per (model, quantized format, seed): its generations vs the baseline's,
     after both engine groups."""
-    tasks = set((sweep.similarity or {}).get("tasks") or [])
+    tasks = set(sweep.similarity.tasks)
     if not tasks:
         return []
     evals: dict[tuple[str, str, int], list[Stage]] = {}
@@ -181,7 +181,7 @@ def _similarity_stages(sweep: Sweep, stages: list[Stage]) -> list[Stage]:
             continue
         base_cells = {c.task.name: c for g in base for c in g.cells}
         comps = [
-            Comparison(c, base_cells[c.task.name], sweep.similarity["encoder"])
+            Comparison(c, base_cells[c.task.name], sweep.similarity.encoder)
             for g in groups
             for c in g.cells
             if c.task.name in tasks

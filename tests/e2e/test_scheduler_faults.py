@@ -20,7 +20,7 @@ from tests.support.synthetic_sweeps import wide_sweep
 from orchestrator.execution.driver import Driver
 from orchestrator.store.ledger import Ledger
 from orchestrator.planning.plan import expand
-from quantgrid.settings import Resources
+from quantgrid.settings import Perf, Resources, Similarity
 from tests.support.sleep_worker import SleepWorker
 
 
@@ -54,8 +54,8 @@ def _plan(tmp_path, recipes, tasks, seconds, similarity=None, perf=None, **resou
         resources=Resources.of(res),
         synthetic=True,
         engine=replace(sweep.engine, accelerator="cpu", batch_size="auto"),
-        similarity={"tasks": similarity, "encoder": "all-minilm-l6-v2"} if similarity else {},
-        perf=perf or {},
+        similarity=Similarity(tuple(similarity or ())),
+        perf=perf or Perf(),
     )
     plan = expand(sweep)
     secs = {c.key: seconds.get(c.task.name, 0.2) for c in plan.cells}
@@ -200,11 +200,7 @@ def test_similarity_runs_after_both_groups_and_fails_only_where_a_side_failed(tm
 def test_perf_server_failure_fails_its_cells_with_the_class_and_the_sweep_goes_on(tmp_path, ray_local, monkeypatch):
     from quantgrid.types import LoadSettings, PerfScenario
 
-    perf = {
-        "scenarios": [PerfScenario("chat", 16, 8), PerfScenario("rag", 64, 4)],
-        "load": LoadSettings(),
-        "server": {},
-    }
+    perf = Perf(scenarios=(PerfScenario("chat", 16, 8), PerfScenario("rag", 64, 4)), load=LoadSettings())
     plan, secs = _plan(tmp_path, 3, 1, {}, perf=perf)
     model = plan.sweep.models[0].name
     monkeypatch.setenv(

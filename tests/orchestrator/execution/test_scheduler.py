@@ -243,8 +243,6 @@ def _loop(tmp_path, monkeypatch, on_call=None, seconds=None, **resources):
         resources=res,
         synthetic=True,
         engine=replace(sweep.engine, accelerator="cpu", batch_size="auto"),
-        similarity={},
-        perf={},
     )
     plan = expand(sweep)
     ledger = Ledger(tmp_path / "ledger.db")

@@ -241,7 +241,7 @@ def test_paper_perf_on_the_other_gpus_it_measured(sweep, acc, models, perf_cells
 
     plan = expand(load_sweep(compose([f"sweep={sweep}"])))
     assert not plan.cells and len(plan.perf_cells) == perf_cells and len(plan.sweep.models) == models
-    assert {c.engine.accelerator for c in plan.perf_cells} == {acc} and plan.sweep.perf["accuracy_from"] == "paper"
+    assert {c.engine.accelerator for c in plan.perf_cells} == {acc} and plan.sweep.perf.accuracy_from == "paper"
     assert {c.format.name for c in plan.perf_cells} == {"bf16", "paper_int8", "paper_w4a16"}
     preflight.check_memory(plan)
     paper = expand(load_sweep(compose(["sweep=paper"])))  # same recipes: the paper's checkpoints are reused
