@@ -12,6 +12,7 @@ export (MLflow overhead per cell), samples-10m (10M per-sample rows, paired quer
 - demo-warm:   the same with checkpoints cached (target <= 8 min).
 - demo-perf:   `quantgrid run sweep=demo_perf`: vllm serve + GuideLLM per format (target <= 10 min).
 - judge-vllm:  the Arena-Hard scorer against a real `vllm serve` judge (bench/judge.py).
+- verdicts:    anytime-valid verdicts: coverage, documents saved, paper-grid hours (bench/verdicts.py).
 Wall time, peak RSS (whole process tree and largest single process, sampled every 0.5 s) and the
 engine's tokens/s (vLLM's own counters per task) go to bench/results.json and stdout.
 """
@@ -186,7 +187,10 @@ def setup_cold() -> dict:
 
 
 GRID = ("plan-500k", "resume-500k", "simulate", "ray-cluster", "engine-loads", "export", "samples-10m")
-MODULES = {"judge-vllm": "bench.judge"}  # benches with a module of their own (one JSON line of figures)
+MODULES = {
+    "judge-vllm": "bench.judge",
+    "verdicts": "bench.verdicts",
+}  # benches with a module of their own (one JSON line of figures)
 
 
 def grid(name: str) -> dict:

@@ -143,6 +143,15 @@ class Similarity:
 
 
 @dataclass(frozen=True)
+class ServeSettings:
+    """`sweep.perf.server`: how each (model, format)'s `vllm serve` is started."""
+
+    port: int = 0  # 0 = a free port picked at start
+    start_timeout_s: float = 600.0  # weights load + compile; past it the server is `server_unhealthy`
+    extra_args: tuple[str, ...] = ()  # more `vllm serve` arguments, passed through
+
+
+@dataclass(frozen=True)
 class Perf:
     """`sweep.perf` (validated in orchestrator/config/perf.py): serving scenarios (conf/perf),
     the load generator's settings, `vllm serve` flags, and what the recommendation weighs. No
@@ -150,7 +159,7 @@ class Perf:
 
     scenarios: tuple[Any, ...] = ()  # quantgrid.types.PerfScenario
     load: Any = None  # quantgrid.types.LoadSettings
-    server: dict[str, Any] = field(default_factory=dict)  # port, start_timeout_s, extra_args
+    server: ServeSettings = field(default_factory=ServeSettings)
     price_per_hour: dict[str, float] = field(default_factory=dict)  # accelerator -> $/h
     latency_limits: dict[str, float] = field(default_factory=dict)  # recommend.py LATENCY_KEYS
     recovery_floors: tuple[float, ...] = (99.0, 97.0)  # % of the baseline's accuracy, highest first

@@ -16,6 +16,7 @@ from typing import Any
 import ray
 
 from quantgrid.runtime import installed_versions
+from quantgrid.settings import ServeSettings
 from quantgrid.types import Artifact, Cell, Comparison, EngineSettings, FormatSpec, ModelSpec, PerfCell, TaskResult
 from workers.faults import inject
 
@@ -329,7 +330,7 @@ class StageWorker:
 
     # -- perf: one `vllm serve` per (model, format), GuideLLM per scenario --------------------
     def open_server(
-        self, checkpoint: Artifact, model: ModelSpec, fmt: FormatSpec, settings: EngineSettings, server: dict[str, Any]
+        self, checkpoint: Artifact, model: ModelSpec, fmt: FormatSpec, settings: EngineSettings, server: ServeSettings
     ) -> dict[str, Any]:
         from quantgrid.checkpoint import verify_checkpoint
         from workers.stages.perf import Server
@@ -343,10 +344,10 @@ class StageWorker:
             model,
             fmt,
             settings,
-            port=int(server.get("port") or 0),
-            start_timeout_s=float(server.get("start_timeout_s") or 600),
+            port=server.port,
+            start_timeout_s=server.start_timeout_s,
             log_path=log,
-            extra_args=list(server.get("extra_args") or []),
+            extra_args=list(server.extra_args),
         )
         self.checkpoint = checkpoint
         return {

@@ -18,7 +18,7 @@ from typing import Any
 
 from orchestrator.config.loader import ConfigError, build, load_yaml
 from quantgrid.types import LoadSettings, ModelSpec, PerfScenario
-from quantgrid.settings import Perf
+from quantgrid.settings import Perf, ServeSettings
 
 LATENCY_KEYS = (
     "ttft_ms_p50",
@@ -102,12 +102,19 @@ def load_perf(node: Any, models: list[ModelSpec], conf_dir) -> Perf:
         raise ConfigError(
             f"sweep.perf.server: unknown key(s) {', '.join(unknown)} (allowed: extra_args, port, start_timeout_s)"
         )
-    port = server.get("port", 0)
+    port = server.get("port", ServeSettings.port)
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ConfigError(f"sweep.perf.server.port must be 0 (pick a free port) or 1-65535, got {port!r}")
-    _positive(server.get("start_timeout_s", 600), "sweep.perf.server.start_timeout_s", integer=False)
+    _positive(
+        server.get("start_timeout_s", ServeSettings.start_timeout_s), "sweep.perf.server.start_timeout_s", integer=False
+    )
     if not isinstance(server.get("extra_args", []), list):
         raise ConfigError("sweep.perf.server.extra_args must be a list of `vllm serve` arguments")
+    serve = ServeSettings(
+        port=int(port),
+        start_timeout_s=float(server.get("start_timeout_s", ServeSettings.start_timeout_s)),
+        extra_args=tuple(str(a) for a in server.get("extra_args") or ()),
+    )
     prices = dict(node.get("price_per_hour") or {})
     for acc, price in prices.items():
         _positive(price, f"sweep.perf.price_per_hour.{acc}", integer=False)
@@ -122,7 +129,7 @@ def load_perf(node: Any, models: list[ModelSpec], conf_dir) -> Perf:
     return Perf(
         scenarios=tuple(scenarios),
         load=load,
-        server=server,
+        server=serve,
         price_per_hour=prices,
         latency_limits=limits,
         recovery_floors=tuple(sorted(floors, reverse=True)),

@@ -101,7 +101,7 @@ class Driver:  # implements execution/hooks.py Hooks
             resources=plan.sweep.resources,
             kv_cache_gb=plan.sweep.engine.kv_cache_gb,
             hub_offline=plan.sweep.hub_offline,
-            perf_server=dict(plan.sweep.perf.server),
+            perf_server=plan.sweep.perf.server,
         )
         self._cancel_checked = 0.0
 

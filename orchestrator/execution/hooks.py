@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from orchestrator.planning.policy import Job, PlacementPolicy
-from quantgrid.settings import Resources
+from quantgrid.settings import Resources, ServeSettings
 from quantgrid.types import Artifact, Cell, Comparison
 
 
@@ -25,7 +25,7 @@ class ActorSettings:
     resources: Resources
     kv_cache_gb: float = 0.0
     hub_offline: bool = False
-    perf_server: dict[str, Any] = field(default_factory=dict)  # sweep.perf.server: vllm serve flags
+    perf_server: ServeSettings = field(default_factory=ServeSettings)  # sweep.perf.server
 
 
 @runtime_checkable

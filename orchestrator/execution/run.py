@@ -27,7 +27,7 @@ def make_report(
 ) -> list[Path]:
     """Write report/ (markdown, HTML, JSON, PNGs) and attach it to the sweep's MLflow parent run
     (`attach=False`: a run attaches it from its background exporter, within its export deadline)."""
-    from orchestrator.report.tables import paper as paper_report
+    from orchestrator.report import paper as paper_report
 
     from orchestrator.store.results import check_samples
 
@@ -108,7 +108,7 @@ def _perf_section(sweep, rows: list[dict], records: list[dict], run_dir: Path) -
     the sweep named by perf.accuracy_from (a perf-only sweep)."""
     import json
 
-    from orchestrator.report.tables import recommend
+    from orchestrator.report import recommend
 
     cfg = sweep.perf
     note = (

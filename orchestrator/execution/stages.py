@@ -73,7 +73,7 @@ def _compare(actor, job, hooks, cell):
 
 def _open_server(actor, job, hooks, model, engine):
     art, _ = hooks.engine_args(job)
-    server = dict(hooks.settings.perf_server)
+    server = hooks.settings.perf_server
     return "open", actor.open_server.remote(art, model, job.stage.format, job.cells[0].engine, server)
 
 

@@ -330,7 +330,7 @@ def write(
 ) -> list[Path]:
     """`perf`: {table, recommendations, limits, note} from orchestrator/report/recommend.py, or None;
     `omitted`: results left out (their samples file is missing or damaged), one line each."""
-    from orchestrator.report.tables import recommend
+    from orchestrator.report import recommend
     from orchestrator.report.plots import perf_frontier, recovery_heatmap, similarity_distributions, task_differences
 
     out_dir.mkdir(parents=True, exist_ok=True)

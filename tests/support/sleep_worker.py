@@ -14,6 +14,7 @@ import time
 
 import ray
 
+from quantgrid.settings import ServeSettings
 from quantgrid.types import (
     Artifact,
     Cell,
@@ -127,7 +128,7 @@ class SleepWorker:
         )
 
     def open_server(
-        self, checkpoint: Artifact, model: ModelSpec, fmt: FormatSpec, settings: EngineSettings, server: dict
+        self, checkpoint: Artifact, model: ModelSpec, fmt: FormatSpec, settings: EngineSettings, server: ServeSettings
     ) -> dict:
         inject("open_server", f"{model.name}/{fmt.name}")
         return {"load_seconds": 0.0, "engine_id": f"serve:{os.getpid()}"}

@@ -31,6 +31,7 @@ from typing import Any
 
 from quantgrid.failures import FailureClass
 from quantgrid.runtime import worker_env
+from quantgrid.settings import ServeSettings
 from quantgrid.types import EngineSettings, FormatSpec, LoadSettings, ModelSpec, PerfScenario
 
 
@@ -119,7 +120,7 @@ class Server:
         fmt: FormatSpec,
         settings: EngineSettings,
         port: int = 0,
-        start_timeout_s: float = 600.0,
+        start_timeout_s: float = ServeSettings.start_timeout_s,
         log_path: Path | None = None,
         extra_args: list[str] | None = None,
         command: list[str] | None = None,

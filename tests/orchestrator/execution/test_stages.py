@@ -6,6 +6,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from orchestrator.execution.stages import STAGES
+from quantgrid.settings import ServeSettings
 from quantgrid.types import StageKind
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -30,7 +31,7 @@ class _Recorder:
 class _Hooks:
     def __init__(self, pairs=([(0, "a", "b")], "")):
         self.pairs, self.failed, self.started, self.baseline = pairs, [], [], []
-        self.settings = SimpleNamespace(perf_server={"port": 0})
+        self.settings = SimpleNamespace(perf_server=ServeSettings())
 
     def quantize_args(self, job):
         return ("model", "format")

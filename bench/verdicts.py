@@ -1,0 +1,203 @@
+"""`make bench BENCH=verdicts`: the anytime-valid verdict's figures, seeded, side by side in one run.
+
+- coverage: >= 1,000 simulated paired streams per effect (true recovery below, AT and above the
+  target), documents scored in batches; the share of streams whose true paired mean ever leaves
+  the betting CS (orchestrator/report/sequential.py), and the share whose verdict is wrong, beside
+  a fixed-n normal interval re-checked after every batch.
+- savings: synthetic 10,000-document tasks at true recoveries a margin away from the target:
+  documents used by the adaptive verdict vs all 10,000, and how often it equals the full-data
+  verdict (the side of the target the full-data recovery estimate falls on); and the same replayed
+  on real per-sample results (a tiny sweep run here, and `runs/demo` when `make demo` left one).
+- paper: the paper grid's device-hours (cost model, `quantgrid plan sweep=paper --json`) with
+  quantized cells' evaluation scaled by the documents the adaptive verdict used.
+
+Streams: baseline 0/1 outcomes ~ Bernoulli(p_base); the quantized outcome flips a baseline-correct
+document to wrong with probability `loss` and a wrong one to correct with probability `gain`
+(gain fixed at 0.03; loss set so the true recovery is the wanted one). Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from orchestrator.report.sequential import ABOVE, BELOW, Target, first_crossings, run_adaptive
+
+ROOT = Path(__file__).resolve().parents[1]
+ALPHA, BATCH, TARGET = 0.05, 50, 0.95
+P_BASE, GAIN = 0.6, 0.03
+
+
+def streams(rng, n_streams: int, n: int, recovery: float, p_base: float = P_BASE, gain: float = GAIN):
+    """(x, y) arrays of shape (n_streams, n) with E[x] / E[y] = recovery exactly."""
+    loss = 1 - (recovery * p_base - (1 - p_base) * gain) / p_base  # P(correct -> wrong)
+    if not 0 <= loss <= 1:
+        raise ValueError(f"recovery {recovery} unreachable with p_base {p_base}, gain {gain}")
+    y = (rng.random((n_streams, n)) < p_base).astype(float)
+    r = rng.random((n_streams, n))
+    x = np.where(y == 1, r >= loss, r < gain).astype(float)
+    return x, y
+
+
+def coverage(n_streams: int = 1000, n: int = 2000) -> dict:
+    rng = np.random.default_rng(20261206)
+    out = {}
+    for rec in (0.90, 0.93, TARGET, 0.97, 1.00):
+        x, y = streams(rng, n_streams, n, rec)
+        target = Target("recovery", TARGET)
+        z, lo, hi, thr = target.paired(x, y)
+        mean = P_BASE * (rec - TARGET)  # E[Z] = mu_q - rho mu_b, known
+        u_true = (mean - lo) / (hi - lo)
+        u = (z - lo) / (hi - lo)
+        cs_miss = sum(first_crossings(row, ALPHA, grid=np.array([u_true]))[0] <= n for row in u)
+        # fixed-n normal interval, peeked at after every batch
+        from scipy.stats import norm
+
+        ends = np.arange(BATCH, n + 1, BATCH)
+        cz = np.cumsum(z, axis=1)[:, ends - 1]
+        cz2 = np.cumsum(z * z, axis=1)[:, ends - 1]
+        m = cz / ends
+        sd = np.sqrt(np.maximum(cz2 / ends - m * m, 0) * ends / (ends - 1))
+        half = norm.ppf(1 - ALPHA / 2) * sd / np.sqrt(ends)
+        naive_miss = int(((mean < m - half) | (mean > m + half)).any(axis=1).sum())
+        naive_final = int(((mean < m[:, -1] - half[:, -1]) | (mean > m[:, -1] + half[:, -1])).sum())
+        wrong = decided = 0
+        used = []
+        for xi, yi in zip(x[:200], y[:200]):  # verdicts (full CS grid) on the first 200 streams
+            v = run_adaptive(xi, yi, target, ALPHA, BATCH, grid=401)
+            if v.verdict != "undecided":
+                decided += 1
+                wrong += (v.verdict == ABOVE and rec <= TARGET) or (v.verdict == BELOW and rec >= TARGET)
+            used.append(v.documents)
+        out[f"recovery_{rec:.2f}"] = {
+            "streams": n_streams,
+            "cs_miss_rate_any_time": round(cs_miss / n_streams, 4),
+            "naive_miss_rate_peeking_every_batch": round(naive_miss / n_streams, 4),
+            "naive_miss_rate_at_fixed_n": round(naive_final / n_streams, 4),
+            "verdicts_on_200": {"decided": decided, "wrong": int(wrong), "mean_documents": round(float(np.mean(used)))},
+        }
+    return {"alpha": ALPHA, "target": TARGET, "batch": BATCH, "documents": n, **out}
+
+
+def savings_synthetic(cells: int = 100, n: int = 10_000) -> dict:
+    rng = np.random.default_rng(7)
+    out = {}
+    for margin in (0.01, 0.02, 0.03, 0.05):
+        for sign in (+1, -1):
+            rec = TARGET + sign * margin
+            x, y = streams(rng, cells, n, rec)
+            used, agree, decided = [], 0, 0
+            for xi, yi in zip(x, y):
+                v = run_adaptive(xi, yi, Target("recovery", TARGET), ALPHA, BATCH, grid=401)
+                full = ABOVE if xi.mean() / yi.mean() >= TARGET else BELOW
+                used.append(v.documents)
+                if v.verdict != "undecided":
+                    decided += 1
+                    agree += v.verdict == full
+            out[f"recovery_{rec:.2f}"] = {
+                "margin": margin,
+                "mean_documents": round(float(np.mean(used))),
+                "fewer_documents_x": round(n / float(np.mean(used)), 1),
+                "decided": decided,
+                "agrees_with_full_data": round(agree / max(decided, 1), 3),
+            }
+    return {"documents_per_task": n, "cells_per_effect": cells, **out}
+
+
+def _run_tiny(tmp: Path) -> Path:
+    cmd = [str(ROOT / ".venv/bin/quantgrid"), "run", "sweep=tiny", f"run_dir={tmp}"]
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True, timeout=1800)
+    return tmp / "tiny"
+
+
+def replay(run_dir: Path, baseline: str = "bf16") -> dict:
+    """Every (model, quantized format, task) of a finished run with 0/1-scored documents, replayed
+    adaptively in a seeded document order shared with the baseline."""
+    from orchestrator.config.loader import SearchPath, load_yaml
+    from orchestrator.report.analysis import align
+    from orchestrator.report.paper import load_samples
+    from orchestrator.store.results import samples_file
+
+    records = [json.loads(ln) for ln in (run_dir / "results.jsonl").read_text().splitlines() if ln.strip()]
+    latest = {(r["model"], r["format"], r["task"]): r for r in records if r.get("kind", "task") == "task"}
+    cells = []
+    for (model, fmt, task), rec in sorted(latest.items()):
+        base_rec = latest.get((model, baseline, task))
+        if fmt == baseline or base_rec is None:
+            continue
+        try:
+            spec = load_yaml("task", task, SearchPath())
+        except Exception:  # noqa: BLE001 - a task of another conf tree: not replayed
+            continue
+        metric = str(spec.get("metric"))
+        try:
+            b = load_samples(samples_file(run_dir, model, baseline, task, base_rec["cell_key"]), metric)
+            o = load_samples(samples_file(run_dir, model, fmt, task, rec["cell_key"]), metric)
+        except Exception:  # noqa: BLE001 - corpus metrics (perplexity) are not adaptive
+            continue
+        if b.units is not None or not np.isin(b.values, (0.0, 1.0)).all():
+            continue
+        b, o = align(b, o)
+        order = np.random.default_rng(0).permutation(len(b.values))  # the shared seeded order
+        v = run_adaptive(o.values[order], b.values[order], Target("recovery", TARGET), ALPHA, min(BATCH, 10))
+        full = o.values.mean() / b.values.mean() if b.values.mean() > 0 else float("nan")
+        cells.append(
+            {
+                "cell": f"{model}/{fmt}/{task}",
+                "documents": len(b.values),
+                "used": v.documents,
+                "verdict": v.verdict,
+                "full_data_recovery": None if math.isnan(full) else round(float(full), 4),
+            }
+        )
+    return {"run": str(run_dir), "cells": cells}
+
+
+def paper_hours(fraction_used: dict[str, float]) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "plan", "sweep=paper", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    est = json.loads(proc.stdout)["estimate"]
+    total = est["device_hours"]
+    baseline = "bf16"
+    quant_eval = sum(
+        r["device_hours"] - r.get("perf_hours", 0) for r in est["by_model_format"] if r["format"] != baseline
+    )
+    return {
+        "device_hours_full": round(total, 1),
+        "quantized_evaluation_hours": round(quant_eval, 1),
+        **{f"device_hours_adaptive_{k}": round(total - quant_eval * (1 - f), 1) for k, f in fraction_used.items()},
+    }
+
+
+def main() -> int:
+    cov = coverage()
+    sav = savings_synthetic()
+    replays = []
+    with tempfile.TemporaryDirectory(prefix="qg-bench-verdicts-") as tmp:
+        replays.append(replay(_run_tiny(Path(tmp))))
+        if (ROOT / "runs" / "demo" / "results.jsonl").exists():
+            replays.append(replay(ROOT / "runs" / "demo"))
+    frac = {
+        f"margin_{m}": float(
+            np.mean([v["mean_documents"] for v in sav.values() if isinstance(v, dict) and v.get("margin") == m])
+        )
+        / sav["documents_per_task"]
+        for m in (0.02, 0.05)
+    }
+    print(json.dumps({"coverage": cov, "savings": sav, "replay": replays, "paper": paper_hours(frac)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
