@@ -167,3 +167,39 @@ class Perf:
 
     def __bool__(self) -> bool:
         return bool(self.scenarios)
+
+
+@dataclass(frozen=True)
+class NoiseFloor:
+    """`sweep.noise_floor`: the baseline scored a second time on the same documents with another
+    batch composition, as a format of its own (`<baseline>_rerun`), so every task has a measured
+    baseline-vs-baseline flip rate and score difference to read each format's against. Only the
+    batching changes: lm-eval sends requests to vLLM `batch_size` at a time, and a kernel's
+    reduction order (hence its rounding) depends on what shares a forward pass."""
+
+    enabled: bool = False
+    batch_size: int = 8  # the rerun's batch (a baseline that batches by 8 itself reruns at 3)
+
+    SUFFIX = "_rerun"
+
+    @classmethod
+    def of(cls, node: Any) -> NoiseFloor:
+        if node is None or node is False:
+            return cls()
+        if node is True:
+            return cls(enabled=True)
+        if not isinstance(node, dict) or set(node) - {"batch_size"}:
+            raise ConfigError(f"sweep.noise_floor must be true, false or {{batch_size: N}}, got {node!r}")
+        bs = node.get("batch_size", cls.batch_size)
+        if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
+            raise ConfigError(f"sweep.noise_floor.batch_size must be an integer >= 1, got {bs!r}")
+        return cls(enabled=True, batch_size=bs)
+
+    def format_name(self, baseline: str) -> str:
+        return f"{baseline}{self.SUFFIX}" if self.enabled else ""
+
+    def rerun_batch(self, baseline_batch: int | str) -> int:
+        """A batch size other than the baseline's own."""
+        if baseline_batch != self.batch_size:
+            return self.batch_size
+        return 3 if self.batch_size != 3 else 5

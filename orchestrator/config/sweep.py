@@ -22,7 +22,7 @@ from quantgrid import capability
 from quantgrid.host import Host, HostError
 from quantgrid.host import probe as probe_host
 from quantgrid.runtime import CONF_DIR, encoder_path, installed_versions
-from quantgrid.settings import DEFAULT_ENCODER, Perf, Resources, Similarity
+from quantgrid.settings import DEFAULT_ENCODER, NoiseFloor, Perf, Resources, Similarity
 from quantgrid.types import EngineSettings, FormatSpec, ModelSpec, TaskSpec
 
 
@@ -78,6 +78,8 @@ class Sweep:
     engine_pinned: frozenset[str] = frozenset()
     # Workers stay off the Hugging Face Hub (HF_HUB_OFFLINE) unless the sweep lets them reach it.
     hub_offline: bool = True
+    # The baseline rerun with another batch composition, a format of its own (quantgrid/settings.py).
+    noise_floor: NoiseFloor = field(default_factory=NoiseFloor)
 
     def engine_for(self, model: ModelSpec) -> EngineSettings:
         """conf/engine < the model's own engine defaults < the sweep's engine < the command line."""
@@ -121,6 +123,7 @@ SWEEP_KEYS = (
     "hub_offline",
     "budget",
     "perf",
+    "noise_floor",
 )
 
 
@@ -159,6 +162,14 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
 
     models = [load_model(m, conf_dir) for m in model_names]
     formats = {m.name: {f: load_format(f, m, s.get("calibration"), conf_dir) for f in format_names} for m in models}
+    noise_floor = NoiseFloor.of(s.get("noise_floor"))
+    if noise_floor.enabled:  # the baseline again, as a format of its own (expand gives it another batch size)
+        rerun = noise_floor.format_name(baseline)
+        if rerun in format_names:
+            raise ConfigError(f"sweep.formats lists {rerun}: that name is the noise floor's (sweep.noise_floor)")
+        format_names = [*format_names, rerun]
+        for fmts in formats.values():
+            fmts[rerun] = replace(fmts[baseline], name=rerun, label=f"{fmts[baseline].label} (rerun)")
     from orchestrator.config.tasks import load_task
 
     tasks = [load_task(t, settings.get(t), conf_dir) for t in task_names]
@@ -242,6 +253,7 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
         models=models,
         formats=formats,
         format_names=format_names,
+        noise_floor=noise_floor,
         tasks=tasks,
         seeds=seeds,
         baseline=baseline,

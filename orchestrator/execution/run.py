@@ -53,7 +53,17 @@ def make_report(
         t.name: {"metric": t.metric, "higher_is_better": t.higher_is_better, "chance": t.chance} for t in sweep.tasks
     }
     rows = (
-        paper_report.build(results, run_dir, sweep.baseline, tasks, sweep.suites, sweep.format_names, resamples, seed)
+        paper_report.build(
+            results,
+            run_dir,
+            sweep.baseline,
+            tasks,
+            sweep.suites,
+            sweep.format_names,
+            resamples,
+            seed,
+            noise_floor=sweep.noise_floor.format_name(sweep.baseline),
+        )
         if results
         else []
     )

@@ -121,15 +121,20 @@ class Plan:
 def expand(sweep: Sweep) -> Plan:
     cells: list[Cell] = []
     stages: list[Stage] = []
+    rerun = sweep.noise_floor.format_name(sweep.baseline)
     for model in sweep.models:
         build = Stage(StageKind.BUILD_MODEL, model)
         stages.append(build)
+        quants: dict[str, Stage] = {}
         for fname in sweep.format_names:
             fmt = sweep.formats[model.name].get(fname)
             if fmt is None:  # a format this model does not come in (per-model format lists)
                 continue
-            quant = Stage(StageKind.QUANTIZE, model, fmt, depends_on=[build.key])
-            stages.append(quant)
+            if fname == rerun:  # the noise floor: the baseline's own checkpoint, no stage of its own
+                quant = quants[sweep.baseline]
+            else:
+                quant = quants[fname] = Stage(StageKind.QUANTIZE, model, fmt, depends_on=[build.key])
+                stages.append(quant)
             # The engine runs the model with the format's parallelism (405B BF16 on two nodes,
             # its quantized formats on one); quantize works on the base model as it is.
             served = replace(model, **fmt.parallel) if fmt.parallel else model
@@ -138,7 +143,7 @@ def expand(sweep: Sweep) -> Plan:
             ex = sweep.execution.get(model.name, {}).get(fname)
             resolved = dict(dtype=ex.dtype, execution=ex.mode, host=ex.host) if ex else {}
             perf = sweep.perf
-            if perf:  # one server start per (model, format) serves every scenario
+            if perf and fname != rerun:  # one server start per (model, format) serves every scenario
                 engine = replace(sweep.engine_for(model), seed=sweep.seeds[0], **resolved)
                 pcells = [PerfCell(served, fmt, sc, engine, perf.load, sweep.versions) for sc in perf.scenarios]
                 stages.append(Stage(StageKind.PERF, served, fmt, cells=pcells, depends_on=[quant.key]))
@@ -147,6 +152,8 @@ def expand(sweep: Sweep) -> Plan:
                 groups: dict[str, list[Cell]] = {}
                 for task in sweep.tasks:
                     engine = replace(sweep.engine_for(model), seed=seed, **(task.engine or {}), **resolved)
+                    if fname == rerun:  # the same documents in other batches: the engine's own noise
+                        engine = replace(engine, batch_size=sweep.noise_floor.rerun_batch(engine.batch_size))
                     groups.setdefault(engine.key, []).append(
                         Cell(model=served, format=fmt, task=task, engine=engine, seed=seed, versions=sweep.versions)
                     )

@@ -81,8 +81,11 @@ def build(
     formats: list[str],
     resamples: int = 2000,
     seed: int = 0,
+    noise_floor: str = "",
 ) -> list[dict]:
-    """Report rows: one per (model, task) and per (model, suite), each with every format."""
+    """Report rows: one per (model, task) and per (model, suite), each with every format.
+    `noise_floor`: the baseline's rerun format; each format's paired difference is then read
+    against it (`within_noise_floor`)."""
     latest = {(r["model"], r["format"], r["task"]): r for r in results}
     models = sorted({m for m, _, _ in latest})
     if not any(f == baseline for _, f, _ in latest):
@@ -122,6 +125,12 @@ def build(
                     d["recovery"], d["recovery_ci"], d["note"] = None, None, na
                 row["formats"][fmt] = d
                 draws[(task, fmt)] = (p.base, p.score, bs, ss)
+            floor = row["formats"].get(noise_floor) if noise_floor else None
+            if floor:
+                row["noise_floor"] = {"diff": floor["diff"], "discordant": floor["discordant"]}
+                for fmt, d in row["formats"].items():
+                    if fmt != noise_floor:
+                        d["within_noise_floor"] = within_noise_floor(d, floor)
             rows.append(row)
         na_tasks = {
             r["name"]
@@ -156,6 +165,17 @@ def build(
                     row["formats"][fmt].update(recovery=None, recovery_ci=None, note=f"N/A ({', '.join(weak)} N/A)")
             rows.append(row)
     return rows
+
+
+def within_noise_floor(d: dict, floor: dict) -> bool:
+    """A format's difference from the baseline is no larger than the baseline's from itself:
+    its absolute score difference is within the rerun's, and for 0/1 outcomes it flips no more
+    documents (either way) than the rerun did."""
+    if abs(d["diff"]) > abs(floor["diff"]):
+        return False
+    if d.get("discordant") is not None and floor.get("discordant") is not None:
+        return sum(d["discordant"]) <= sum(floor["discordant"])
+    return True
 
 
 def _fmt(v: float | None, digits: int = 4) -> str:
@@ -200,15 +220,21 @@ def to_markdown(rows: list[dict], baseline: str, formats: list[str], notes: dict
                 "Paired differences vs the baseline (same documents; bootstrap 95% CI; McNemar exact p for 0/1 "
                 "outcomes):",
                 "",
-                "| task | format | n | difference [95% CI] | discordant (base only, quantized only) | McNemar p |",
-                "|---|---|---|---|---|---|",
+                "| task | format | n | difference [95% CI] | flips (correct→wrong, wrong→correct) | McNemar p "
+                "| vs noise floor |",
+                "|---|---|---|---|---|---|---|",
             ]
             for r, f, d in diffs:
                 disc = "—" if d["discordant"] is None else f"{d['discordant'][0]}, {d['discordant'][1]}"
+                floor = (
+                    "(the floor)"
+                    if "noise_floor" in r and "within_noise_floor" not in d
+                    else {True: "within", False: "outside", None: "—"}[d.get("within_noise_floor")]
+                )
                 out.append(
                     f"| {r['name']} | {f} | {d['n']} | {d['diff']:+.4g} [{d['diff_ci'][0]:+.4g}, "
                     f"{d['diff_ci'][1]:+.4g}] | "
-                    f"{disc} | {_fmt(d['mcnemar_p'], 3)} |"
+                    f"{disc} | {_fmt(d['mcnemar_p'], 3)} | {floor} |"
                 )
             out.append("")
     return "\n".join(out)

@@ -8,7 +8,7 @@ a host that holds the whole demo in budget: the probe is pinned, never read from
 import pytest
 
 from orchestrator.planning import sizing
-from orchestrator.config import compose, load_sweep
+from orchestrator.config import ConfigError, compose, load_sweep
 from orchestrator.planning.plan import expand
 from quantgrid.settings import Resources
 from quantgrid.types import StageKind
@@ -133,3 +133,29 @@ def test_a_model_carries_engine_defaults_a_sweep_and_the_command_line_override(t
     (tmp_path / "model" / "tiny-bos.yaml").write_text(model + "engine: {seed: 7}\n")
     with pytest.raises(config.ConfigError, match="engine.seed is not an engine setting a model may change"):
         bos()
+
+
+def test_the_noise_floor_is_the_baseline_again_in_other_batches():
+    """sweep.noise_floor: one more engine group per (model, seed) on the baseline's own
+    checkpoint (no quantize stage of its own), the same tasks, another batch size, no perf."""
+    plan = expand(load_sweep(compose(["sweep=tiny", "+sweep.noise_floor={batch_size: 2}"])))
+    assert plan.sweep.format_names[-1] == "bf16_rerun"
+    base = [c for c in plan.cells if c.format.name == "bf16"]
+    rerun = [c for c in plan.cells if c.format.name == "bf16_rerun"]
+    assert [c.task.name for c in rerun] == [c.task.name for c in base] and rerun
+    assert {c.engine.batch_size for c in rerun} == {2} and {c.engine.batch_size for c in base} == {"auto"}
+    assert not {c.key for c in rerun} & {c.key for c in base}
+    quant = [s for s in plan.stages if s.kind.value == "quantize"]
+    assert [s.format.name for s in quant] == [f for f in plan.sweep.format_names if f != "bf16_rerun"]
+    (ev,) = [s for s in plan.stages if s.kind.value == "evaluate" and s.format.name == "bf16_rerun"]
+    assert ev.depends_on == [next(s.key for s in quant if s.format.name == "bf16")]
+    same = expand(load_sweep(compose(["sweep=tiny", "+sweep.noise_floor=true", "engine.batch_size=8"])))
+    assert {c.engine.batch_size for c in same.cells if c.format.name == "bf16_rerun"} == {3}  # never the baseline's own
+    assert any(c.cell.format.name == "bf16_rerun" for c in plan.comparisons)  # an output-similarity floor too
+
+
+def test_noise_floor_settings_are_checked():
+    with pytest.raises(ConfigError, match="sweep.noise_floor must be true, false or"):
+        load_sweep(compose(["sweep=tiny", "+sweep.noise_floor={batchsize: 2}"]))
+    with pytest.raises(ConfigError, match="batch_size must be an integer >= 1"):
+        load_sweep(compose(["sweep=tiny", "+sweep.noise_floor={batch_size: 0}"]))
