@@ -15,7 +15,13 @@ from typing import Any, Protocol
 SCORERS: dict[str, str] = {
     "lm_eval": "workers.scoring.lm_eval_scorer:evaluate_task",
     "arena_hard": "workers.scoring.judge:evaluate_judged",
+    # token_dist: next-token top-k distributions on fixed text (vLLM prompt logprobs), from which
+    # the report computes KL divergence and top-1 agreement against the baseline.
+    "token_dist": "workers.scoring.token_dist:evaluate_token_dist",
 }
+# What an external scorer's records hold, as lm-eval's output_type names it (output similarity
+# compares generated text only).
+SCORER_OUTPUT: dict[str, str] = {"arena_hard": "generate_until", "token_dist": "token_distribution"}
 
 
 class Scorer(Protocol):

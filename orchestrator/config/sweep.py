@@ -22,6 +22,7 @@ from quantgrid import capability
 from quantgrid.host import Host, HostError
 from quantgrid.host import probe as probe_host
 from quantgrid.runtime import CONF_DIR, encoder_path, installed_versions
+from quantgrid.scorers import SCORER_OUTPUT
 from quantgrid.settings import DEFAULT_ENCODER, NoiseFloor, Perf, Resources, Similarity
 from quantgrid.types import EngineSettings, FormatSpec, ModelSpec, TaskSpec
 
@@ -368,7 +369,7 @@ def _similarity(node: Any, tasks: dict[str, TaskSpec]) -> Similarity:
             if task_output_type(str(t)) == "unknown" and task_output_type(str(t), "lm_eval") == "unknown":
                 raise ConfigError(f"sweep.similarity.tasks: unknown task '{t}'")
             continue
-        kind = "generate_until" if tasks[t].scorer else task_output_type(t, tasks[t].registry)
+        kind = SCORER_OUTPUT[tasks[t].scorer_kind] if tasks[t].scorer else task_output_type(t, tasks[t].registry)
         if kind != "generate_until":
             raise ConfigError(
                 f"sweep.similarity.tasks: '{t}' is a {kind} task; only generated text "

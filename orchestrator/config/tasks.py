@@ -113,6 +113,33 @@ def check_scorer(where: str, scorer: Any) -> None:
             f"{where}: scorer.kind must be one of {', '.join(external)} (lm-eval tasks need no "
             f"scorer block), got {kind!r}"
         )
+    SCORER_CHECKS[kind](where, scorer)
+
+
+# vLLM's default max_logprobs (vllm/config/model.py): prompt_logprobs above it are refused.
+MAX_TOP_K = 20
+
+
+def _check_token_dist(where: str, scorer: dict) -> None:
+    unknown = set(scorer) - {"kind", "text", "top_k", "max_tokens"}
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown scorer key(s) {', '.join(sorted(unknown))} (known: text, top_k, max_tokens)"
+        )
+    text = scorer.get("text")
+    if not isinstance(text, dict) or not (text.get("path") or (text.get("package") and text.get("file"))):
+        raise ConfigError(f"{where}: scorer.text must be {{package: PKG, file: PATH_IN_PKG}} or {{path: FILE}}")
+    k = scorer.get("top_k", MAX_TOP_K)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_TOP_K:
+        raise ConfigError(
+            f"{where}: scorer.top_k must be an integer in 1..{MAX_TOP_K} (vLLM's max_logprobs), got {k!r}"
+        )
+    n = scorer.get("max_tokens", 256)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ConfigError(f"{where}: scorer.max_tokens must be an integer >= 2, got {n!r}")
+
+
+def _check_arena_hard(where: str, scorer: dict) -> None:
     unknown = set(scorer) - {"kind", "questions", "baseline", "judge", "generation", "strong_weight"}
     if unknown:
         raise ConfigError(f"{where}: unknown scorer key(s) {', '.join(sorted(unknown))}")
@@ -154,6 +181,10 @@ def check_scorer(where: str, scorer: Any) -> None:
         raise ConfigError(f"{where}: scorer.generation.max_gen_toks must be a positive integer")
     if float(gen.get("temperature", 0)) < 0 or float(scorer.get("strong_weight", 3)) <= 0:
         raise ConfigError(f"{where}: scorer.generation.temperature must be >= 0 and strong_weight > 0")
+
+
+# scorer kind -> its config check (one per row of quantgrid/scorers.py SCORERS but lm_eval).
+SCORER_CHECKS = {"arena_hard": _check_arena_hard, "token_dist": _check_token_dist}
 
 
 def scorer_version_hash(scorer: dict) -> str:

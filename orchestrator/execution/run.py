@@ -67,6 +67,10 @@ def make_report(
         if results
         else []
     )
+    from orchestrator.report import fidelity
+
+    dist_tasks = [t.name for t in sweep.tasks if t.scorer_kind == "token_dist"]
+    fidelity_rows = fidelity.table(results, run_dir, sweep.baseline, dist_tasks, resamples) if dist_tasks else []
     comps = {c.key for c in plan.comparisons}
     similarity = [r for r in everything if r["cell_key"] in comps]
     perf = _perf_section(sweep, rows, perf_records, run_dir) if perf_records else None
@@ -80,6 +84,8 @@ def make_report(
         similarity,
         perf,
         sorted(omitted.values()),
+        fidelity_rows,
+        sweep.noise_floor.format_name(sweep.baseline),
     )
     if attach:
         attach_to_mlflow(sweep, run_dir, paths, log)
@@ -97,7 +103,10 @@ def attach_to_mlflow(sweep, run_dir: Path, paths: list[Path], log=print) -> None
                 f"{sweep.name}` again once it is up)"
             )
             return
-        if attach_report(uri, f"quantgrid/{sweep.name}", paths):
+        from orchestrator.store.tracking import report_metrics
+
+        metrics = report_metrics(run_dir / "report" / "report.json")
+        if attach_report(uri, f"quantgrid/{sweep.name}", paths, metrics):
             log(f"report attached to the sweep's MLflow run ({uri})")
     except Exception as exc:  # tracking down: the files are written, attach later with `report`
         log(f"warning: could not attach the report to MLflow ({type(exc).__name__}: {exc})")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -111,8 +112,11 @@ def log_batch_chunked(client, run_id: str, metrics=(), params=(), tags=()) -> No
         client.log_batch(run_id, metrics=m, params=p, tags=t)
 
 
-def attach_report(tracking_uri: str, experiment: str, paths: list[Path]) -> bool:
-    """Log the report files to the sweep's latest parent run (under report/); False if none."""
+def attach_report(
+    tracking_uri: str, experiment: str, paths: list[Path], metrics: dict[str, float] | None = None
+) -> bool:
+    """Log the report files to the sweep's latest parent run (under report/), and the report's
+    per-(model, format) figures as its metrics (one log_batch); False if there is no such run."""
     mlflow_client = client(tracking_uri)
     exp = mlflow_client.get_experiment_by_name(experiment)
     if exp is None:
@@ -124,4 +128,28 @@ def attach_report(tracking_uri: str, experiment: str, paths: list[Path]) -> bool
         return False
     for p in paths:
         mlflow_client.log_artifact(runs[0].info.run_id, str(p), artifact_path="report")
+    if metrics:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, 0) for k, v in sorted(metrics.items())]
+        for i in range(0, len(batch), 1000):  # MLflow's log_batch takes at most 1000 metrics
+            mlflow_client.log_batch(runs[0].info.run_id, metrics=batch[i : i + 1000])
     return True
+
+
+def report_metrics(report_json: Path) -> dict[str, float]:
+    """The report's per-(model, format, task) fidelity figures as metric keys:
+    fidelity/MODEL/FORMAT/TASK/{kl,top1,outside_mass}."""
+    import json
+
+    try:
+        rows = json.loads(report_json.read_text()).get("fidelity") or []
+    except (OSError, ValueError):
+        return {}
+    return {
+        f"fidelity/{r['model']}/{r['format']}/{r['task']}/{k}": r[k]
+        for r in rows
+        for k in ("kl", "top1", "outside_mass")
+        if r.get(k) is not None
+    }

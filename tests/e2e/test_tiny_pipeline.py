@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 FORMATS = ["bf16", "fp8", "int8", "w4a16"]
-TASKS = ["mmlu_local", "humaneval_local", "ppl_local", "arith_local"]
+TASKS = ["mmlu_local", "humaneval_local", "ppl_local", "arith_local", "nexttoken_local"]
 SIMILARITY_TASKS = ["humaneval_local", "arith_local"]
 
 
@@ -99,6 +99,26 @@ def test_execution_mode_and_dtype_recorded_as_the_table_says(tiny_run):
     assert tags == {f"tiny-llama/{f}": ex.mode for f, ex in want.items()}
     table = (out / "table.md").read_text()
     assert ("w4a16 (emulated)" in table) == (want["w4a16"].mode == "emulated")
+
+
+def test_distribution_fidelity_per_format_in_the_report_and_mlflow(tiny_run):
+    """nexttoken_local: vLLM prompt logprobs (top 20) on 4 held-out documents per format; the
+    report gives KL(bf16 || format) and top-1 agreement per format, and MLflow's parent run has
+    them as metrics. A random tiny model's figures say nothing about the formats' order: only
+    that each quantized format's distributions differ from bf16's at all (KL > 0) is asserted."""
+    _, out = tiny_run
+    rows = json.loads((out / "report" / "report.json").read_text())["fidelity"]
+    assert {r["format"] for r in rows} == {"fp8", "int8", "w4a16"}
+    for r in rows:
+        assert r["task"] == "nexttoken_local" and r["n"] == 4
+        assert r["kl"] > 0 and r["kl_ci"][0] <= r["kl"] <= r["kl_ci"][1] and 0 <= r["top1"] <= 1
+        assert 0 <= r["outside_mass"] < 1
+    assert "Distribution fidelity vs bf16" in (out / "report" / "report.md").read_text()
+    db = sqlite3.connect(out / "mlflow.db")
+    keys = {k for (k,) in db.execute("select distinct key from metrics where key like 'fidelity/%'")}
+    assert {
+        f"fidelity/tiny-llama/{f}/nexttoken_local/{m}" for f in ("fp8", "int8", "w4a16") for m in ("kl", "top1")
+    } <= keys
 
 
 def test_engine_loaded_once_per_model_format(tiny_run):

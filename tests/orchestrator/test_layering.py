@@ -105,3 +105,13 @@ def test_every_failure_class_a_worker_raises_is_one_the_scheduler_knows():
         c.failure_class for c in vars(perf).values() if isinstance(c, type) and hasattr(c, "failure_class")
     }
     assert raised and raised <= {f.value for f in FailureClass}
+
+
+def test_every_external_scorer_has_a_config_check_and_an_output_type():
+    """A row in quantgrid/scorers.py SCORERS needs its config check (config/tasks.py) and what its
+    records hold (SCORER_OUTPUT), or a task of that kind would pass unchecked."""
+    from orchestrator.config.tasks import SCORER_CHECKS
+    from quantgrid.scorers import SCORER_OUTPUT, SCORERS
+
+    external = set(SCORERS) - {"lm_eval"}
+    assert external and set(SCORER_CHECKS) == external == set(SCORER_OUTPUT)
