@@ -282,7 +282,7 @@ def _size(tasks, models, formats, format_names, seeds, engine, execution, baseli
     """sweep.budget: scale the task subsets (and calibration sets) to the budget on this host
     (orchestrator/planning/sizing.py)."""
     from orchestrator.planning.cost import model_params_b
-    from orchestrator.planning.sizing import SizingError, evaluate_cells, size_calibration, size_to_budget
+    from orchestrator.planning.sizing import SizingError, evaluate_cells, recipe_cost, size_calibration, size_to_budget
 
     if not isinstance(budget, dict):
         raise ConfigError(f"sweep.budget must be a mapping like {{evaluate_s: 240, quantize_s: 300}}, got {budget!r}")
@@ -301,7 +301,7 @@ def _size(tasks, models, formats, format_names, seeds, engine, execution, baseli
     if budget.get("quantize_s"):
         gflops = float(sizing.probe["gflops"])
         calibrated = {
-            (m.name, f): (model_params_b(m), fmt.calibration)
+            (m.name, f): (model_params_b(m) * recipe_cost(fmt.recipe), fmt.calibration)
             for m in models
             for f, fmt in formats[m.name].items()
             if fmt.calibration and not fmt.calibration.get("hf_dataset")

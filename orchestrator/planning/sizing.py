@@ -32,13 +32,26 @@ LADDER = (1.0, 0.7, 0.5, 0.35, 0.25, 0.18, 0.125, 0.09, 0.0625)
 # (float32 probe ~90 GFLOP/s; MMLU prefill with prompt logprobs ~165 tok/s = 22 tok/s x B).
 TOK_S_B_PER_GFLOPS = {"prefill": 0.25, "decode": 0.1}
 # Relative speed per format on a CPU without bf16 hardware, where every engine runs float32
-# (STACK.md, AVX2: prefill float32 172 tok/s dense, 187 INT8; FP8 measured ~165 here; W4A16 is
-# emulated on a dense engine). The cost model's own CPU table is for bf16 hosts.
-FORMAT_SPEED_WITHOUT_BF16 = {"bf16": 1.0, "fp8": 1.0, "int8": 1.1, "w4a16": 1.0}
+# (W4A16 emulated on a dense engine). Measured: `make bench BENCH=demo-cold`, AVX2 EPYC (probe
+# 163 GFLOP/s), 2026-12-06: MMLU prefill tok/s BF16 320, FP8 188, INT8 382, W4A16 320; HumanEval
+# decode BF16 109, FP8 21, INT8 106, W4A16 139; evaluate walls BF16 72 s, FP8 193 s, INT8 62 s,
+# W4A16 79 s (FP8 was assumed 1.0 before: the demo then planned 196 s of evaluation and ran 405 s).
+# The cost model's own CPU table is for bf16 hosts.
+FORMAT_SPEED_WITHOUT_BF16 = {"bf16": 1.0, "fp8": 0.35, "int8": 1.15, "w4a16": 1.0}
 # Calibrated quantization seconds = QUANTIZE_K x params (B) x samples x sequence length / GFLOP/s:
 # SmolLM2-135M, 64 x 256 calibration tokens, float32 probe ~90 GFLOP/s (AVX2 EPYC): W4A16 GPTQ
 # 207 s (K 8.4), SmoothQuant + GPTQ W8A8 267 s (K 10.9).
 QUANTIZE_K = 11.0
+# SmoothQuant before GPTQ (the INT8 recipe) costs half again: same bench, W4A16 GPTQ 149 s (K 11.0)
+# vs SmoothQuant + GPTQ INT8 223 s (K 16.4) on 64 x 256 calibration tokens.
+SMOOTHQUANT_FACTOR = 1.5
+
+
+def recipe_cost(recipe: Any) -> float:
+    """Relative cost of a calibrated recipe's quantization, per QUANTIZE_K."""
+    return SMOOTHQUANT_FACTOR if "SmoothQuantModifier" in json.dumps(recipe or {}) else 1.0
+
+
 BUDGET_KEYS = {"evaluate_s": (int, float), "quantize_s": (int, float), "min_samples": (int,), "min_calibration": (int,)}
 
 
