@@ -114,12 +114,21 @@ def host() -> dict:
     return probe().as_dict()
 
 
+# demo-cold's model/checkpoint cache, kept for demo-warm in the same `make bench` call: warm then
+# means exactly this host's sizing and this config's checkpoints are cached (a checkpoint cached
+# by an earlier config, e.g. another calibration size, is another key and would be rebuilt).
+_COLD_CACHE: list[Path] = []
+
+
 def demo(cold: bool) -> dict:
     env = os.environ.copy()
     tmp = Path(tempfile.mkdtemp(prefix="qg-bench-"))
     if cold:
         # Empty model/checkpoint cache; the uv and vLLM caches do not matter to this figure.
-        env["QUANTGRID_CACHE"] = str(tmp / "cache")
+        _COLD_CACHE[:] = [Path(tempfile.mkdtemp(prefix="qg-bench-cache-"))]
+        env["QUANTGRID_CACHE"] = str(_COLD_CACHE[0])
+    elif _COLD_CACHE:
+        env["QUANTGRID_CACHE"] = str(_COLD_CACHE[0])
     run_dir = tmp / "runs"
     res = measured([str(ROOT / ".venv/bin/quantgrid"), "run", "sweep=demo", f"run_dir={run_dir}"], env)
     if (run_dir / "demo" / "results.jsonl").exists():
@@ -215,8 +224,8 @@ def main(argv: list[str]) -> int:
             res = demo(cold=True)
         elif name == "demo-warm":
             # Warm means the demo's own checkpoints are cached (other sweeps' do not count).
-            cache = Path(os.environ.get("QUANTGRID_CACHE", Path.home() / ".cache/quantgrid")) / "checkpoints"
-            demo(cold=False) if not list(cache.glob("smollm2-135m-*")) else None
+            if not _COLD_CACHE:  # no demo-cold before it in this call: warm the default cache first
+                demo(cold=False)
             res = demo(cold=False)
         elif name == "demo-perf":
             res = demo_perf()
