@@ -176,7 +176,11 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
     tasks = [load_task(t, settings.get(t), conf_dir) for t in task_names]
     # A sweep may pin engine settings over the engine group (the paper's sweep runs on GPUs).
     engine = build(
-        EngineSettings, {**(raw.get("engine") or {}), **(s.get("engine") or {})}, "conf/engine + sweep.engine"
+        EngineSettings,
+        # null = EngineSettings' default (quantgrid/types.py: the one table); conf/engine/*.yaml
+        # lists every key so `engine.KEY=VALUE` works on the command line, and sets only what differs.
+        {k: v for k, v in {**(raw.get("engine") or {}), **(s.get("engine") or {})}.items() if v is not None},
+        "conf/engine + sweep.engine",
     )
     check_engine(engine)
     for fmts in formats.values():
