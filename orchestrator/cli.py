@@ -49,6 +49,16 @@ def cmd_plan(args) -> int:
 
         shape = NodeShape(cpus=args.cpus_per_node, gpus=args.gpus_per_node, memory_gb=args.memory_gb_per_node)
         sim = simulate(plan.stages, [shape] * args.nodes, plan.sweep.resources, None).as_dict()
+    power = None
+    if args.pilot:
+        from orchestrator.report.power import plan_power
+
+        pilot = Path(args.pilot)
+        if not (pilot / "results.jsonl").is_file():
+            raise ConfigError(f"--pilot {pilot}: no results.jsonl there (a finished run's folder, e.g. runs/demo)")
+        if not all(0 < d < 1 for d in args.drop) or not 0 < args.power < 1 or not 0 < args.alpha < 1:
+            raise ConfigError("--drop, --power and --alpha must each be in (0, 1)")
+        power = plan_power(pilot, args.drop, args.alpha, args.power, plan.sweep.baseline)
     if args.json:
         print(
             json.dumps(
@@ -58,6 +68,7 @@ def cmd_plan(args) -> int:
                     "engine_splits": plan.engine_splits(),
                     "estimate": est,
                     "simulation": sim,
+                    "power": power,
                     "host": plan.sweep.host.as_dict() if plan.sweep.host else None,
                     "sizing": plan.sweep.sizing,
                     "execution": {
@@ -108,6 +119,17 @@ def cmd_plan(args) -> int:
         )
     if len(est["by_model_format"]) > 50:
         print(f"  ... {len(est['by_model_format']) - 50} more (model, format) groups (--json for all)")
+    if power:
+        print(
+            f"power (pilot {power['pilot']}, McNemar, alpha {power['alpha']}, power {power['power']}): documents "
+            "needed per task to detect a recovery drop of " + ", ".join(f"{d:g}" for d in power["recovery_drops"])
+        )
+        for task, r in power["tasks"].items():
+            need = ", ".join(f"{d}: {n if n is not None else 'n/a'}" for d, n in r["documents_needed"].items())
+            print(
+                f"  {task}: baseline {r['p_base']:.3f}, discordant {r['discordance']:.3f} "
+                f"(over {r['documents']} documents) -> {need}"
+            )
     if est["by_task"]:
         print("per task (all its cells; tokens from conf/task cost: samples x prompt / output tokens):")
     for t in est["by_task"][:50]:
@@ -344,6 +366,14 @@ def main(argv: list[str] | None = None) -> int:
     p_plan.add_argument("--gpus-per-node", type=int, default=8)
     p_plan.add_argument("--cpus-per-node", type=int, default=64)
     p_plan.add_argument("--memory-gb-per-node", type=float, default=0.0)
+    p_plan.add_argument(
+        "--pilot", metavar="RUN_DIR", help="a finished run (e.g. runs/demo): documents each task needs for --drop"
+    )
+    p_plan.add_argument(
+        "--drop", type=float, nargs="+", default=[0.01, 0.03], help="recovery drops to detect (0.01 = 1 point)"
+    )
+    p_plan.add_argument("--power", type=float, default=0.8)
+    p_plan.add_argument("--alpha", type=float, default=0.05)
     p_plan.set_defaults(func=cmd_plan)
     p_resume = sub.add_parser("resume", help="rerun only missing and failed cells of a sweep, from its ledger")
     p_resume.add_argument("sweep")
