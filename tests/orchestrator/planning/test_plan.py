@@ -25,26 +25,28 @@ def plan(*overrides):
 
 def test_demo_grid_shape():
     p = plan()
+    # 4 formats + the baseline's noise-floor rerun, 4 tasks; the rerun has no quantize stage of its own
     assert p.counts() == {
-        "cells": 12,
-        "samples": 4 * (57 + 20 + 50),
-        "stages": 12,
+        "cells": 20,
+        "samples": 5 * (57 + 20 + 50 + 50),
+        "stages": 14,
         "model_builds": 1,
         "quantize_jobs": 3,
-        "engine_loads": 4,
-        "comparisons": 3,
+        "engine_loads": 5,
+        "comparisons": 4,
         "perf_cells": 0,
         "server_starts": 0,
     }
     # One engine group per (model, format) serving every task.
+    assert sorted(s.format.name for s in p.evaluate_stages) == ["bf16", "bf16_rerun", "fp8", "int8", "w4a16"]
     for s in p.evaluate_stages:
-        assert [c.task.name for c in s.cells] == ["mmlu_local", "humaneval_local", "ppl_local"]
+        assert [c.task.name for c in s.cells] == ["mmlu_local", "humaneval_local", "ppl_local", "nexttoken_local"]
 
 
 def test_cli_overrides_axes_and_baseline_is_added():
     p = plan("sweep.formats=[w4a16]", "sweep.tasks=[ppl_local]", "sweep.seeds=[1,2]")
-    assert sorted({c.format.name for c in p.cells}) == ["bf16", "w4a16"]
-    assert len(p.cells) == 4 and len(p.evaluate_stages) == 4  # seed is fixed per engine: splits groups
+    assert sorted({c.format.name for c in p.cells}) == ["bf16", "bf16_rerun", "w4a16"]  # + the demo's noise floor
+    assert len(p.cells) == 6 and len(p.evaluate_stages) == 6  # seed is fixed per engine: splits groups
 
 
 def test_keys_are_stable_and_change_only_where_inputs_change():
@@ -52,10 +54,11 @@ def test_keys_are_stable_and_change_only_where_inputs_change():
     assert a == {(c.format.name, c.task.name): c.key for c in plan().cells}
     b = {(c.format.name, c.task.name): c.key for c in plan("sweep.task_settings.mmlu_local.num_fewshot=0").cells}
     changed = {k for k in a if a[k] != b[k]}
-    assert changed == {(f, "mmlu_local") for f in ("bf16", "fp8", "int8", "w4a16")}
+    assert changed == {(f, "mmlu_local") for f in ("bf16", "bf16_rerun", "fp8", "int8", "w4a16")}
     c = {(c.format.name, c.task.name): c.key for c in plan("sweep.calibration.num_samples=32").cells}
     changed = {k for k in a if a[k] != c[k]}
-    assert changed == {(f, t) for f in ("int8", "w4a16") for t in ("mmlu_local", "humaneval_local", "ppl_local")}
+    tasks = ("mmlu_local", "humaneval_local", "ppl_local", "nexttoken_local")
+    assert changed == {(f, t) for f in ("int8", "w4a16") for t in tasks}
 
 
 def test_model_override_feeds_recipe():
@@ -70,7 +73,7 @@ def test_similarity_stages_compare_each_format_with_the_baseline_after_both_grou
     evals = {(s.format.name, s.cells[0].seed): s for s in p.evaluate_stages}
     sims = [s for s in p.stages if s.kind is StageKind.SIMILARITY]
     assert sorted((s.format.name, s.cells[0].seed) for s in sims) == [
-        (f, seed) for f in ("fp8", "int8", "w4a16") for seed in (1, 2)
+        (f, seed) for f in ("bf16_rerun", "fp8", "int8", "w4a16") for seed in (1, 2)
     ]
     for s in sims:
         seed = s.cells[0].seed
@@ -82,7 +85,7 @@ def test_similarity_stages_compare_each_format_with_the_baseline_after_both_grou
             comp.baseline.task.name == comp.cell.task.name == "humaneval_local"
             and comp.baseline.seed == comp.cell.seed == seed
         )
-    assert len(p.comparisons) == 6 and len({c.key for c in p.comparisons}) == 6
+    assert len(p.comparisons) == 8 and len({c.key for c in p.comparisons}) == 8
     # A comparison's identity follows both cells' and the encoder's.
     a = {c.format.name: c.key for c in plan().comparisons}
     assert a == {c.format.name: c.key for c in plan().comparisons}
