@@ -119,31 +119,10 @@ def _run_tiny(tmp: Path) -> Path:
 def replay(run_dir: Path, baseline: str = "bf16") -> dict:
     """Every (model, quantized format, task) of a finished run with 0/1-scored documents, replayed
     adaptively in a seeded document order shared with the baseline."""
-    from orchestrator.config.loader import SearchPath, load_yaml
-    from orchestrator.report.analysis import align
-    from orchestrator.report.paper import load_samples
-    from orchestrator.store.results import samples_file
+    from orchestrator.report.power import paired_binary
 
-    records = [json.loads(ln) for ln in (run_dir / "results.jsonl").read_text().splitlines() if ln.strip()]
-    latest = {(r["model"], r["format"], r["task"]): r for r in records if r.get("kind", "task") == "task"}
     cells = []
-    for (model, fmt, task), rec in sorted(latest.items()):
-        base_rec = latest.get((model, baseline, task))
-        if fmt == baseline or base_rec is None:
-            continue
-        try:
-            spec = load_yaml("task", task, SearchPath())
-        except Exception:  # noqa: BLE001 - a task of another conf tree: not replayed
-            continue
-        metric = str(spec.get("metric"))
-        try:
-            b = load_samples(samples_file(run_dir, model, baseline, task, base_rec["cell_key"]), metric)
-            o = load_samples(samples_file(run_dir, model, fmt, task, rec["cell_key"]), metric)
-        except Exception:  # noqa: BLE001 - corpus metrics (perplexity) are not adaptive
-            continue
-        if b.units is not None or not np.isin(b.values, (0.0, 1.0)).all():
-            continue
-        b, o = align(b, o)
+    for model, fmt, task, b, o in paired_binary(run_dir, baseline):
         order = np.random.default_rng(0).permutation(len(b.values))  # the shared seeded order
         v = run_adaptive(o.values[order], b.values[order], Target("recovery", TARGET), ALPHA, min(BATCH, 10))
         full = o.values.mean() / b.values.mean() if b.values.mean() > 0 else float("nan")

@@ -34,9 +34,10 @@ def documents_needed(p_base: float, discordance: float, drop: float, alpha: floa
     return math.ceil((za * math.sqrt(d) + zb * math.sqrt(max(d - delta * delta, 0.0))) ** 2 / delta**2)
 
 
-def pilot_rates(run_dir: Path, baseline: str = "bf16") -> dict[str, dict]:
-    """{task: {p_base, discordance, documents, formats}} from a finished run's per-sample files
-    (0/1-scored tasks only; corpus metrics such as perplexity have no discordant pairs)."""
+def paired_binary(run_dir: Path, baseline: str = "bf16"):
+    """(model, format, task, baseline Samples, format Samples), aligned on doc_id, for every
+    0/1-scored (model, quantized format, task) of a finished run that has the baseline's cell too
+    (corpus metrics such as perplexity have no discordant pairs and are left out)."""
     from orchestrator.config.loader import SearchPath, load_yaml
     from orchestrator.report.analysis import align
     from orchestrator.report.paper import load_samples
@@ -44,7 +45,6 @@ def pilot_rates(run_dir: Path, baseline: str = "bf16") -> dict[str, dict]:
 
     records = [json.loads(ln) for ln in (run_dir / "results.jsonl").read_text().splitlines() if ln.strip()]
     latest = {(r["model"], r["format"], r["task"]): r for r in records if r.get("kind", "evaluate") == "evaluate"}
-    out: dict[str, dict] = {}
     for (model, fmt, task), rec in sorted(latest.items()):
         base_rec = latest.get((model, baseline, task))
         if fmt == baseline or base_rec is None:
@@ -58,8 +58,14 @@ def pilot_rates(run_dir: Path, baseline: str = "bf16") -> dict[str, dict]:
         if b.units is not None or not (np.isin(b.values, (0.0, 1.0)).all() and np.isin(o.values, (0.0, 1.0)).all()):
             continue
         b, o = align(b, o)
-        if not len(b.values):
-            continue
+        if len(b.values):
+            yield model, fmt, task, b, o
+
+
+def pilot_rates(run_dir: Path, baseline: str = "bf16") -> dict[str, dict]:
+    """{task: {p_base, discordance, documents, formats}} from a finished run's per-sample files."""
+    out: dict[str, dict] = {}
+    for _, fmt, task, b, o in paired_binary(run_dir, baseline):
         disc = float(np.mean(b.values != o.values))
         row = out.setdefault(
             task, {"p_base": float(b.values.mean()), "discordance": 0.0, "documents": 0, "formats": {}}
