@@ -126,6 +126,83 @@ def _check(where: str, k: str, v: Any) -> None:
                 )
 
 
+# Per-document metrics an adaptive verdict can be taken on: the task score is their mean and each
+# document's value lies in [0, 1] (lm-eval's `mean` aggregation of 0/1 outcomes), which the betting
+# confidence sequence needs (orchestrator/report/sequential.py). Corpus metrics (perplexities) and
+# judge win rates are pooled ratios, not means of bounded values: those tasks are scored whole.
+ADAPTIVE_METRICS = ("acc", "acc_norm", "exact_match", "pass@1", "pass_at_1")
+
+
+@dataclass(frozen=True)
+class Adaptive:
+    """`sweep.adaptive`: each quantized cell of an eligible task (ADAPTIVE_METRICS, higher is
+    better, scored by lm-eval) is scored `batch_documents` documents at a time, in a seeded order
+    shared by every format of the task, against the baseline's scores on the same documents; after
+    each batch an anytime-valid confidence sequence on the paired quantity is updated and the cell
+    stops once it says `above` or `below` the target, or at `max_documents` with `undecided`.
+    The baseline is scored on all its documents (every format is read against it)."""
+
+    enabled: bool = False
+    target: str = "recovery"  # recovery: mu_q >= value * mu_b; difference: mu_q - mu_b >= -value
+    value: float = 0.99
+    alpha: float = 0.05  # the CS's miss probability over the whole stream, peeking included
+    batch_documents: int = 16
+    max_documents: int = 0  # 0 = every document the baseline scored
+    seed: int = 0  # the document order (with the task's name and the cell's seed)
+    tasks: tuple[str, ...] = ()  # () = every eligible task of the sweep
+
+    KEYS = ("target", "value", "alpha", "batch_documents", "max_documents", "seed", "tasks")
+
+    @classmethod
+    def of(cls, node: Any) -> Adaptive:
+        if node is None or node is False:
+            return cls()
+        if node is True:
+            return cls(enabled=True)
+        if not isinstance(node, dict):
+            raise ConfigError(f"sweep.adaptive must be true, false or a mapping of {', '.join(cls.KEYS)}, got {node!r}")
+        data = {k: v for k, v in node.items() if v is not None}
+        for k in data:
+            if k not in cls.KEYS:
+                raise ConfigError(f"sweep.adaptive.{k}: unknown setting (known: {', '.join(cls.KEYS)})")
+        if data.get("target", "recovery") not in ("recovery", "difference"):
+            raise ConfigError(f"sweep.adaptive.target must be recovery or difference, got {data['target']!r}")
+        for k, lo, hi in (("value", 0.0, 1.0), ("alpha", 0.0, 1.0)):
+            v = data.get(k)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not lo < v < hi):
+                raise ConfigError(f"sweep.adaptive.{k} must be a number in ({lo:g}, {hi:g}), got {v!r}")
+        for k, least in (("batch_documents", 1), ("max_documents", 0), ("seed", 0)):
+            v = data.get(k)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < least):
+                raise ConfigError(f"sweep.adaptive.{k} must be an integer >= {least}, got {v!r}")
+        tasks = data.get("tasks", ())
+        if not isinstance(tasks, (list, tuple)) or not all(isinstance(t, str) for t in tasks):
+            raise ConfigError(f"sweep.adaptive.tasks must be a list of task names, got {tasks!r}")
+        data["tasks"] = tuple(tasks)
+        return cls(enabled=True, **data)
+
+    @staticmethod
+    def eligible(metric: str, higher_is_better: bool, scorer_kind: str) -> str:
+        """'' when a task's primary metric can be decided adaptively, else why not."""
+        name = metric.partition(",")[0]
+        if scorer_kind != "lm_eval":
+            return f"it is scored by {scorer_kind}, not lm-eval"
+        if not higher_is_better or name not in ADAPTIVE_METRICS:
+            return f"its metric {metric} is not a per-document score in [0, 1] ({', '.join(ADAPTIVE_METRICS)})"
+        return ""
+
+    def task_settings(self) -> dict[str, Any]:
+        """What a cell's adaptive scoring depends on (in its task's key)."""
+        return {
+            "target": self.target,
+            "value": self.value,
+            "alpha": self.alpha,
+            "batch_documents": self.batch_documents,
+            "max_documents": self.max_documents,
+            "seed": self.seed,
+        }
+
+
 # The similarity encoder when `sweep.similarity.encoder` is not set (bundled: quantgrid/runtime.py encoder_path).
 DEFAULT_ENCODER = "all-minilm-l6-v2"
 

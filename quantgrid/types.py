@@ -126,6 +126,10 @@ class TaskSpec:
     # Who scores the task: None = lm-eval (simple_evaluate on the engine's LM object); otherwise an
     # external scorer, {kind: arena_hard, ...} (workers/scoring/judge.py), which still uses that engine.
     scorer: dict[str, Any] | None = None
+    # Adaptive paired scoring of a quantized cell (quantgrid/settings.py Adaptive.task_settings):
+    # scored in batches until its verdict is decided, so its result covers fewer documents than
+    # the same task scored whole: part of the key. None = scored whole.
+    adaptive: dict[str, Any] | None = None
 
     @property
     def scorer_kind(self) -> str:
@@ -139,6 +143,7 @@ class TaskSpec:
             ("registry", "local"),
             ("engine", None),
             ("scorer", None),
+            ("adaptive", None),
         ):  # keys of older tasks stay the same
             if d[k] == default:
                 d.pop(k)

@@ -236,7 +236,9 @@ class StageWorker:
             return dense
         return checkpoint
 
-    def evaluate(self, cell: Cell) -> TaskResult:
+    def evaluate(self, cell: Cell, documents: list[int] | None = None) -> TaskResult:
+        """Score one cell on the open engine: all its documents, or only `documents` (doc ids as
+        the scorer returns them: one batch of an adaptive cell, orchestrator/execution/adaptive.py)."""
         from workers.stages.engine import raise_classified
         from quantgrid.scorers import scorer_for
 
@@ -245,7 +247,10 @@ class StageWorker:
             raise RuntimeError("evaluate() before open_engine()")
         before = self.engine.token_counters()
         try:
-            out = scorer_for(cell.task.scorer_kind)(self.engine.lm, cell.task)
+            scorer = scorer_for(cell.task.scorer_kind)
+            out = (
+                scorer(self.engine.lm, cell.task) if documents is None else scorer(self.engine.lm, cell.task, documents)
+            )
         except Exception as exc:  # an engine that died mid-task fails its group, not this cell alone
             raise_classified(exc)
             raise

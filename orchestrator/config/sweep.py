@@ -23,7 +23,7 @@ from quantgrid.host import Host, HostError
 from quantgrid.host import probe as probe_host
 from quantgrid.runtime import CONF_DIR, encoder_path, installed_versions
 from quantgrid.scorers import SCORER_OUTPUT
-from quantgrid.settings import DEFAULT_ENCODER, NoiseFloor, Perf, Resources, Similarity
+from quantgrid.settings import DEFAULT_ENCODER, Adaptive, NoiseFloor, Perf, Resources, Similarity
 from quantgrid.types import EngineSettings, FormatSpec, ModelSpec, TaskSpec
 
 
@@ -81,6 +81,7 @@ class Sweep:
     hub_offline: bool = True
     # The baseline rerun with another batch composition, a format of its own (quantgrid/settings.py).
     noise_floor: NoiseFloor = field(default_factory=NoiseFloor)
+    adaptive: Adaptive = field(default_factory=Adaptive)
 
     def engine_for(self, model: ModelSpec) -> EngineSettings:
         """conf/engine < the model's own engine defaults < the sweep's engine < the command line."""
@@ -125,6 +126,7 @@ SWEEP_KEYS = (
     "budget",
     "perf",
     "noise_floor",
+    "adaptive",
 )
 
 
@@ -241,6 +243,7 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
         )
         by_name = {t.name: t for t in tasks}
     similarity = _similarity(s.get("similarity"), by_name)
+    adaptive = _adaptive(s.get("adaptive"), by_name)
     from orchestrator.config.perf import load_perf
 
     perf = load_perf(s.get("perf"), models, conf_dir)
@@ -259,6 +262,7 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
         formats=formats,
         format_names=format_names,
         noise_floor=noise_floor,
+        adaptive=adaptive,
         tasks=tasks,
         seeds=seeds,
         baseline=baseline,
@@ -355,6 +359,19 @@ def resolve_execution(
     except (HostError, capability.CapabilityError) as e:
         raise ConfigError(str(e)) from None
     return host, out
+
+
+def _adaptive(node: Any, tasks: dict[str, TaskSpec]) -> Adaptive:
+    """sweep.adaptive: the tasks it names must be in the sweep and decidable per document."""
+    adaptive = Adaptive.of(node)
+    for name in adaptive.tasks:
+        if name not in tasks:
+            raise ConfigError(f"sweep.adaptive.tasks: '{name}' is not a task of this sweep")
+        t = tasks[name]
+        why = Adaptive.eligible(t.metric, t.higher_is_better, t.scorer_kind)
+        if why:
+            raise ConfigError(f"sweep.adaptive.tasks: {name} cannot be scored adaptively: {why}")
+    return adaptive
 
 
 def _similarity(node: Any, tasks: dict[str, TaskSpec]) -> Similarity:

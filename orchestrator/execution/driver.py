@@ -17,6 +17,7 @@ from typing import Any
 
 from orchestrator.config import calibration_file, check_group_size, one_line
 from orchestrator.planning.cost import CostModel
+from orchestrator.execution.adaptive import AdaptiveCell, document_order
 from orchestrator.execution.faults import driver_fault
 from orchestrator.execution.hooks import ActorSettings
 from orchestrator.store.ledger import Ledger
@@ -104,6 +105,11 @@ class Driver:  # implements execution/hooks.py Hooks
             perf_server=plan.sweep.perf.server,
         )
         self._cancel_checked = 0.0
+        # Adaptive cells (orchestrator/execution/adaptive.py): their state, built at their first batch.
+        self.adaptive: dict[str, AdaptiveCell | None] = {}
+        self.baseline_cells = {
+            (c.model.name, c.task.name, c.seed): c for c in plan.cells if c.format.name == plan.sweep.baseline
+        }
 
     def emit(self, event: str, **info: Any) -> None:
         if self.progress:
@@ -269,13 +275,97 @@ class Driver:  # implements execution/hooks.py Hooks
         self.summary.engine_loads[group] = self.summary.engine_loads.get(group, 0) + 1
         self.emit("engine", stage=job.name, **info)
 
+    # -- adaptive cells: scored batch by batch (orchestrator/execution/adaptive.py) -----------------
+    def _adaptive(self, cell: Cell) -> AdaptiveCell | None:
+        """The cell's adaptive state (its committed batches read back from the ledger), or None
+        when it is scored whole: not adaptive, or the baseline has no scores to pair with."""
+        if not cell.task.adaptive:
+            return None
+        if cell.key not in self.adaptive:
+            self.adaptive[cell.key] = self._open_adaptive(cell)
+        return self.adaptive[cell.key]
+
+    def _open_adaptive(self, cell: Cell) -> AdaptiveCell | None:
+        from orchestrator.report.paper import load_samples
+
+        base = self.baseline_cells.get((cell.model.name, cell.task.name, cell.seed))
+        why = ""
+        if base is None or base.key not in self.done:
+            why = f"the baseline's {cell.task.name} has no result"
+        else:
+            path = samples_file(self.run_dir, base.model.name, base.format.name, base.task.name, base.key)
+            try:
+                s = load_samples(path, cell.task.metric)
+                y = dict(zip(s.doc_ids.astype(int).tolist(), s.values.astype(float).tolist()))
+            except Exception as exc:  # noqa: BLE001 - a missing or damaged file: score the cell whole
+                why = f"cannot read the baseline's samples ({path}): {type(exc).__name__}: {one_line(exc)}"
+        if not why and not y:
+            why = f"the baseline's {cell.task.name} scored no document under {cell.task.metric}"
+        if why:
+            self.emit("adaptive", stage=f"{cell.model.name}/{cell.format.name}", task=cell.task.name, skipped=why)
+            return None
+        a = cell.task.adaptive
+        order = document_order(list(y), int(a["seed"]), cell.task.name, cell.seed)
+        order = order[: int(a["max_documents"])] if int(a["max_documents"]) else order
+        state = AdaptiveCell(cell, order, {d: y[d] for d in order})
+        if self.ledger:
+            state.batches = self.ledger.batches(self.sweep_name, cell.key)
+        if state.batches and state.batches[-1]["verdict"]["final"]:
+            # Decided, but the driver stopped before the merged result was committed: that last
+            # batch is scored again (its ledger row is replaced), and the result committed then.
+            state.undo()
+        return state
+
+    def next_documents(self, cell: Cell) -> list[int] | None:
+        """The documents of the cell's next scoring call: its next batch, or None (all of them)."""
+        state = self._adaptive(cell)
+        return state.next_documents() if state is not None and not state.finished else None
+
+    def continues(self, cell: Cell) -> bool:
+        """True while an adaptive cell's verdict is open: the scheduler sends it again."""
+        state = self.adaptive.get(cell.key)
+        return state is not None and not state.finished
+
+    def _commit_batch(self, att, state: AdaptiveCell, result: TaskResult) -> bool:
+        documents = state.next_documents()
+        row = state.add(result, documents)
+        if self.ledger:
+            reason = self.ledger.commit_batch(
+                self.sweep_name, att.token, state.cell.key, row["batch"], documents, row["samples"], row["verdict"]
+            )
+            if reason:
+                state.undo()
+                return False
+        v = row["verdict"]
+        state.finished = bool(v["final"])
+        self.emit(
+            "batch",
+            stage=att.job.name,
+            task=state.cell.task.name,
+            verdict=v["verdict"],
+            documents=v["documents"],
+            max_documents=v["max_documents"],
+            seconds=result.seconds,
+        )
+        return True
+
     def commit(self, att, result: TaskResult) -> bool:
         """Record a task result exactly once, only from the attempt holding the lease. Its files
         first (atomically), then the ledger row that points at them (path, size, SHA-256): a crash
-        in between costs a rescore, never a done cell without samples."""
+        in between costs a rescore, never a done cell without samples. An adaptive cell's batch is
+        recorded as a batch; its last one also commits the merged result."""
         cell = att.current
         if getattr(att, "fallback", None):  # the engine this result came from was built after an OOM
             result.provenance["oom_fallback"] = dict(att.fallback)
+        state = self.adaptive.get(cell.key)
+        if state is not None and not state.finished:
+            if not self._commit_batch(att, state, result):
+                return self._rejected(att)
+            if not state.finished:
+                return True
+            result = state.merged(result)
+        elif cell.task.adaptive and state is None:  # scored whole: say why in its record
+            result.provenance["adaptive"] = {"skipped": "the baseline had no per-document scores to pair with"}
         # A fenced-off attempt writes nothing (its files would replace the live attempt's); the
         # second check, at commit, is not reached while the driver is the ledger's only writer.
         # The lease itself was renewed when this reply arrived (Scheduler._on_work).
@@ -286,6 +376,8 @@ class Driver:  # implements execution/hooks.py Hooks
         if self.ledger and not self.ledger.commit_result(self.sweep_name, att.token, result):
             return self._rejected(att)
         self.done.add(cell.key)
+        if state is not None and self.ledger:  # the merged result holds them now
+            self.ledger.drop_batch_samples(self.sweep_name, cell.key)
         self.sink.task_result(cell, result)
         self.summary.done += 1
         self.emit(

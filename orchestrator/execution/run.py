@@ -67,7 +67,7 @@ def make_report(
         if results
         else []
     )
-    from orchestrator.report import fidelity
+    from orchestrator.report import fidelity, verdicts
 
     dist_tasks = [t.name for t in sweep.tasks if t.scorer_kind == "token_dist"]
     fidelity_rows = fidelity.table(results, run_dir, sweep.baseline, dist_tasks, resamples) if dist_tasks else []
@@ -86,6 +86,7 @@ def make_report(
         sorted(omitted.values()),
         fidelity_rows,
         sweep.noise_floor.format_name(sweep.baseline),
+        verdicts.rows(results),
     )
     if attach:
         attach_to_mlflow(sweep, run_dir, paths, log)

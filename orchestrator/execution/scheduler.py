@@ -304,7 +304,8 @@ class Scheduler:
         elif att.phase == "open":
             self.drv.engine_opened(att.job, value)
         elif att.phase == "eval":
-            self.drv.commit(att, value)
+            if self.drv.commit(att, value) and self.drv.continues(att.current):
+                att.cells.insert(0, att.current)  # an adaptive cell's next batch, on the same engine
         self._next_call(att)
 
     def _on_error(self, att: Attempt, exc: BaseException) -> None:

@@ -4,7 +4,9 @@ A stage's attempt is: `begin` (lease, then one call that builds or quantizes the
 opens the engine/encoder/server), then for scoring kinds one `score` call per cell, then `close`
 where the kind holds something that must stop with the job (a `vllm serve` process), not when the
 actor goes. Each call returns (phase, ObjectRef): the phase is the continuation the scheduler runs
-on its result ("work": an artifact; "open": an engine; "eval": a cell's result; "close").
+on its result ("work": an artifact; "open": an engine; "eval": a cell's result; "close"). A
+scoring call whose cell `continues` (an adaptive cell's batch, its verdict still open) is followed
+by another `score` call for the same cell on the same engine.
 A new stage kind is a row here and a method on the worker.
 """
 
@@ -55,7 +57,8 @@ def _open_engine(actor, job, hooks, model, engine):
 
 def _evaluate(actor, job, hooks, cell):
     hooks.cell_started(cell)
-    return actor.evaluate.remote(cell)
+    docs = hooks.next_documents(cell)  # an adaptive cell's next batch; None = all its documents
+    return actor.evaluate.remote(cell) if docs is None else actor.evaluate.remote(cell, docs)
 
 
 def _open_encoder(actor, job, hooks, model, engine):

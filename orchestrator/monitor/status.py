@@ -111,6 +111,21 @@ def status_view(ledger: Ledger, sweep: str) -> tuple[Group, int]:
             fallbacks.setdefault((r["model"], r["format"], what), []).append(r["task"])
     for (model, fmt, what), tasks in sorted(fallbacks.items()):
         parts.append(f"[yellow]scored after OOM fallback {what}: {model}/{fmt} {', '.join(sorted(tasks))}[/yellow]")
+    verdicts = ledger.adaptive(sweep)  # adaptive cells: the verdict so far, per batch (sweep.adaptive)
+    if verdicts:
+        a = Table("model", "format", "task", "verdict", "CS on E[Z]", "documents", "saved", title="adaptive verdicts")
+        for v in verdicts:
+            a.add_row(
+                v["model"],
+                v["format"],
+                v["task"],
+                v["verdict"] + ("" if v.get("final") else " (so far)"),
+                f"[{v['low']:+.3f}, {v['high']:+.3f}]",
+                f"{v['documents']} / {v['max_documents']}",
+                str(v["saved"]) if v.get("final") else "—",
+            )
+        used, full = sum(v["documents"] for v in verdicts), sum(v["max_documents"] for v in verdicts)
+        parts += [a, f"  adaptive: {used} of {full} documents scored"]
     for w in ledger.withdrawn(sweep):
         parts.append(f"[yellow]withdrawn result {w['cell_key'][:12]}: {w['reason']} (rescored on resume)[/yellow]")
     return Group(*parts), counts["failed"]

@@ -122,6 +122,7 @@ def expand(sweep: Sweep) -> Plan:
     cells: list[Cell] = []
     stages: list[Stage] = []
     rerun = sweep.noise_floor.format_name(sweep.baseline)
+    adaptive = adaptive_tasks(sweep)
     for model in sweep.models:
         build = Stage(StageKind.BUILD_MODEL, model)
         stages.append(build)
@@ -151,6 +152,8 @@ def expand(sweep: Sweep) -> Plan:
                 # One engine group per distinct engine setting the tasks need (usually one).
                 groups: dict[str, list[Cell]] = {}
                 for task in sweep.tasks:
+                    if fname not in (sweep.baseline, rerun) and task.name in adaptive:
+                        task = replace(task, adaptive=sweep.adaptive.task_settings())
                     engine = replace(sweep.engine_for(model), seed=seed, **(task.engine or {}), **resolved)
                     if fname == rerun:  # the same documents in other batches: the engine's own noise
                         engine = replace(engine, batch_size=sweep.noise_floor.rerun_batch(engine.batch_size))
@@ -160,6 +163,7 @@ def expand(sweep: Sweep) -> Plan:
                 for group in groups.values():
                     cells += group
                     stages.append(Stage(StageKind.EVALUATE, served, fmt, cells=group, depends_on=[quant.key]))
+    _after_baseline(sweep, stages)
     comparisons = _similarity_stages(sweep, stages)
     stages += comparisons
     return Plan(
@@ -169,6 +173,30 @@ def expand(sweep: Sweep) -> Plan:
         comparisons=[c for s in comparisons for c in s.cells],
         perf_cells=[c for s in stages if s.kind is StageKind.PERF for c in s.cells],
     )
+
+
+def adaptive_tasks(sweep: Sweep) -> set[str]:
+    """The tasks whose quantized cells are scored adaptively (sweep.adaptive)."""
+    a = sweep.adaptive
+    if not a.enabled:
+        return set()
+    names = set(a.tasks) or {t.name for t in sweep.tasks}
+    return {
+        t.name for t in sweep.tasks if t.name in names and not a.eligible(t.metric, t.higher_is_better, t.scorer_kind)
+    }
+
+
+def _after_baseline(sweep: Sweep, stages: list[Stage]) -> None:
+    """An engine group holding adaptive cells reads the baseline's per-document scores after each
+    batch: it runs after the baseline's engine groups of the same model and seed (the quantize
+    stage stays its first dependency, which the policy reads)."""
+    base: dict[tuple[str, int], list[str]] = {}
+    for s in stages:
+        if s.kind is StageKind.EVALUATE and s.format.name == sweep.baseline:
+            base.setdefault((s.model.name, s.cells[0].seed), []).append(s.key)
+    for s in stages:
+        if s.kind is StageKind.EVALUATE and any(c.task.adaptive for c in s.cells):
+            s.depends_on += base.get((s.model.name, s.cells[0].seed), [])
 
 
 def _similarity_stages(sweep: Sweep, stages: list[Stage]) -> list[Stage]:

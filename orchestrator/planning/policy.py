@@ -181,6 +181,12 @@ class PlacementPolicy:
         by_stage: dict[str, list[str]] = {}
         for j in jobs.values():
             by_stage.setdefault(j.stage.key, []).append(j.id)
+        # An adaptive group after the baseline's groups (plan.py _after_baseline): every replica.
+        for j in list(jobs.values()):
+            if j.kind is StageKind.EVALUATE and len(j.stage.depends_on) > 1:
+                j.deps = [d for d in j.deps if d == j.stage.depends_on[0]] + [
+                    r for d in j.stage.depends_on[1:] for r in by_stage.get(d, [])
+                ]
         for s in stages:
             cells = todo(s) if s.kind is StageKind.SIMILARITY else None
             if cells:

@@ -355,10 +355,11 @@ def write(
     omitted: list[str] | None = None,
     fidelity_rows: list[dict] | None = None,
     noise_floor: str = "",
+    verdict_rows: list[dict] | None = None,
 ) -> list[Path]:
     """`perf`: {table, recommendations, limits, note} from orchestrator/report/recommend.py, or None;
     `omitted`: results left out (their samples file is missing or damaged), one line each."""
-    from orchestrator.report import fidelity, recommend
+    from orchestrator.report import fidelity, recommend, verdicts
     from orchestrator.report.plots import perf_frontier, recovery_heatmap, similarity_distributions, task_differences
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -370,6 +371,7 @@ def write(
         for part in (
             to_markdown(rows, baseline, formats, notes),
             fidelity.to_markdown(fidelity_rows or [], baseline, noise_floor),
+            verdicts.to_markdown(verdict_rows or [], baseline),
             similarity_markdown(sim_rows, baseline),
             recommend.to_markdown(perf["table"], perf["recommendations"], perf["limits"], perf["note"]),
             "## Left out\n\nThese results have no trustworthy samples file; `quantgrid resume` "
@@ -397,6 +399,7 @@ def write(
                 "rows": rows,
                 "similarity": sim_rows,
                 "fidelity": fidelity_rows or [],
+                "adaptive": verdict_rows or [],
                 "perf": perf["table"],
                 "recommendations": perf["recommendations"],
                 "omitted": omitted or [],

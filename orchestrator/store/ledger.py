@@ -44,6 +44,9 @@ CREATE TABLE IF NOT EXISTS withdrawn (
 CREATE TABLE IF NOT EXISTS artifacts (
   sweep TEXT, stage TEXT, path TEXT, content_hash TEXT, at REAL, PRIMARY KEY (sweep, stage));
 CREATE INDEX IF NOT EXISTS cells_state ON cells (sweep, state);
+CREATE TABLE IF NOT EXISTS batches (
+  sweep TEXT, cell_key TEXT, batch INTEGER, token INTEGER, committed REAL, documents TEXT, samples TEXT,
+  verdict TEXT, PRIMARY KEY (sweep, cell_key, batch));
 CREATE TABLE IF NOT EXISTS exports (
   sweep TEXT, target TEXT, cell_key TEXT, at REAL, PRIMARY KEY (sweep, target, cell_key));
 """
@@ -76,6 +79,7 @@ class Ledger:
             ("cells", "seconds", "REAL"),
             ("cells", "execution", "TEXT"),
             ("sweeps", "host", "TEXT"),
+            ("cells", "adaptive", "TEXT"),
         ):
             if col not in {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}:
                 self.db.execute(f"ALTER TABLE {table} ADD COLUMN {col} {typ}")
@@ -380,6 +384,65 @@ class Ledger:
             )
             return True
 
+    # -- adaptive cells: one row per scored batch (orchestrator/execution/adaptive.py) --------------
+    def commit_batch(
+        self,
+        sweep: str,
+        token: int,
+        cell_key: str,
+        batch: int,
+        documents: list[int],
+        samples: list[dict[str, Any]],
+        verdict: dict[str, Any],
+    ) -> str | None:
+        """Record one batch of an adaptive cell, fenced like a result (None = recorded, else why
+        not, counted as a rejection). The batch's per-sample records ride in the same transaction,
+        so a resumed cell continues from its last batch with nothing to re-read but this table;
+        the cell's `adaptive` column holds the verdict so far (status reads it)."""
+        now = time.time()
+        with self._tx() as db:
+            reason = self._reject_reason(db, sweep, token, cell_key, now)
+            if reason:
+                db.execute("INSERT INTO rejected VALUES (?,?,?,?,?)", (sweep, cell_key, token, reason, now))
+                return reason
+            db.execute(
+                # REPLACE: a batch scored again by the live attempt (its first scoring's attempt was
+                # lost, or the driver stopped before the decided cell's result) supersedes the row
+                "INSERT OR REPLACE INTO batches VALUES (?,?,?,?,?,?,?,?)",
+                (sweep, cell_key, batch, token, now, json.dumps(documents), json.dumps(samples), json.dumps(verdict)),
+            )
+            db.execute(
+                "UPDATE cells SET adaptive=?, updated=? WHERE sweep=? AND cell_key=?",
+                (json.dumps(verdict), now, sweep, cell_key),
+            )
+            return None
+
+    def batches(self, sweep: str, cell_key: str) -> list[dict[str, Any]]:
+        """A cell's committed batches in order: {batch, documents, samples, verdict}."""
+        rows = self.db.execute(
+            "SELECT batch, documents, samples, verdict FROM batches WHERE sweep=? AND cell_key=? ORDER BY batch",
+            (sweep, cell_key),
+        )
+        return [
+            {"batch": b, "documents": json.loads(d), "samples": json.loads(s) if s else [], "verdict": json.loads(v)}
+            for b, d, s, v in rows
+        ]
+
+    def drop_batch_samples(self, sweep: str, cell_key: str) -> None:
+        """After the merged result is committed (its samples file holds every record): keep each
+        batch's documents and verdict, not its records (the ledger stays at the grid's scale)."""
+        with self._tx() as db:
+            db.execute("UPDATE batches SET samples=NULL WHERE sweep=? AND cell_key=?", (sweep, cell_key))
+
+    def adaptive(self, sweep: str) -> list[dict[str, Any]]:
+        """Every adaptive cell's verdict so far (or final): model, format, task, state + the verdict."""
+        rows = self.db.execute(
+            "SELECT model, format, task, state, adaptive FROM cells WHERE sweep=? AND adaptive IS NOT NULL "
+            "ORDER BY model, format, task",
+            (sweep,),
+        )
+        return [{"model": m, "format": f, "task": t, "state": st, **json.loads(a)} for m, f, t, st, a in rows]
+
     def done_records(self, sweep: str) -> list[dict[str, Any]]:
         """Every done cell's committed record (resume checks their samples files)."""
         return [
@@ -405,6 +468,9 @@ class Ledger:
                     (sweep, key, row[0] if row else None, why, now, row[1] if row else None),
                 )
                 db.execute("DELETE FROM results WHERE sweep=? AND cell_key=?", (sweep, key))
+                # an adaptive cell is rescored from its first batch (its batches' records were dropped)
+                db.execute("DELETE FROM batches WHERE sweep=? AND cell_key=?", (sweep, key))
+                db.execute("UPDATE cells SET adaptive=NULL WHERE sweep=? AND cell_key=?", (sweep, key))
                 db.execute("DELETE FROM exports WHERE sweep=? AND cell_key=?", (sweep, key))
                 db.execute(
                     "UPDATE cells SET state='pending', failure_class='samples_lost', failure=?, updated=? "

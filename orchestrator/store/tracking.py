@@ -139,17 +139,23 @@ def attach_report(
 
 
 def report_metrics(report_json: Path) -> dict[str, float]:
-    """The report's per-(model, format, task) fidelity figures as metric keys:
-    fidelity/MODEL/FORMAT/TASK/{kl,top1,outside_mass}."""
+    """The report's per-(model, format, task) fidelity figures and adaptive verdicts as metric keys:
+    fidelity/MODEL/FORMAT/TASK/{kl,top1,outside_mass}, adaptive/MODEL/FORMAT/TASK/{verdict,documents,saved}
+    (verdict: above 1, undecided 0, below -1)."""
     import json
 
     try:
-        rows = json.loads(report_json.read_text()).get("fidelity") or []
+        report = json.loads(report_json.read_text())
     except (OSError, ValueError):
         return {}
-    return {
+    out = {
         f"fidelity/{r['model']}/{r['format']}/{r['task']}/{k}": r[k]
-        for r in rows
+        for r in report.get("fidelity") or []
         for k in ("kl", "top1", "outside_mass")
         if r.get(k) is not None
     }
+    code = {"above": 1.0, "undecided": 0.0, "below": -1.0}
+    for r in report.get("adaptive") or []:
+        key = f"adaptive/{r['model']}/{r['format']}/{r['task']}".replace("@", "_at_")
+        out |= {f"{key}/verdict": code[r["verdict"]], f"{key}/documents": r["documents"], f"{key}/saved": r["saved"]}
+    return out

@@ -90,7 +90,7 @@ class SleepWorker:
             "settings": {"batch_size": settings.batch_size},
         }
 
-    def evaluate(self, cell: Cell) -> TaskResult:
+    def evaluate(self, cell: Cell, documents: list[int] | None = None) -> TaskResult:
         inject("evaluate", f"{cell.model.name}/{cell.format.name}/{cell.task.name}")
         seconds = self.seconds_per_cell.get(cell.key, 0.0) * self.time_scale
         time.sleep(seconds)

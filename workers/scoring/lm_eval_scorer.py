@@ -140,14 +140,23 @@ def evaluate_task(lm, task: TaskSpec, limit_docs: list[int] | None = None) -> di
     # objects are handed to simple_evaluate, which accepts prepared Task objects.
     leaves = leaf_tasks(get_task_dict([task.name], tm))
     group = set(leaves) != {task.name}
+    index = {n: i for i, n in enumerate(sorted(leaves))}  # a group's subtask -> its doc id stride
     samples = None
+    tasks: list[Any] = [task.name] if group else [leaves[task.name]]
     if limit_docs is not None:
-        samples = {n: limit_docs for n in leaves}
+        # Doc ids as this function returns them (a group's: subtask index x GROUP_DOC_STRIDE + own
+        # id), e.g. one batch of an adaptive cell: each subtask gets its own, and only the
+        # subtasks with documents in the batch are scored (lm-eval scores all of a subtask left out).
+        samples = {
+            n: sorted(d % GROUP_DOC_STRIDE for d in limit_docs if d // GROUP_DOC_STRIDE == index[n]) for n in leaves
+        }
+        samples = {n: ids for n, ids in samples.items() if ids}
+        tasks = [leaves[n] for n in sorted(samples)] if group else tasks
     elif task.subset:
         samples = {n: select_subset(list(t.eval_docs), task.subset) for n, t in leaves.items()}
     out = simple_evaluate(
         model=lm,
-        tasks=[task.name] if group else [leaves[task.name]],
+        tasks=tasks,
         num_fewshot=task.num_fewshot,
         apply_chat_template=task.apply_chat_template,
         fewshot_as_multiturn=task.fewshot_as_multiturn,
@@ -163,13 +172,13 @@ def evaluate_task(lm, task: TaskSpec, limit_docs: list[int] | None = None) -> di
         fewshot_random_seed=1234,
     )
     records: list[SampleRecord] = []
-    for i, name in enumerate(sorted(out["samples"])):
+    for name in sorted(out["samples"]):
         cfg = out["configs"][name]
         metric_names = [m["metric"] for m in cfg.get("metric_list", []) if isinstance(m.get("metric"), str)]
         for s in out["samples"][name]:
             r = _record(s, cfg.get("output_type", ""), metric_names)
             if group:
-                r.doc_id += i * GROUP_DOC_STRIDE
+                r.doc_id += index.get(name, 0) * GROUP_DOC_STRIDE
                 r.extra["subtask"] = name
             records.append(r)
     metrics = {

@@ -51,6 +51,9 @@ class _Hooks:
     def baseline_artifact(self, job):
         self.baseline.append(job)
 
+    def next_documents(self, cell):
+        return None
+
 
 def _job(kind, baseline=False):
     cell = SimpleNamespace(engine="engine", encoder="encoder")
