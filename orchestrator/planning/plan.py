@@ -253,4 +253,16 @@ def execution_lines(sweep) -> list[str]:
             seen.setdefault(
                 f, f"  {f}: {ex.mode}, engine dtype {ex.dtype}, calibration dtype {ex.calibration_dtype}: {ex.runs}"
             )
-    return lines + list(seen.values())
+    lines += list(seen.values())
+    a = sweep.adaptive
+    if a.enabled:
+        decided = sorted(adaptive_tasks(sweep))
+        what = (
+            f"recovery >= {a.value:g} x {sweep.baseline}" if a.target == "recovery" else f"difference >= -{a.value:g}"
+        )
+        lines.append(
+            f"adaptive: {what} (alpha {a.alpha:g}), {a.batch_documents} documents a batch"
+            + (f", at most {a.max_documents}" if a.max_documents else "")
+            + f", on {', '.join(decided) or 'no task of this sweep'}; {sweep.baseline} scored whole"
+        )
+    return lines
