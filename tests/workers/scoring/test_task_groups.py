@@ -42,3 +42,20 @@ def test_group_scored_with_every_subtask_and_unique_doc_ids(group_tasks, name):
     assert a == b  # same subset in each subtask, offset by the stride (sorted subtask order)
     mean = sum(r.metrics["acc"] for r in recs) / len(recs)
     assert out["metrics"]["acc,none"] == pytest.approx(mean)  # lm-eval's aggregate, or ours when it has none
+
+
+def test_a_batch_of_group_doc_ids_scores_only_those_documents(group_tasks):
+    """An adaptive cell's batch (orchestrator/execution/adaptive.py) names documents by the ids this
+    function returns: each goes to its own subtask, a subtask with none in the batch is not scored
+    (lm-eval would score all of it), and the ids come back unchanged."""
+    from lm_eval.models.dummy import DummyLM
+
+    spec = TaskSpec(name="qg_group", metric="acc,none", subset={"size": 5, "seed": 0})
+    full = sorted(r.doc_id for r in score.evaluate_task(DummyLM(), spec)["samples"])
+    b_only = [d for d in full if d >= score.GROUP_DOC_STRIDE][:2]
+    for batch in (full[:1] + b_only, b_only):
+        out = score.evaluate_task(DummyLM(), spec, batch)
+        assert sorted(r.doc_id for r in out["samples"]) == sorted(batch)
+        assert {r.extra["subtask"] for r in out["samples"]} == (
+            {"mmlu_local", "qg_mmlu_b"} if full[0] in batch else {"qg_mmlu_b"}
+        )
