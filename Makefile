@@ -9,8 +9,11 @@ export QUANTGRID_CACHE ?= $(HOME)/.cache/quantgrid
 setup:
 	@bash scripts/setup.sh
 
+# The embedded sweep, then the same model and formats with adaptive paired verdicts (demo_adaptive:
+# reuses the demo's checkpoints; MMLU cells stop as soon as their verdict is decided).
 demo: setup
 	$(VENV)/bin/quantgrid run sweep=demo
+	$(VENV)/bin/quantgrid run sweep=demo_adaptive
 
 test: setup gpu-lock-check lint
 	@bash scripts/test-deps.sh

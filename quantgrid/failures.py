@@ -40,6 +40,7 @@ class FailureClass(str, Enum):
     OOM = "oom", Recovery.FALLBACK  # out of memory, KV cache too small for max_model_len
     ERROR = "error", Recovery.FAIL  # anything else a task raised
     BAD_INPUT = "bad_input", Recovery.FAIL  # a bad checkpoint or config met at run time
+    QUANTIZATION_BROKEN = "quantization_broken", Recovery.FAIL  # the post-quantize probe: past sweep.sanity
     SERVER_UNHEALTHY = "server_unhealthy", Recovery.FAIL  # perf: vllm serve never became healthy
     PORT_IN_USE = "port_in_use", Recovery.FAIL  # perf: the server's port was taken
     LOAD_GENERATOR_FAILED = "load_generator_failed", Recovery.FAIL  # perf: GuideLLM failed

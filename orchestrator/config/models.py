@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from orchestrator.config.loader import ConfigError, build, load_yaml
+from quantgrid.capability import KV_CACHE_DTYPES
 from quantgrid.checkpoint import checkpoint_revision, model_dims, verify_checkpoint
 from quantgrid.runtime import CONF_DIR
 from quantgrid.types import EngineSettings, FormatSpec, ModelSpec
@@ -28,6 +29,10 @@ def check_engine(e: EngineSettings) -> None:
         raise ConfigError(f"conf/engine: max_gen_toks must be >= 1, got {e.max_gen_toks}")
     if e.kv_cache_gb < 0:
         raise ConfigError(f"conf/engine: kv_cache_gb must be >= 0, got {e.kv_cache_gb}")
+    if e.kv_cache_dtype not in KV_CACHE_DTYPES:
+        raise ConfigError(
+            f"conf/engine: kv_cache_dtype must be one of {', '.join(KV_CACHE_DTYPES)}, got {e.kv_cache_dtype!r}"
+        )
 
 
 MODEL_SOURCES = ("gguf_package", "tiny_random", "local", "hf_hub")

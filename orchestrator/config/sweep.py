@@ -23,7 +23,7 @@ from quantgrid.host import Host, HostError
 from quantgrid.host import probe as probe_host
 from quantgrid.runtime import CONF_DIR, encoder_path, installed_versions
 from quantgrid.scorers import SCORER_OUTPUT
-from quantgrid.settings import DEFAULT_ENCODER, Adaptive, NoiseFloor, Perf, Resources, Similarity
+from quantgrid.settings import DEFAULT_ENCODER, Adaptive, NoiseFloor, Perf, Resources, Sanity, Similarity
 from quantgrid.types import EngineSettings, FormatSpec, ModelSpec, TaskSpec
 
 
@@ -81,6 +81,8 @@ class Sweep:
     hub_offline: bool = True
     # The baseline rerun with another batch composition, a format of its own (quantgrid/settings.py).
     noise_floor: NoiseFloor = field(default_factory=NoiseFloor)
+    # The post-quantize gate: a checkpoint past its limits fails `quantization_broken` (quantgrid/settings.py).
+    sanity: Sanity = field(default_factory=Sanity)
     adaptive: Adaptive = field(default_factory=Adaptive)
 
     def engine_for(self, model: ModelSpec) -> EngineSettings:
@@ -126,6 +128,7 @@ SWEEP_KEYS = (
     "budget",
     "perf",
     "noise_floor",
+    "sanity",
     "adaptive",
 )
 
@@ -166,6 +169,7 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
     models = [load_model(m, conf_dir) for m in model_names]
     formats = {m.name: {f: load_format(f, m, s.get("calibration"), conf_dir) for f in format_names} for m in models}
     noise_floor = NoiseFloor.of(s.get("noise_floor"))
+    sanity = Sanity.of(s.get("sanity"))
     if noise_floor.enabled:  # the baseline again, as a format of its own (expand gives it another batch size)
         rerun = noise_floor.format_name(baseline)
         if rerun in format_names:
@@ -193,7 +197,14 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
                     if int(f.calibration.get(k, 0)) <= 0:
                         raise ConfigError(f"format {f.name}: calibration.{k} must be > 0")
     host, execution = resolve_execution(models, formats, engine, raw.get("sweep") or {})
-    engine_fields = {f.name for f in fields(EngineSettings)} - {"seed", "accelerator", "dtype", "execution", "host"}
+    engine_fields = {f.name for f in fields(EngineSettings)} - {
+        "seed",
+        "accelerator",
+        "dtype",
+        "execution",
+        "host",
+        "kv_cache_dtype",  # per format (its recipe) or per sweep: resolved with the capability table
+    }
     for m in models:
         bad = sorted(set(m.engine) - engine_fields)
         if bad:
@@ -242,6 +253,9 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
             tasks, models, formats, format_names, seeds, engine, execution, baseline, s["budget"], raw, host
         )
         by_name = {t.name: t for t in tasks}
+        gone = set(sizing["dropped"])  # left out by the budget: said in the sizing line
+        format_names = [f for f in format_names if f not in gone]
+        execution = {m: {f: ex for f, ex in fm.items() if f not in gone} for m, fm in execution.items()}
     similarity = _similarity(s.get("similarity"), by_name)
     adaptive = _adaptive(s.get("adaptive"), by_name)
     from orchestrator.config.perf import load_perf
@@ -262,6 +276,7 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
         formats=formats,
         format_names=format_names,
         noise_floor=noise_floor,
+        sanity=sanity,
         adaptive=adaptive,
         tasks=tasks,
         seeds=seeds,
@@ -295,6 +310,17 @@ def _size(tasks, models, formats, format_names, seeds, engine, execution, baseli
     if not isinstance(budget, dict):
         raise ConfigError(f"sweep.budget must be a mapping like {{evaluate_s: 240, quantize_s: 300}}, got {budget!r}")
     dtype = execution[models[0].name][baseline].dtype  # the dense engine's dtype on this host
+    # Formats whose kernel speed on this host is measured, not assumed (workers/probe.py): W8A8-FP8
+    # runs vLLM-CPU's torch._scaled_mm fallback, whose speed oneDNN decides per CPU.
+    probes = {
+        f: "fp8_scaled_mm"
+        for m in models
+        for f, fmt in formats[m.name].items()
+        if (ex := execution[m.name].get(f)) is not None
+        and ex.mode == capability.NATIVE
+        and host.device == "cpu"
+        and capability.scheme_of(fmt.name, fmt.recipe, fmt.published, fmt.scheme) == "w8a8-fp8"
+    }
     try:
         tasks, sizing = size_to_budget(
             tasks,
@@ -303,9 +329,13 @@ def _size(tasks, models, formats, format_names, seeds, engine, execution, baseli
             dtype,
             raw.get("cost") or {},
             host.native_bf16,
+            probes,
+            baseline,
         )
     except SizingError as e:
         raise ConfigError(str(e)) from None
+    for f in sizing.dropped:  # a format this host cannot evaluate within reach of the budget
+        formats = {m: {k: v for k, v in fm.items() if k != f} for m, fm in formats.items()}
     if budget.get("quantize_s"):
         gflops = float(sizing.probe["gflops"])
         calibrated = {
@@ -353,9 +383,18 @@ def resolve_execution(
         for m in models:
             for name, f in formats[m.name].items():
                 scheme = capability.scheme_of(name, f.recipe, f.published, f.scheme)
-                out.setdefault(m.name, {})[name] = capability.resolve(
-                    name, scheme, f.dtype or m.dtype, host, engine.execution, engine.dtype
+                # The KV cache: the sweep's engine setting, else what the format's recipe calibrated.
+                kv = engine.kv_cache_dtype
+                kv = kv if kv != "auto" else capability.kv_cache_dtype_of(name, f.recipe)
+                ex = out.setdefault(m.name, {})[name] = capability.resolve(
+                    name, scheme, f.dtype or m.dtype, host, engine.execution, engine.dtype, kv
                 )
+                if ex.mode == capability.EMULATED and capability.kv_cache_dtype_of(name, f.recipe) != "auto":
+                    raise capability.CapabilityError(
+                        f"format {name} ({scheme}) runs emulated on {host.name}, and its dense checkpoint would lose "
+                        "the calibrated k/v scales of its kv_cache_scheme: run it where it is native, or drop the "
+                        "kv_cache_scheme and set engine.kv_cache_dtype=fp8"
+                    )
     except (HostError, capability.CapabilityError) as e:
         raise ConfigError(str(e)) from None
     return host, out

@@ -210,7 +210,8 @@ class Driver:  # implements execution/hooks.py Hooks
         # The calibration forward passes' dtype (float32 on a CPU without bf16 hardware): chosen
         # with the format's execution at plan time, it keys the checkpoint.
         ex = self.plan.sweep.execution.get(job.stage.model.name, {}).get(job.stage.format.name)
-        return base, job.stage.model, job.stage.format, str(cal) if cal else None, ex.calibration_dtype if ex else ""
+        cal_dtype, sanity = (ex.calibration_dtype if ex else ""), self.plan.sweep.sanity  # sanity: the gate's limits
+        return base, job.stage.model, job.stage.format, str(cal) if cal else None, cal_dtype, sanity
 
     def engine_args(self, job: Job) -> tuple[Artifact, str | None]:
         cal = self._calibration(job)
@@ -240,7 +241,7 @@ class Driver:  # implements execution/hooks.py Hooks
         if self.ledger:
             self.ledger.record_artifact(self.sweep_name, stage.name, art.path, art.content_hash)
         self.sink.artifact_ready(stage, art)
-        self.emit("done", stage=stage.name, seconds=art.seconds, reused=art.reused)
+        self.emit("done", stage=stage.name, seconds=art.seconds, reused=art.reused, sanity=art.sanity)
 
     def comparison_pairs(self, comp: Comparison) -> tuple[list[tuple[int, str, str]] | None, str]:
         """(doc_id, baseline output, output) for every document both cells generated for, read
@@ -370,11 +371,11 @@ class Driver:  # implements execution/hooks.py Hooks
         # second check, at commit, is not reached while the driver is the ledger's only writer.
         # The lease itself was renewed when this reply arrived (Scheduler._on_work).
         if self.ledger and self.ledger.reject_if_fenced(self.sweep_name, att.token, result.cell_key):
-            return self._rejected(att)
+            return self._rejected(att, state)
         self.sink.write_files(result)
         driver_fault("after_samples")
         if self.ledger and not self.ledger.commit_result(self.sweep_name, att.token, result):
-            return self._rejected(att)
+            return self._rejected(att, state)
         self.done.add(cell.key)
         if state is not None and self.ledger:  # the merged result holds them now
             self.ledger.drop_batch_samples(self.sweep_name, cell.key)
@@ -391,7 +392,10 @@ class Driver:  # implements execution/hooks.py Hooks
         )
         return True
 
-    def _rejected(self, att) -> bool:
+    def _rejected(self, att, state: AdaptiveCell | None = None) -> bool:
+        if state is not None and state.finished:  # its merged result did not land: the last batch is scored again
+            state.undo()
+            state.finished = False
         self.summary.rejected += 1
         self.emit("rejected", stage=att.job.name, task=att.current.task.name)
         return False

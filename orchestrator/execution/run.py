@@ -270,6 +270,8 @@ def _execute(
             console.print(f"{elapsed} ▶ {info['stage']}" + (f" ({info['tasks']} cells)" if info.get("tasks") else ""))
         elif event == "done":
             took = "cached" if info.get("reused") else f"{info.get('seconds', 0):.1f}s"
+            if info.get("sanity"):  # the post-quantize probe vs the base model (workers/stages/sanity.py)
+                took += f"; sanity: KL {info['sanity']['kl_mean']:.3g}, ppl x{info['sanity']['ppl_ratio']:.3g}"
             console.print(f"{elapsed} ✓ {info['stage']} ({took})")
         elif event == "engine":
             what = (
@@ -287,6 +289,15 @@ def _execute(
             console.print(
                 f"{elapsed}   {info['stage']} {info['task']}: {info['metric'].split(',')[0]} = {score} "
                 f"({info['seconds']:.1f}s" + (f", {rate:.0f} tok/s)" if tok else ")")
+            )
+        elif event == "batch":  # an adaptive cell's batch (orchestrator/execution/adaptive.py)
+            console.print(
+                f"{elapsed}   {info['stage']} {info['task']}: {info['documents']}/{info['max_documents']} documents, "
+                f"{info['verdict']} ({info['seconds']:.1f}s)"
+            )
+        elif event == "adaptive":
+            console.print(
+                f"{elapsed} [yellow]  {info['stage']} {info['task']}: scored whole: {info['skipped']}[/yellow]"
             )
         elif event == "retry":
             console.print(

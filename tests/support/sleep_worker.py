@@ -14,7 +14,7 @@ import time
 
 import ray
 
-from quantgrid.settings import ServeSettings
+from quantgrid.settings import Sanity, ServeSettings
 from quantgrid.types import (
     Artifact,
     Cell,
@@ -64,6 +64,7 @@ class SleepWorker:
         fmt: FormatSpec,
         calibration_path: str | None,
         calibration_dtype: str = "",
+        sanity: Sanity | None = None,
     ) -> Artifact:
         inject("quantize", f"{model.name}/{fmt.name}")
         return Artifact(

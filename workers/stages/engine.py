@@ -40,6 +40,8 @@ class Engine:
             extra["pipeline_parallel_size"] = model.pipeline_parallel_size
         if distributed_executor_backend:
             extra["distributed_executor_backend"] = distributed_executor_backend
+        if settings.kv_cache_dtype not in ("", "auto"):  # FP8 KV cache (quantgrid/capability.py kv-fp8)
+            extra["kv_cache_dtype"] = settings.kv_cache_dtype
         self.lm = VLLM(
             pretrained=checkpoint,
             dtype=self.dtype,

@@ -55,12 +55,14 @@ def select_kernel_library(host: Host) -> None:
 
 
 def vllm_has_op(op: str) -> bool:
-    """Whether the kernel library vLLM loaded on this host registers `op` (torch.ops._C)."""
+    """Whether the kernel library vLLM loaded on this host registers `op` (torch.ops._C), or for a
+    qualified name (`aten._dyn_quant_matmul_4bit`) whether torch has that op."""
     import torch
     from vllm.platforms import current_platform
 
     current_platform.import_kernels()
-    return hasattr(torch.ops._C, op)
+    namespace, _, name = op.rpartition(".")
+    return hasattr(getattr(torch.ops, namespace or "_C"), name)
 
 
 def emulated_checkpoint(art: Artifact, dtype: str, root: Path | None = None) -> Artifact:

@@ -162,6 +162,8 @@ class Server:
             args += ["--distributed-executor-backend", os.environ["QUANTGRID_EXECUTOR"]]
         if settings.enforce_eager:
             args.append("--enforce-eager")
+        if settings.kv_cache_dtype not in ("", "auto"):  # FP8 KV cache (quantgrid/capability.py kv-fp8)
+            args += ["--kv-cache-dtype", settings.kv_cache_dtype]
         vllm = command or [str(Path(sys.executable).with_name("vllm"))]
         env = {**os.environ, **worker_env(kv_cache_gb=settings.kv_cache_gb, gpu=gpu)}
         self.server_cores, self.client_cores = split_cores() if not gpu else (None, None)

@@ -17,7 +17,9 @@ import yaml
 
 from quantgrid.checkpoint import publish
 from quantgrid.runtime import cache_dir
+from quantgrid.settings import Sanity
 from quantgrid.types import Artifact, FormatSpec, ModelSpec, file_sha256, stable_hash
+from workers.stages.sanity import SANITY_FILE, Probe, gate, probe_checkpoints, sidecar, stored_result, write_result
 
 
 def calibration_texts(path: Path, num_samples: int, seed: int) -> list[str]:
@@ -119,8 +121,17 @@ def quantize(
     calibration_path: Path | None,
     root: Path | None = None,
     calibration_dtype: str = "bfloat16",
+    sanity: Sanity | None = None,
 ) -> Artifact:
-    """Return the quantized checkpoint for (base, fmt); the baseline format is the base itself."""
+    """Return the quantized checkpoint for (base, fmt); the baseline format is the base itself.
+
+    A checkpoint we quantize is gated (`sanity`, default Sanity(): workers/stages/sanity.py):
+    past its limits the stage fails `quantization_broken`, after the checkpoint is published (a
+    rerun reuses it and fails again in seconds, on the figures stored in it). The baseline is
+    the base itself; a published checkpoint (the authors' release) is only downloaded, by an
+    actor sized for staging (no GPU), so probing it would mean loading both models there: not
+    gated."""
+    sanity = sanity or Sanity()
     if fmt.is_baseline:
         return Artifact(path=base.path, content_hash=base.content_hash, quantization_config=None, reused=True)
     if fmt.published:
@@ -133,7 +144,9 @@ def quantize(
     t0 = time.perf_counter()
 
     def build(out: Path) -> None:
-        _run_oneshot(Path(base.path), fmt, calibration_path, out, calibration_dtype, model.dtype)
+        probed = _run_oneshot(Path(base.path), fmt, calibration_path, out, calibration_dtype, model.dtype, sanity)
+        if probed is not None:  # part of the checkpoint's content: a reuse re-reads it
+            write_result(out / SANITY_FILE, probed)
         (out / "quantgrid_recipe.json").write_text(
             json.dumps(
                 {
@@ -151,6 +164,15 @@ def quantize(
         )
 
     content_hash, reused = publish(target, build)
+    figures = None
+    if sanity.enabled:
+        # Built here or reused (by us or a concurrent builder): the figures stored in it; an older
+        # cache entry, or one probed with other settings, is probed now from disk.
+        figures = stored_result(target, sanity, content_hash)
+        if figures is None:
+            figures = probe_checkpoints(Path(base.path), target, sanity, calibration_dtype)
+            write_result(sidecar(target), {**figures, "content_hash": content_hash})
+        gate(figures, sanity, target, model, fmt)
     qcfg = json.loads((target / "config.json").read_text()).get("quantization_config")
     return Artifact(
         path=str(target),
@@ -158,6 +180,7 @@ def quantize(
         quantization_config=qcfg,
         seconds=time.perf_counter() - t0,
         reused=reused,
+        sanity=figures,
     )
 
 
@@ -168,7 +191,9 @@ def _run_oneshot(
     out: Path,
     compute_dtype: str = "bfloat16",
     save_dtype: str = "bfloat16",
-) -> None:
+    sanity: Sanity | None = None,
+) -> dict[str, Any] | None:
+    """Quantize `base` into `out`; the sanity probe's figures when `sanity` is enabled."""
     import torch
     from datasets import Dataset
     from llmcompressor import oneshot
@@ -181,6 +206,10 @@ def _run_oneshot(
     # The recipe is config (conf/format/*.yaml); llmcompressor reads it as a recipe YAML file.
     recipe_path = out / "recipe.yaml"
     recipe_path.write_text(yaml.safe_dump(fmt.recipe, sort_keys=False))
+    # The probe's base log-probs, from this very model before oneshot (same dtype as after).
+    probe = Probe(tokenizer, sanity) if sanity and sanity.enabled else None
+    if probe:
+        probe.baseline(model)
     kwargs: dict[str, Any] = {}
     if fmt.calibration:
         cal = fmt.calibration
@@ -192,11 +221,29 @@ def _run_oneshot(
             max_seq_length=int(cal["max_seq_length"]),
             shuffle_calibration_samples=False,  # already a seeded sample: keep runs identical
         )
+    _no_pinning_without_accelerator()
     oneshot(model=model, recipe=str(recipe_path), **kwargs)
+    # After oneshot the model computes with its quantized weights (and activations): the logits
+    # the saved checkpoint gives once loaded back (measured equal, workers/stages/sanity.py).
+    # Calibrated in float32, the probe sees the float32 model; the bf16 cast below is not in it.
+    probed = probe.compare(model, compute_dtype) if probe else None
     model.save_pretrained(out, save_compressed=True)
     tokenizer.save_pretrained(out)
     if compute_dtype != save_dtype:
         cast_checkpoint(out, save_dtype)
+    return probed
+
+
+def _no_pinning_without_accelerator() -> None:
+    """llmcompressor 0.14's AWQModifier pins its cached activations before each mapping's grid
+    search (`IntermediatesCache.pin_memory`, for faster host-to-device copies); a CPU-only torch
+    raises "Cannot access accelerator device when none is available" there. Pinning only speeds up
+    transfers to an accelerator, so without one it is skipped (values unchanged)."""
+    import torch
+    from llmcompressor.pipelines.cache import IntermediatesCache
+
+    if not torch.accelerator.is_available():
+        IntermediatesCache.pin_memory = lambda self, *args, **kwargs: None
 
 
 def cast_checkpoint(out: Path, dtype: str) -> None:

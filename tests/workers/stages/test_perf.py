@@ -56,6 +56,23 @@ def test_server_that_exits_names_its_error(tmp_path):
         )
 
 
+def test_an_fp8_kv_cache_reaches_vllm_serve(tmp_path):
+    """engine.kv_cache_dtype (or a format's kv_cache_scheme) is a `vllm serve` argument; auto is not passed."""
+    echo = [sys.executable, "-c", "import sys; print('args:', ' '.join(sys.argv[1:])); sys.exit(3)"]
+    for kv, want in (("fp8", "--kv-cache-dtype fp8"), ("auto", None)):
+        with pytest.raises(ServerUnhealthy) as e:
+            Server(
+                "/nonexistent",
+                MODEL,
+                FMT,
+                EngineSettings(kv_cache_dtype=kv),
+                start_timeout_s=30,
+                log_path=tmp_path / kv,
+                command=echo,
+            )
+        assert ("--kv-cache-dtype" in str(e.value)) == bool(want) and (want or "args:") in str(e.value)
+
+
 def test_port_already_in_use_fails_before_anything_starts(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
