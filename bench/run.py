@@ -76,6 +76,8 @@ def measured(cmd: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT
         "peak_rss_tree_mb": round(peak["tree"] / 2**20),
         "peak_rss_single_mb": round(peak["single"] / 2**20),
         "tail": output[-3000:],
+        # the last JSON line whole (a bench module's figures can be longer than the tail)
+        "last_json": next((ln for ln in reversed(output.splitlines()) if ln.startswith("{")), ""),
     }
 
 
@@ -206,9 +208,9 @@ def grid(name: str) -> dict:
     res = measured(
         [sys.executable, "-m", MODULES[name]] if name in MODULES else [sys.executable, "-m", "bench.grid", name]
     )
-    lines = [ln for ln in res["tail"].splitlines() if ln.startswith("{")]
-    if res["rc"] == 0 and lines:
-        res["figures"] = json.loads(lines[-1])
+    line = res.pop("last_json", "")
+    if res["rc"] == 0 and line:
+        res["figures"] = json.loads(line)
     return res
 
 
@@ -238,6 +240,7 @@ def main(argv: list[str]) -> int:
                 file=sys.stderr,
             )
             return 2
+        res.pop("last_json", None)
         res["when"] = time.strftime("%Y-%m-%d %H:%M:%S")
         res["host"] = host()
         results[name] = res
