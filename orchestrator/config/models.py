@@ -6,6 +6,8 @@ group-wise recipe whose group size does not divide the model's Linear input dims
 
 from __future__ import annotations
 
+import json
+
 import math
 import re
 from dataclasses import replace
@@ -71,6 +73,22 @@ def static_dims(model: ModelSpec) -> dict[str, int] | None:
             "num_heads*head_dim": int(src["num_attention_heads"]) * int(src["head_dim"]),
         }
     return None
+
+
+def architecture_of(model: ModelSpec) -> str | None:
+    """The model's transformers architecture where it is known without building the model: a local
+    checkpoint's config.json, a tiny random model's (Llama unless it says), or `architecture:` in
+    an hf_hub source. None otherwise (the quantize stage checks the loaded model's class)."""
+    src = model.source
+    if src.get("kind") == "local":
+        try:
+            arch = json.loads((Path(src["path"]).expanduser() / "config.json").read_text()).get("architectures")
+        except (OSError, ValueError):
+            return None
+        return str(arch[0]) if arch else None
+    if src.get("kind") == "tiny_random":
+        return str(src.get("architecture", "LlamaForCausalLM"))
+    return str(src["architecture"]) if src.get("architecture") else None
 
 
 def group_sizes(recipe: Any) -> list[int]:

@@ -17,8 +17,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from orchestrator.config.formats import CALIBRATION_KEYS, calibration_file, load_format
 from orchestrator.config.loader import CLI_ENGINE_KEYS, ConfigError, build, one_line, refuse_unknown, search_path
-from orchestrator.config.models import check_engine, check_group_size, load_model, static_dims
-from quantgrid import capability
+from orchestrator.config.models import architecture_of, check_engine, check_group_size, load_model, static_dims
+from quantgrid import capability, smoothquant
 from quantgrid.host import Host, HostError
 from quantgrid.host import probe as probe_host
 from quantgrid.runtime import CONF_DIR, encoder_path, installed_versions
@@ -225,6 +225,10 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
         if dims:
             for f in formats[m.name].values():
                 check_group_size(f, m.name, dims)
+        arch = architecture_of(m)  # recipes that are not an equivalent transform there (quantgrid/smoothquant.py)
+        for f in formats[m.name].values() if arch else ():
+            if why := smoothquant.refusal(arch, f.recipe, f.name, m.name):
+                raise ConfigError(why)
     Resources.of(s.get("resources"), "sweep.resources")
     resources = Resources.of(raw.get("resources"))  # sweep.resources already pinned over it (compose)
     suites = s.get("suites") or {}

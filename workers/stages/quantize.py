@@ -15,7 +15,9 @@ from typing import Any
 
 import yaml
 
+from quantgrid import smoothquant
 from quantgrid.checkpoint import publish
+from quantgrid.failures import FailureClass, StageFailure
 from quantgrid.runtime import cache_dir
 from quantgrid.settings import Sanity
 from quantgrid.types import Artifact, FormatSpec, ModelSpec, file_sha256, stable_hash
@@ -203,6 +205,9 @@ def _run_oneshot(
     # Calibration runs in `compute_dtype`: float32 on a CPU without bf16 hardware, where bf16
     # matmuls are ~46x slower (W4A16 GPTQ on SmolLM2-135M: 734 s in bf16 on an AVX2 EPYC).
     model = AutoModelForCausalLM.from_pretrained(base, dtype=getattr(torch, compute_dtype))
+    # The plan refuses this where it knows the architecture; here it always does (quantgrid/smoothquant.py).
+    if why := smoothquant.refusal(type(model).__name__, fmt.recipe, fmt.name, base.name):
+        raise StageFailure(FailureClass.BAD_INPUT.value, why)
     # The recipe is config (conf/format/*.yaml); llmcompressor reads it as a recipe YAML file.
     recipe_path = out / "recipe.yaml"
     recipe_path.write_text(yaml.safe_dump(fmt.recipe, sort_keys=False))
