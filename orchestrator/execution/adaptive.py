@@ -102,13 +102,7 @@ class AdaptiveCell:
         """A batch's result (not yet committed): its row for the ledger, verdict included."""
         rank = {d: i for i, d in enumerate(self.order)}
         samples = sorted(result.samples, key=lambda s: (rank.get(s.doc_id, len(rank)), s.filter))
-        row = {
-            "batch": len(self.batches),
-            "documents": documents,
-            "samples": [asdict(s) for s in samples],
-            "seconds": result.seconds,
-            "tokens": dict(result.tokens),
-        }
+        row = {"batch": len(self.batches), "documents": documents, "samples": [asdict(s) for s in samples]}
         self.batches.append(row)
         row["verdict"] = self.decide() | {"seconds": result.seconds, "tokens": dict(result.tokens)}
         return row
@@ -139,10 +133,10 @@ class AdaptiveCell:
             "adaptive_saved": float(v["saved"]),
         }
         tokens: dict[str, int] = {}
-        for b in self.batches:
-            for k, n in (b.get("tokens") or b["verdict"].get("tokens") or {}).items():
+        for b in self.batches:  # each batch's own figures ride in its verdict (the ledger's row)
+            for k, n in (b["verdict"].get("tokens") or {}).items():
                 tokens[k] = tokens.get(k, 0) + int(n)
-        seconds = sum(float(b.get("seconds", b["verdict"].get("seconds", 0.0))) for b in self.batches)
+        seconds = sum(float(b["verdict"].get("seconds", 0.0)) for b in self.batches)
         prov = dict(last.provenance) | {
             "adaptive": {k: v[k] for k in v if k not in ("seconds", "tokens", "final")}
             | {"seed": self.settings["seed"]}

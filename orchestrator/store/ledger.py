@@ -348,25 +348,28 @@ class Ledger:
             return "duplicate"
         return None
 
+    @classmethod
+    def _fence(cls, db: sqlite3.Connection, sweep: str, token: int, cell_key: str, now: float) -> str | None:
+        """Why this attempt may not write for the cell (recorded as a rejection), or None."""
+        reason = cls._reject_reason(db, sweep, token, cell_key, now)
+        if reason:
+            db.execute("INSERT INTO rejected VALUES (?,?,?,?,?)", (sweep, cell_key, token, reason, now))
+        return reason
+
     def reject_if_fenced(self, sweep: str, token: int, cell_key: str) -> str | None:
         """Before a result's files are written: why this attempt may not commit (recorded as a
         rejection), or None. The driver is the ledger's only writer, so the answer holds until
         its commit_result."""
         now = time.time()
         with self._tx() as db:
-            reason = self._reject_reason(db, sweep, token, cell_key, now)
-            if reason:
-                db.execute("INSERT INTO rejected VALUES (?,?,?,?,?)", (sweep, cell_key, token, reason, now))
-            return reason
+            return self._fence(db, sweep, token, cell_key, now)
 
     def commit_result(self, sweep: str, token: int, result: TaskResult, record: dict[str, Any] | None = None) -> bool:
         """Record a result exactly once, only from the live attempt. False = rejected (and counted).
         The record carries its samples file's path, size and SHA-256 (written before this call)."""
         now = time.time()
         with self._tx() as db:
-            reason = self._reject_reason(db, sweep, token, result.cell_key, now)
-            if reason:
-                db.execute("INSERT INTO rejected VALUES (?,?,?,?,?)", (sweep, result.cell_key, token, reason, now))
+            if self._fence(db, sweep, token, result.cell_key, now):
                 return False
             rec = (
                 record
@@ -401,9 +404,8 @@ class Ledger:
         the cell's `adaptive` column holds the verdict so far (status reads it)."""
         now = time.time()
         with self._tx() as db:
-            reason = self._reject_reason(db, sweep, token, cell_key, now)
+            reason = self._fence(db, sweep, token, cell_key, now)
             if reason:
-                db.execute("INSERT INTO rejected VALUES (?,?,?,?,?)", (sweep, cell_key, token, reason, now))
                 return reason
             db.execute(
                 # REPLACE: a batch scored again by the live attempt (its first scoring's attempt was

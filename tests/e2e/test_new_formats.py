@@ -17,20 +17,9 @@ import yaml
 
 from quantgrid import capability
 from quantgrid.host import probe
+from tests.quantgrid.test_capability import NEW_FORMATS
 
 ROOT = Path(__file__).resolve().parents[2]
-# The capability issue's formats and their table scheme (conf/format/*.yaml).
-NEW_FORMATS = {
-    "w8a16": "w8a16-int",
-    "w4a16_awq": "wna16-int",
-    "w4a8": "w4a8-int",
-    "w4afp8": "w4a8-fp8",
-    "fp8_block": "fp8-block",
-    "nvfp4a16": "nvfp4a16",
-    "nvfp4": "nvfp4",
-    "mxfp4": "mxfp4",
-    "kv_fp8": "kv-fp8",
-}
 HOST = probe()
 
 
