@@ -13,6 +13,7 @@ export (MLflow overhead per cell), samples-10m (10M per-sample rows, paired quer
 - demo-perf:   `quantgrid run sweep=demo_perf`: vllm serve + GuideLLM per format (target <= 10 min).
 - judge-vllm:  the Arena-Hard scorer against a real `vllm serve` judge (bench/judge.py).
 - verdicts:    anytime-valid verdicts: coverage, documents saved, paper-grid hours (bench/verdicts.py).
+- mixed:       `quantgrid run sweep=demo_mixed`: sensitivity wall, the bits frontier (bench/mixed.py).
 Wall time, peak RSS (whole process tree and largest single process, sampled every 0.5 s) and the
 engine's tokens/s (vLLM's own counters per task) go to bench/results.json and stdout.
 """
@@ -201,6 +202,7 @@ GRID = ("plan-500k", "resume-500k", "simulate", "ray-cluster", "engine-loads", "
 MODULES = {
     "judge-vllm": "bench.judge",
     "verdicts": "bench.verdicts",
+    "mixed": "bench.mixed",
 }  # benches with a module of their own (one JSON line of figures)
 
 

@@ -330,3 +330,99 @@ class Sanity:
             if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
                 raise ConfigError(f"sweep.sanity.{k} must be an integer in [{low}, {high}], got {v!r}")
         return out
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    """`sweep.sensitivity`: how much each layer group of a model moves its next-token
+    distribution when only that group is quantized to a target format (workers/stages/sensitivity.py).
+    A group is one decoder layer's modules that vLLM serves as one fused Linear (q/k/v, gate/up)
+    or a module of its own (o, down): a mixed-precision choice can only split there. One cell per
+    (model, format): exact KL(base || group quantized) over the full vocabulary on `documents`
+    held-out documents (workers/stages/sanity_text.py) of `max_tokens` tokens, one forward pass per
+    group. SmolLM2-135M: 120 groups; 2 x 256 tokens keep a format within ~4 min on 2 cores."""
+
+    formats: tuple[str, ...] = ()  # target formats; sweep.mixed adds its quantized candidates
+    documents: int = 2
+    max_tokens: int = 256
+
+    KEYS = ("formats", "documents", "max_tokens")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.formats)
+
+    @classmethod
+    def of(cls, node: Any) -> Sensitivity:
+        if node is None or node is False:
+            return cls()
+        if not isinstance(node, dict):
+            raise ConfigError(f"sweep.sensitivity must be a mapping of {', '.join(cls.KEYS)}, got {node!r}")
+        for k in node:
+            if k not in cls.KEYS:
+                raise ConfigError(f"sweep.sensitivity.{k}: unknown setting (known: {', '.join(cls.KEYS)})")
+        formats = node.get("formats") or ()
+        formats = [formats] if isinstance(formats, str) else formats
+        if not isinstance(formats, (list, tuple)) or not all(isinstance(f, str) for f in formats):
+            raise ConfigError(f"sweep.sensitivity.formats must be a list of format names, got {formats!r}")
+        out = cls(
+            formats=tuple(formats), **{k: node[k] for k in ("documents", "max_tokens") if node.get(k) is not None}
+        )
+        for k, low, high in (("documents", 1, Sanity.MAX_DOCUMENTS), ("max_tokens", 16, 1 << 20)):
+            v = getattr(out, k)
+            if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+                raise ConfigError(f"sweep.sensitivity.{k} must be an integer in [{low}, {high}], got {v!r}")
+        return out
+
+    def cell_settings(self) -> dict[str, Any]:
+        """What a sensitivity cell's figures depend on (in its key)."""
+        return {"documents": self.documents, "max_tokens": self.max_tokens, "groups": "fused"}
+
+
+@dataclass(frozen=True)
+class Mixed:
+    """`sweep.mixed`: one mixed-precision format per budget (average weight bits over the
+    quantizable Linears, scales included), named `mixed-<budget>b`: each layer group gets one of
+    the `candidates` (formats of the sweep; the baseline keeps a group unquantized) so that the
+    sum of the groups' measured sensitivities (sweep.sensitivity) is least within the budget,
+    an integer program (orchestrator/planning/mixed.py, scipy.optimize.milp). The chosen
+    assignment becomes an llmcompressor recipe whose config_groups target those modules; it is
+    quantized, served and scored like any other format."""
+
+    candidates: tuple[str, ...] = ()
+    budgets: tuple[float, ...] = ()
+
+    KEYS = ("candidates", "budgets")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.budgets)
+
+    @classmethod
+    def of(cls, node: Any) -> Mixed:
+        if node is None or node is False:
+            return cls()
+        if not isinstance(node, dict):
+            raise ConfigError(f"sweep.mixed must be a mapping of {', '.join(cls.KEYS)}, got {node!r}")
+        for k in node:
+            if k not in cls.KEYS:
+                raise ConfigError(f"sweep.mixed.{k}: unknown setting (known: {', '.join(cls.KEYS)})")
+        cands, budgets = node.get("candidates") or [], node.get("budgets") or []
+        if not isinstance(cands, (list, tuple)) or len(cands) < 2 or not all(isinstance(c, str) for c in cands):
+            raise ConfigError(f"sweep.mixed.candidates must list at least two formats, got {cands!r}")
+        if len(set(cands)) != len(cands):
+            raise ConfigError(f"sweep.mixed.candidates lists a format more than once: {list(cands)}")
+        budgets = [budgets] if isinstance(budgets, (int, float)) else budgets
+        if (
+            not isinstance(budgets, (list, tuple))
+            or not budgets
+            or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 1 <= b <= 32 for b in budgets)
+        ):
+            raise ConfigError(f"sweep.mixed.budgets must list average weight bits in [1, 32], got {budgets!r}")
+        if len({f"{float(b):g}" for b in budgets}) != len(budgets):
+            raise ConfigError(f"sweep.mixed.budgets lists a budget more than once: {list(budgets)}")
+        return cls(tuple(cands), tuple(float(b) for b in budgets))
+
+    @staticmethod
+    def format_name(budget: float) -> str:
+        return f"mixed-{budget:g}b"

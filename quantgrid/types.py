@@ -85,6 +85,12 @@ class FormatSpec:
     # from the recipe when absent; a published checkpoint declares it. Not in the key: the
     # recipe already says it.
     scheme: str | None = None
+    # A mixed-precision format (sweep.mixed, orchestrator/planning/mixed.py): {budget_bits,
+    # candidates: {name: recipe or None}, bits: {name: average weight bits}, sensitivity: settings}.
+    # `recipe` is then its first quantized candidate's (the modifier, calibration and scheme the
+    # capability table reads); the driver adds `assignment` ({candidate: [module names]}) from the
+    # sensitivity results before the quantize stage, which builds the recipe from it.
+    mixed: dict[str, Any] | None = None
 
     @property
     def is_baseline(self) -> bool:
@@ -94,6 +100,8 @@ class FormatSpec:
     def recipe_key(self) -> str:
         """What the quantized checkpoint depends on (parallelism does not change the weights)."""
         d = {"recipe": self.recipe, "calibration": self.calibration, "dtype": self.dtype}
+        if self.mixed:  # keys of uniform formats stay the same
+            d["mixed"] = self.mixed
         return stable_hash(d | {"published": self.published} if self.published else d)
 
     @cached_property
@@ -315,6 +323,36 @@ class PerfCell:
         )
 
 
+@dataclass(frozen=True)
+class SensitivityCell:
+    """Per-layer-group sensitivity of a model to one format (sweep.sensitivity): every group
+    quantized alone, its KL from the base model on held-out text (workers/stages/sensitivity.py).
+    Scheduled and recorded like a cell, as task `sensitivity` of that format."""
+
+    model: ModelSpec
+    format: FormatSpec
+    settings: dict[str, Any]  # quantgrid/settings.py Sensitivity.cell_settings()
+    versions: tuple[tuple[str, str], ...] = ()
+
+    seed: int = 0
+
+    @cached_property
+    def task(self) -> TaskSpec:
+        return TaskSpec(name=SENSITIVITY_TASK, metric="kl_sum,none", higher_is_better=False)
+
+    @cached_property
+    def key(self) -> str:
+        return stable_hash(
+            {
+                "sensitivity": self.settings,
+                "model": self.model.key,
+                "format": self.format.recipe_key,
+                "versions": [list(v) for v in self.versions],
+            }
+        )
+
+
+SENSITIVITY_TASK = "sensitivity"
 PERF_SUFFIX = ".perf"
 SIMILARITY_SUFFIX = ".similarity"
 # Per generated document: ROUGE-1 / ROUGE-L F1 (rouge-score, stemmed), cosine similarity of the
@@ -328,10 +366,11 @@ class StageKind(str, Enum):
     EVALUATE = "evaluate"
     SIMILARITY = "similarity"  # outputs of a format vs the baseline's, after both engine groups
     PERF = "perf"  # serve the checkpoint (vllm serve), load it with GuideLLM, per scenario
+    SENSITIVITY = "sensitivity"  # per layer group: quantized alone, KL from the base model
 
 
-# Stages whose cells are scored one by one on an opened actor (engine or encoder).
-SCORING = (StageKind.EVALUATE, StageKind.SIMILARITY, StageKind.PERF)
+# Stages whose cells are scored one by one on an opened actor (engine, encoder, server, base model).
+SCORING = (StageKind.EVALUATE, StageKind.SIMILARITY, StageKind.PERF, StageKind.SENSITIVITY)
 
 
 @dataclass
@@ -408,7 +447,7 @@ class TaskResult:
     higher_is_better: bool = True
     primary_metric: str = ""
     tokens: dict[str, int] = field(default_factory=dict)  # prompt/generated token counts seen by the engine
-    kind: str = "evaluate"  # or "similarity" (a Comparison's result), "perf" (a PerfCell's)
+    kind: str = "evaluate"  # or "similarity" (a Comparison's), "perf" (a PerfCell's), "sensitivity"
     # Files the driver stores beside the result (name -> text), e.g. GuideLLM's raw JSON report;
     # kept out of the ledger record.
     attachments: dict[str, str] = field(default_factory=dict)

@@ -17,7 +17,18 @@ import ray
 
 from quantgrid.runtime import installed_versions
 from quantgrid.settings import Sanity, ServeSettings
-from quantgrid.types import Artifact, Cell, Comparison, EngineSettings, FormatSpec, ModelSpec, PerfCell, TaskResult
+from quantgrid.failures import StageFailure
+from quantgrid.types import (
+    Artifact,
+    Cell,
+    Comparison,
+    EngineSettings,
+    FormatSpec,
+    ModelSpec,
+    PerfCell,
+    SensitivityCell,
+    TaskResult,
+)
 from workers.faults import inject
 
 
@@ -89,6 +100,7 @@ class StageWorker:
         self.group = ""
         self.similarity = None  # OutputSimilarity: the encoder, loaded once per actor
         self.server = None  # workers.stages.perf.Server: `vllm serve` for the perf stage
+        self.sensitivity_probe = None  # workers.stages.sensitivity.SensitivityProbe: the base model
         self.log_path = ""
         self.execution: dict[str, Any] = {"execution_mode": "native"}
 
@@ -343,6 +355,55 @@ class StageWorker:
             primary_metric=comp.task.metric,
             kind="similarity",
         )
+
+    # -- sensitivity: the base model, one layer group quantized at a time ----------------------
+    def open_sensitivity(self, base: Artifact, model: ModelSpec, settings: dict[str, Any]) -> dict[str, Any]:
+        from quantgrid.checkpoint import verify_checkpoint
+        from workers.stages.sensitivity import SensitivityProbe
+
+        inject("open_sensitivity", model.name)
+        self.close()  # a reused actor may still hold an engine: free its memory first
+        probe = self.sensitivity_probe
+        if probe is None or probe.path != str(base.path) or probe.settings != dict(settings):
+            verify_checkpoint(Path(base.path))
+            self.sensitivity_probe = probe = SensitivityProbe(base.path, settings)
+            return {"load_seconds": probe.load_seconds, "model": model.name}
+        return {"load_seconds": 0.0, "model": model.name}
+
+    def sensitivity(self, cell: SensitivityCell) -> TaskResult:
+        """Every layer group of the model quantized alone to the cell's format: KL from the base."""
+        inject("sensitivity", f"{cell.model.name}/{cell.format.name}")
+        if self.sensitivity_probe is None:
+            raise RuntimeError("sensitivity() before open_sensitivity()")
+        t0 = time.perf_counter()
+        metrics, records = self.sensitivity_probe.measure(cell.format)
+        return TaskResult(
+            cell_key=cell.key,
+            model=cell.model.name,
+            format=cell.format.name,
+            task=cell.task.name,
+            metrics=metrics,
+            samples=records,
+            num_samples=len(records),
+            seconds=time.perf_counter() - t0,
+            provenance={
+                "packages": package_versions(),
+                "settings": dict(cell.settings),
+                "text_sha256": self.sensitivity_probe.text_sha256,
+                "base_checkpoint": self.sensitivity_probe.path,
+                "method": "round-to-nearest per group (compressed-tensors fake_quantize), exact KL in float32",
+                "git_commit": self.git_commit,
+                "hardware": hardware(),
+                "time": time.time(),
+            },
+            higher_is_better=False,
+            primary_metric=cell.task.metric,
+            kind="sensitivity",
+        )
+
+    def refuse(self, error_class: str, message: str) -> None:
+        """A stage the driver could not give its arguments: fails here, classified like any other."""
+        raise StageFailure(error_class, message)
 
     # -- perf: one `vllm serve` per (model, format), GuideLLM per scenario --------------------
     def open_server(

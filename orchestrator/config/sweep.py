@@ -23,7 +23,17 @@ from quantgrid.host import Host, HostError
 from quantgrid.host import probe as probe_host
 from quantgrid.runtime import CONF_DIR, encoder_path, installed_versions
 from quantgrid.scorers import SCORER_OUTPUT
-from quantgrid.settings import DEFAULT_ENCODER, Adaptive, NoiseFloor, Perf, Resources, Sanity, Similarity
+from quantgrid.settings import (
+    DEFAULT_ENCODER,
+    Adaptive,
+    Mixed,
+    NoiseFloor,
+    Perf,
+    Resources,
+    Sanity,
+    Sensitivity,
+    Similarity,
+)
 from quantgrid.types import EngineSettings, FormatSpec, ModelSpec, TaskSpec
 
 
@@ -84,6 +94,9 @@ class Sweep:
     # The post-quantize gate: a checkpoint past its limits fails `quantization_broken` (quantgrid/settings.py).
     sanity: Sanity = field(default_factory=Sanity)
     adaptive: Adaptive = field(default_factory=Adaptive)
+    # Per-layer-group sensitivity and the mixed-precision formats solved from it (config/mixed.py).
+    sensitivity: Sensitivity = field(default_factory=Sensitivity)
+    mixed: Mixed = field(default_factory=Mixed)
 
     def engine_for(self, model: ModelSpec) -> EngineSettings:
         """conf/engine < the model's own engine defaults < the sweep's engine < the command line."""
@@ -130,6 +143,8 @@ SWEEP_KEYS = (
     "noise_floor",
     "sanity",
     "adaptive",
+    "sensitivity",
+    "mixed",
 )
 
 
@@ -177,6 +192,9 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
         format_names = [*format_names, rerun]
         for fmts in formats.values():
             fmts[rerun] = replace(fmts[baseline], name=rerun, label=f"{fmts[baseline].label} (rerun)")
+    from orchestrator.config.mixed import load_mixed
+
+    sensitivity, mixed, format_names = load_mixed(s.get("sensitivity"), s.get("mixed"), formats, format_names, baseline)
     from orchestrator.config.tasks import load_task
 
     tasks = [load_task(t, settings.get(t), conf_dir) for t in task_names]
@@ -197,6 +215,11 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
                     if int(f.calibration.get(k, 0)) <= 0:
                         raise ConfigError(f"format {f.name}: calibration.{k} must be > 0")
     host, execution = resolve_execution(models, formats, engine, raw.get("sweep") or {})
+    for m, fmts in formats.items():  # a mix runs emulated (dense) where any candidate of it does
+        for f in fmts.values():
+            for c in (f.mixed or {}).get("candidates", {}):
+                if execution[m][c].mode == capability.EMULATED and not fmts[c].is_baseline:
+                    execution[m][f.name] = execution[m][c]
     engine_fields = {f.name for f in fields(EngineSettings)} - {
         "seed",
         "accelerator",
@@ -258,6 +281,15 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
         )
         by_name = {t.name: t for t in tasks}
         gone = set(sizing["dropped"])  # left out by the budget: said in the sizing line
+        # a mix of a dropped candidate goes with it; so does its sensitivity target
+        gone |= {
+            f
+            for fm in formats.values()
+            for f, spec in fm.items()
+            if set((spec.mixed or {}).get("candidates", {})) & gone
+        }
+        sensitivity = replace(sensitivity, formats=tuple(f for f in sensitivity.formats if f not in gone))
+        formats = {m: {k: v for k, v in fm.items() if k not in gone} for m, fm in formats.items()}
         format_names = [f for f in format_names if f not in gone]
         execution = {m: {f: ex for f, ex in fm.items() if f not in gone} for m, fm in execution.items()}
     similarity = _similarity(s.get("similarity"), by_name)
@@ -282,6 +314,8 @@ def load_sweep(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> Sweep:
         noise_floor=noise_floor,
         sanity=sanity,
         adaptive=adaptive,
+        sensitivity=sensitivity,
+        mixed=mixed,
         tasks=tasks,
         seeds=seeds,
         baseline=baseline,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,9 @@ from orchestrator.store.ledger import Ledger
 from orchestrator.planning.placement import NodeShape, nodes_from_ray
 from orchestrator.planning.plan import Plan
 from orchestrator.planning.policy import Job, PlacementPolicy
-from orchestrator.store.results import ResultSink, read_generations, samples_file
+from orchestrator.execution.stages import Unresolved
+from orchestrator.planning.mixed import modules_by_candidate, solve
+from orchestrator.store.results import ResultSink, read_generations, read_sensitivity, samples_file
 from quantgrid.failures import FailureClass
 from quantgrid.runtime import PROJECT_ROOT
 from quantgrid.types import SCORING, Artifact, Cell, Comparison, Stage, StageKind, TaskResult, file_sha256, stable_hash
@@ -211,7 +213,77 @@ class Driver:  # implements execution/hooks.py Hooks
         # with the format's execution at plan time, it keys the checkpoint.
         ex = self.plan.sweep.execution.get(job.stage.model.name, {}).get(job.stage.format.name)
         cal_dtype, sanity = (ex.calibration_dtype if ex else ""), self.plan.sweep.sanity  # sanity: the gate's limits
-        return base, job.stage.model, job.stage.format, str(cal) if cal else None, cal_dtype, sanity
+        fmt = self._mixed_format(job.stage) if job.stage.format.mixed else job.stage.format
+        return base, job.stage.model, fmt, str(cal) if cal else None, cal_dtype, sanity
+
+    def base_artifact(self, job: Job) -> Artifact:
+        """The base checkpoint a stage reads: its build stage's."""
+        return self.summary.artifacts[job.stage.depends_on[0]]
+
+    def _mixed_format(self, stage: Stage):
+        """A mixed format with its assignment: the integer program (orchestrator/planning/mixed.py)
+        solved on its candidates' sensitivity results, written to mixed/MODEL/FORMAT.json (the
+        report's table and heatmap read it). Raises Unresolved when a result is missing."""
+        import json
+
+        fmt, m = stage.format, stage.format.mixed
+        cells = {(c.model.name, c.format.name): c for c in self.plan.sensitivity_cells}
+        groups: list[dict] | None = None
+        kl: dict[str, dict[str, float]] = {}
+        for cand, recipe in m["candidates"].items():
+            if recipe is None:  # the baseline: a group kept dense moves nothing
+                continue
+            cell = cells.get((stage.model.name, cand))
+            if cell is None or cell.key not in self.done:
+                raise Unresolved(
+                    FailureClass.DEPENDENCY_FAILED.value,
+                    f"{stage.name}: the sensitivity of {stage.model.name} to {cand} has no result",
+                )
+            path = samples_file(self.run_dir, cell.model.name, cell.format.name, cell.task.name, cell.key)
+            try:
+                table = read_sensitivity(path)
+            except Exception as exc:  # noqa: BLE001 - a missing or damaged file: this stage fails
+                raise Unresolved(
+                    FailureClass.DEPENDENCY_FAILED.value,
+                    f"{stage.name}: cannot read the sensitivity of {cand} ({path}): "
+                    f"{type(exc).__name__}: {one_line(exc)}",
+                ) from None
+            if groups is not None and [g["name"] for g in table] != [g["name"] for g in groups]:
+                raise Unresolved(
+                    FailureClass.BAD_INPUT.value,
+                    f"{stage.name}: the candidates quantize different modules of {stage.model.name} "
+                    "(their ignore lists differ)",
+                )
+            groups = groups or table
+            kl[cand] = {g["name"]: g["kl"] for g in table}
+        solution = solve(groups or [], kl, m["bits"], float(m["budget_bits"]))
+        out = self.run_dir / "mixed" / stage.model.name / f"{fmt.name}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        record = {
+            "format": fmt.name,
+            "budget_bits": m["budget_bits"],
+            "candidate_bits": m["bits"],
+            **{k: solution[k] for k in ("bits", "predicted_kl", "status", "groups")},
+            "assignment": [
+                {
+                    **{k: g[k] for k in ("name", "layer", "module", "params")},
+                    "format": solution["assignment"][g["name"]],
+                }
+                | {f"kl_{c}": kl[c][g["name"]] for c in kl}
+                for g in groups or []
+            ],
+        }
+        out.write_text(json.dumps(record, indent=1))
+        self.emit(
+            "mixed",
+            stage=stage.name,
+            bits=solution["bits"],
+            predicted_kl=solution["predicted_kl"],
+            groups=solution["groups"],
+        )
+        return replace(
+            fmt, mixed={**m, "assignment": modules_by_candidate(groups or [], solution["assignment"], m["baseline"])}
+        )
 
     def engine_args(self, job: Job) -> tuple[Artifact, str | None]:
         cal = self._calibration(job)
@@ -421,6 +493,8 @@ class Driver:  # implements execution/hooks.py Hooks
             if s.kind in SCORING
             and s.model.name == stage.model.name
             and (stage.format is None or s.format.name == stage.format.name)
+            # a sensitivity stage reads the base model, not the format's checkpoint
+            and (s.kind is not StageKind.SENSITIVITY or stage.kind is StageKind.BUILD_MODEL)
             for c in s.cells
             if c.key not in self.done
         ]

@@ -47,7 +47,9 @@ def make_report(
     results = [r for r in everything if r["cell_key"] in keys]
     perf_keys = {c.key for c in plan.perf_cells}
     perf_records = [r for r in everything if r["cell_key"] in perf_keys]
-    if not results and not perf_records:
+    sens_keys = {c.key for c in plan.sensitivity_cells}
+    sens_records = [r for r in everything if r["cell_key"] in sens_keys]
+    if not results and not perf_records and not sens_records:
         raise ConfigError(f"sweep {sweep.name} has no results yet")
     tasks = {
         t.name: {"metric": t.metric, "higher_is_better": t.higher_is_better, "chance": t.chance} for t in sweep.tasks
@@ -87,10 +89,27 @@ def make_report(
         fidelity_rows,
         sweep.noise_floor.format_name(sweep.baseline),
         verdicts.rows(results),
+        _mixed_section(sweep, run_dir, results, rows, fidelity_rows, sens_records, resamples, seed),
     )
     if attach:
         attach_to_mlflow(sweep, run_dir, paths, log)
     return paths
+
+
+def _mixed_section(sweep, run_dir, results, rows, fidelity_rows, sens_records, resamples, seed) -> dict | None:
+    """The sensitivity heatmap's data and the bits frontier (orchestrator/report/mixed.py)."""
+    if not sens_records and not sweep.mixed.enabled:
+        return None
+    from orchestrator.report import mixed
+
+    sens = mixed.sensitivity(sens_records, run_dir)
+    table = mixed.frontier(results, run_dir, sweep, rows, fidelity_rows, resamples, seed) if rows else []
+    return {
+        "sensitivity": sens,
+        "frontier": table,
+        "markdown": mixed.to_markdown(sens, table, sweep.baseline),
+        "metrics": mixed.metrics(table, sens),
+    }
 
 
 def attach_to_mlflow(sweep, run_dir: Path, paths: list[Path], log=print) -> None:
@@ -198,12 +217,12 @@ def _execute(
         sweep.name,
         list(overrides),
         conf_dirs,
-        [*plan.cells, *plan.comparisons, *plan.perf_cells],
+        plan.recorded_cells,
         host=sweep.host.as_dict() if sweep.host else None,
     )
     # A done cell is only as good as its per-sample file: one missing or damaged (a crash, a
     # deleted file) withdraws the result, and this run scores the cell again.
-    keys = {c.key for c in [*plan.cells, *plan.comparisons, *plan.perf_cells]}
+    keys = {c.key for c in plan.recorded_cells}
     bad = {
         r["cell_key"]: why
         for r in ledger.done_records(sweep.name)
@@ -279,6 +298,8 @@ def _execute(
                 if "port" in info
                 else f"encoder {info['encoder']} loaded"
                 if "encoder" in info
+                else "base model and its held-out log-probs loaded"
+                if "model" in info
                 else "engine loaded"
             )
             console.print(f"{elapsed}   {info['stage']}: {what} in {info['load_seconds']:.1f}s")
@@ -294,6 +315,12 @@ def _execute(
             console.print(
                 f"{elapsed}   {info['stage']} {info['task']}: {info['documents']}/{info['max_documents']} documents, "
                 f"{info['verdict']} ({info['seconds']:.1f}s)"
+            )
+        elif event == "mixed":  # a mixed format's assignment (orchestrator/planning/mixed.py)
+            groups = ", ".join(f"{n} {c}" for c, n in info["groups"].items())
+            console.print(
+                f"{elapsed}   {info['stage']}: {info['bits']:.3f} bits ({groups} groups), "
+                f"predicted KL {info['predicted_kl']:.4g}"
             )
         elif event == "adaptive":
             console.print(

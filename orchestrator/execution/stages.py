@@ -18,6 +18,16 @@ from typing import Any, Callable
 from quantgrid.failures import FailureClass
 from quantgrid.types import StageKind
 
+
+class Unresolved(Exception):
+    """The driver cannot give a stage its arguments (a mixed format without its sensitivity
+    results): the attempt fails with `error_class` and this one-line message."""
+
+    def __init__(self, error_class: str, message: str):
+        super().__init__(message)
+        self.error_class = error_class
+
+
 # (actor, job, hooks, model, engine) -> (phase, ref)
 Begin = Callable[[Any, Any, Any, Any, Any], tuple[str, Any]]
 # (actor, job, hooks, cell) -> ref, or None when the cell was settled without a call
@@ -47,7 +57,11 @@ def _build(actor, job, hooks, model, engine):
 
 
 def _quantize(actor, job, hooks, model, engine):
-    return "work", actor.quantize.remote(*hooks.quantize_args(job))
+    try:
+        args = hooks.quantize_args(job)
+    except Unresolved as e:  # a mixed format whose sensitivity results are missing: the actor says so
+        return "work", actor.refuse.remote(e.error_class, str(e))
+    return "work", actor.quantize.remote(*args)
 
 
 def _open_engine(actor, job, hooks, model, engine):
@@ -85,10 +99,21 @@ def _benchmark(actor, job, hooks, cell):
     return actor.benchmark.remote(cell)
 
 
+def _open_sensitivity(actor, job, hooks, model, engine):
+    base = hooks.base_artifact(job)
+    return "open", actor.open_sensitivity.remote(base, job.stage.model, job.cells[0].settings)
+
+
+def _sensitivity(actor, job, hooks, cell):
+    hooks.cell_started(cell)
+    return actor.sensitivity.remote(cell)
+
+
 STAGES: dict[StageKind, StageHandler] = {
     StageKind.BUILD_MODEL: StageHandler(_build),
     StageKind.QUANTIZE: StageHandler(_quantize, without_actor=_baseline),
     StageKind.EVALUATE: StageHandler(_open_engine, _evaluate, engine_fallbacks=True),
     StageKind.SIMILARITY: StageHandler(_open_encoder, _compare),
     StageKind.PERF: StageHandler(_open_server, _benchmark, closes=True),
+    StageKind.SENSITIVITY: StageHandler(_open_sensitivity, _sensitivity),
 }

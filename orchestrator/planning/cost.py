@@ -45,6 +45,12 @@ DEFAULT_COST: dict[str, Any] = {
     # Perf stage: `vllm serve` start (CPU: ~60 s of imports over three processes) and GuideLLM's
     # fixed cost per run (~15 s: import, tokenizer, worker spawn), measured on this machine.
     "perf": {"server_start_s": 60.0, "load_generator_s": 15.0},
+    # Sensitivity stage (workers/stages/sensitivity.py, float32 on the CPU): model load + the base
+    # pass, then one forward pass per layer group over documents x max_tokens tokens. groups: a
+    # model's layer groups when its config is not read (4 per decoder layer; SmolLM2-135M has 120).
+    # s_per_b_token: float32 forward seconds per billion parameters per token (SmolLM2-135M, 2 x 256
+    # tokens: ~1.2 s per group on 2 cores of an AMX Xeon).
+    "sensitivity": {"load_s": 15.0, "groups": 128, "s_per_b_token": 0.017},
     "default_task": {"samples": 100, "prompt_tokens": 512, "output_tokens": 0},
 }
 
@@ -83,7 +89,7 @@ class CostModel:
 
     def __post_init__(self) -> None:
         merged = {**DEFAULT_COST, **(self.cfg or {})}
-        for k in ("accelerators", "format_speed", "quantize_s_per_b", "similarity", "perf"):
+        for k in ("accelerators", "format_speed", "quantize_s_per_b", "similarity", "perf", "sensitivity"):
             merged[k] = {**DEFAULT_COST[k], **(self.cfg or {}).get(k, {})}
         self.cfg = merged
         self._memo: dict[tuple, float] = {}
@@ -171,6 +177,14 @@ class CostModel:
             total += c["load_generator_s"] + sum(
                 min(cell.load.max_seconds, request * cell.load.max_requests / n) for n in cell.load.streams
             )
+        return total
+
+    def sensitivity_seconds(self, model: ModelSpec, cells: list) -> float:
+        c = self.cfg["sensitivity"]
+        total = c["load_s"]
+        for cell in cells:
+            tokens = int(cell.settings["documents"]) * int(cell.settings["max_tokens"])
+            total += (c["groups"] + 1) * c["s_per_b_token"] * model_params_b(model) * tokens
         return total
 
     def build_seconds(self, model: ModelSpec) -> float:

@@ -72,7 +72,8 @@ def nodes_from_ray(ray_nodes: list[dict[str, Any]]) -> list[NodeShape]:
 
 
 def demand(model, nodes: list[NodeShape], cfg: Resources | dict[str, Any] | None, role: str = "evaluate") -> Demand:
-    """Resources for a job of `role` (build | quantize | evaluate | similarity | perf) of `model` on this cluster.
+    """Resources for a job of `role` (build | quantize | evaluate | similarity | perf | sensitivity) of
+    `model` on this cluster. Sensitivity runs the base model in float32 on CPU cores (no GPU).
 
     Refuses, in one line, an engine no node set can hold."""
     cfg = Resources.of(cfg)
@@ -82,7 +83,7 @@ def demand(model, nodes: list[NodeShape], cfg: Resources | dict[str, Any] | None
     largest_gpus = max(n.gpus for n in nodes)
     qres = dict(getattr(model, "quantize_resources", None) or {})
     memory = float(qres.get("memory_gb", 0)) if role == "quantize" else 0.0
-    if role in ("build", "similarity") or largest_gpus == 0:
+    if role in ("build", "similarity", "sensitivity") or largest_gpus == 0:
         gpus = 0
     elif role == "quantize":
         gpus = int(qres.get("gpus", 1))

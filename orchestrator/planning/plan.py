@@ -1,11 +1,14 @@
 """Expand a sweep's axes into cells and a stage DAG.
 
 model x format x task x seed -> cells. Stages:
+  build_model(model) -> [sensitivity(model, format): per layer group, for sweep.sensitivity / sweep.mixed]
   build_model(model) -> quantize(model, format) -> evaluate(model, format, seed)
                                               -> similarity(model, format, seed) [with the baseline's evaluate]
                                               -> perf(model, format) [vllm serve + GuideLLM per scenario]
-One evaluate stage per engine group: every task of a (model, format, seed) is served by one
-engine load (the seed is fixed at engine construction in vLLM, so it splits groups).
+A mixed format's quantize stage also waits for its candidates' sensitivity stages (the driver
+solves its assignment from their results). One evaluate stage per engine group: every task of a
+(model, format, seed) is served by one engine load (the seed is fixed at engine construction in
+vLLM, so it splits groups).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 
 from orchestrator.config import Sweep
 from orchestrator.planning.cost import CostModel, task_samples
-from quantgrid.types import Cell, Comparison, PerfCell, Stage, StageKind
+from quantgrid.types import Cell, Comparison, PerfCell, SensitivityCell, Stage, StageKind
 
 
 @dataclass
@@ -25,6 +28,12 @@ class Plan:
     stages: list[Stage]
     comparisons: list[Comparison] = field(default_factory=list)  # similarity vs the baseline
     perf_cells: list[PerfCell] = field(default_factory=list)  # serving performance per scenario
+    sensitivity_cells: list[SensitivityCell] = field(default_factory=list)  # per layer group, per target
+
+    @property
+    def recorded_cells(self) -> list:
+        """Every cell the ledger holds a row for."""
+        return [*self.cells, *self.comparisons, *self.perf_cells, *self.sensitivity_cells]
 
     @property
     def evaluate_stages(self) -> list[Stage]:
@@ -44,6 +53,7 @@ class Plan:
             "comparisons": len(self.comparisons),
             "perf_cells": len(self.perf_cells),
             "server_starts": by_kind[StageKind.PERF],
+            "sensitivity_cells": len(self.sensitivity_cells),
         }
 
     def engine_splits(self) -> dict[str, list[str]]:
@@ -126,6 +136,13 @@ def expand(sweep: Sweep) -> Plan:
     for model in sweep.models:
         build = Stage(StageKind.BUILD_MODEL, model)
         stages.append(build)
+        sens: dict[str, Stage] = {}
+        for fname in sweep.sensitivity.formats:
+            fmt = sweep.formats[model.name].get(fname)
+            if fmt is not None:
+                cell = SensitivityCell(model, fmt, sweep.sensitivity.cell_settings(), sweep.versions)
+                sens[fname] = Stage(StageKind.SENSITIVITY, model, fmt, cells=[cell], depends_on=[build.key])
+                stages.append(sens[fname])
         quants: dict[str, Stage] = {}
         for fname in sweep.format_names:
             fmt = sweep.formats[model.name].get(fname)
@@ -134,7 +151,8 @@ def expand(sweep: Sweep) -> Plan:
             if fname == rerun:  # the noise floor: the baseline's own checkpoint, no stage of its own
                 quant = quants[sweep.baseline]
             else:
-                quant = quants[fname] = Stage(StageKind.QUANTIZE, model, fmt, depends_on=[build.key])
+                after = [sens[c].key for c in (fmt.mixed or {}).get("candidates", {}) if c in sens]
+                quant = quants[fname] = Stage(StageKind.QUANTIZE, model, fmt, depends_on=[build.key, *after])
                 stages.append(quant)
             # The engine runs the model with the format's parallelism (405B BF16 on two nodes,
             # its quantized formats on one); quantize works on the base model as it is.
@@ -174,6 +192,7 @@ def expand(sweep: Sweep) -> Plan:
         stages=stages,
         comparisons=[c for s in comparisons for c in s.cells],
         perf_cells=[c for s in stages if s.kind is StageKind.PERF for c in s.cells],
+        sensitivity_cells=[c for s in stages if s.kind is StageKind.SENSITIVITY for c in s.cells],
     )
 
 
@@ -258,6 +277,19 @@ def execution_lines(sweep) -> list[str]:
                 f"  {f}: {ex.mode}, engine dtype {ex.dtype}{kv}, calibration dtype {ex.calibration_dtype}: {ex.runs}",
             )
     lines += list(seen.values())
+    sens = sweep.sensitivity
+    if sens.enabled:
+        lines.append(
+            f"sensitivity: {', '.join(sens.formats)} per layer group (qkv/o/gate_up/down of each decoder layer), "
+            f"exact KL from {sweep.baseline} on {sens.documents} held-out documents x {sens.max_tokens} tokens"
+        )
+    if sweep.mixed.enabled:
+        some = next(iter(sweep.formats.values()))[sweep.mixed.format_name(sweep.mixed.budgets[0])].mixed
+        cands = ", ".join(f"{c} {b:.3g}" for c, b in some["bits"].items())
+        lines.append(
+            f"mixed: {', '.join(sweep.mixed.format_name(b) for b in sweep.mixed.budgets)}: per layer group one of "
+            f"{cands} bits, least summed KL within each budget (scipy.optimize.milp, solved when the sensitivity is in)"
+        )
     a = sweep.adaptive
     if a.enabled:
         decided = sorted(adaptive_tasks(sweep))

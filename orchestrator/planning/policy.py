@@ -43,9 +43,12 @@ class Job:
     @property
     def actor_key(self) -> tuple:
         """Jobs with equal keys may run one after another in the same actor process."""
-        role = {StageKind.EVALUATE: "evaluate", StageKind.SIMILARITY: "similarity", StageKind.PERF: "perf"}.get(
-            self.kind, "prepare"
-        )
+        role = {
+            StageKind.EVALUATE: "evaluate",
+            StageKind.SIMILARITY: "similarity",
+            StageKind.PERF: "perf",
+            StageKind.SENSITIVITY: "sensitivity",
+        }.get(self.kind, "prepare")
         return (role, self.stage.model.name, self.demand.shape)
 
     @property
@@ -86,7 +89,10 @@ class PlacementPolicy:
         perfs = [(s, cells) for s in stages if s.kind is StageKind.PERF and (cells := todo(s))]
         needed_quant = {s.depends_on[0] for s, _ in evals + perfs}
         by_key = {s.key: s for s in stages}
+        # Sensitivity (per layer group, on the base model) feeds the mixed formats' quantize stages.
+        sens = [(s, cells) for s in stages if s.kind is StageKind.SENSITIVITY and (cells := todo(s))]
         needed_build = {by_key[q].depends_on[0] for q in needed_quant if q in by_key}
+        needed_build |= {s.depends_on[0] for s, _ in sens}
         jobs: dict[str, Job] = {}
         for s in stages:
             if s.kind is StageKind.BUILD_MODEL and s.key in needed_build:
@@ -98,6 +104,16 @@ class PlacementPolicy:
                     demand(s.model, self.nodes, self.cfg, "build"),
                     self.cost.build_seconds(s.model),
                 )
+        for s, cells in sens:
+            jobs[s.key] = Job(
+                s.key,
+                s.kind,
+                s,
+                cells,
+                demand(s.model, self.nodes, self.cfg, "sensitivity"),
+                self.cost.sensitivity_seconds(s.model, cells),
+                deps=[d for d in s.depends_on if d in jobs],
+            )
         accel = {s.key: cells[0].engine.accelerator for s, cells in evals + perfs}
         quant_accel = {s.depends_on[0]: accel[s.key] for s, _ in evals + perfs}
         for s in stages:
@@ -226,7 +242,8 @@ class PlacementPolicy:
             StageKind.PERF: 0,
             StageKind.EVALUATE: 1,
             StageKind.QUANTIZE: 2,
-            StageKind.BUILD_MODEL: 3,
+            StageKind.SENSITIVITY: 3,  # a mixed format's quantize stage waits for it
+            StageKind.BUILD_MODEL: 4,
         }
         for j in sorted(jobs.values(), key=lambda j: order[j.kind]):
             j.priority = j.seconds + max((c.priority for c in children.get(j.id, [])), default=0.0)

@@ -356,22 +356,34 @@ def write(
     fidelity_rows: list[dict] | None = None,
     noise_floor: str = "",
     verdict_rows: list[dict] | None = None,
+    mixed: dict[str, list[dict]] | None = None,
 ) -> list[Path]:
-    """`perf`: {table, recommendations, limits, note} from orchestrator/report/recommend.py, or None;
+    """`mixed`: {sensitivity, frontier, markdown, metrics} from orchestrator/report/mixed.py `section`,
+    or None; `perf`: {table,
+    recommendations, limits, note} from orchestrator/report/recommend.py, or None;
     `omitted`: results left out (their samples file is missing or damaged), one line each."""
     from orchestrator.report import fidelity, recommend, verdicts
-    from orchestrator.report.plots import perf_frontier, recovery_heatmap, similarity_distributions, task_differences
+    from orchestrator.report.plots import (
+        bits_frontier,
+        perf_frontier,
+        recovery_heatmap,
+        sensitivity_heatmap,
+        similarity_distributions,
+        task_differences,
+    )
 
     out_dir.mkdir(parents=True, exist_ok=True)
     others = [f for f in formats if f != baseline]
     sim_rows, dists = similarity(similarity_records or [], out_dir.parent, formats)
     perf = perf or {"table": [], "recommendations": [], "limits": {}, "note": ""}
+    mixed = mixed or {"sensitivity": [], "frontier": [], "markdown": "", "metrics": {}}
     md = "\n".join(
         part
         for part in (
             to_markdown(rows, baseline, formats, notes),
             fidelity.to_markdown(fidelity_rows or [], baseline, noise_floor),
             verdicts.to_markdown(verdict_rows or [], baseline),
+            mixed["markdown"],
             similarity_markdown(sim_rows, baseline),
             recommend.to_markdown(perf["table"], perf["recommendations"], perf["limits"], perf["note"]),
             "## Left out\n\nThese results have no trustworthy samples file; `quantgrid resume` "
@@ -388,6 +400,8 @@ def write(
             task_differences(rows, others, out_dir / "task_differences.png"),
             similarity_distributions(dists, list(SIMILARITY_COLUMNS), out_dir / "similarity_distributions.png"),
             perf_frontier(perf["table"], out_dir / "perf_frontier.png"),
+            sensitivity_heatmap(mixed["sensitivity"], out_dir / "sensitivity_heatmap.png"),
+            bits_frontier(mixed["frontier"], out_dir / "frontier.png"),
         )
         if p
     ]
@@ -400,6 +414,9 @@ def write(
                 "similarity": sim_rows,
                 "fidelity": fidelity_rows or [],
                 "adaptive": verdict_rows or [],
+                "frontier": mixed["frontier"],
+                "sensitivity": mixed["sensitivity"],
+                "mixed_metrics": mixed["metrics"],
                 "perf": perf["table"],
                 "recommendations": perf["recommendations"],
                 "omitted": omitted or [],

@@ -131,3 +131,70 @@ def perf_frontier(table: list[dict], path: Path) -> Path | None:
             ax.set_title(f"{key[0]} / {key[1]} ({key[2]})", fontsize=9)
     fig.suptitle("Accuracy-performance frontier")
     return _save(fig, path)
+
+
+# A decoder layer's groups in data-flow order (workers/stages/sensitivity.py FUSED)
+MODULE_ORDER = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
+
+
+def sensitivity_heatmap(sens: list[dict], path: Path) -> Path | None:
+    """Per (model, target format): decoder layer x module group, the KL of quantizing that group
+    alone (log colour scale: a few groups dominate)."""
+    from matplotlib.colors import LogNorm
+
+    sens = [s for s in sens if s["groups"]]
+    if not sens:
+        return None
+    fig, axes = plt.subplots(1, len(sens), figsize=(3.2 * len(sens) + 1.2, 6.0), squeeze=False)
+    for ax, s in zip(axes[0], sens):
+        layers = sorted({g["layer"] for g in s["groups"]})
+        modules = [m for m in MODULE_ORDER if any(g["module"] == m for g in s["groups"])]
+        modules += sorted({g["module"] for g in s["groups"]} - set(modules))
+        grid = [[math.nan] * len(modules) for _ in layers]
+        for g in s["groups"]:
+            grid[layers.index(g["layer"])][modules.index(g["module"])] = max(g["kl"], 1e-6)
+        im = ax.imshow(grid, cmap="magma_r", norm=LogNorm(), aspect="auto")
+        ax.set_xticks(range(len(modules)), [m.removesuffix("_proj") for m in modules], rotation=30)
+        ax.set_yticks(range(len(layers)), [str(n) for n in layers], fontsize=6)
+        ax.set_ylabel("decoder layer")
+        ax.set_title(f"{s['model']} / {s['format']}", fontsize=9)
+        fig.colorbar(im, ax=ax, label="KL nats/token (group alone)")
+    fig.suptitle("Layer-group sensitivity")
+    return _save(fig, path)
+
+
+def bits_frontier(table: list[dict], path: Path) -> Path | None:
+    """Average weight bits vs KL and vs perplexity recovery per model: uniform formats as points,
+    mixed formats joined by a line, 95% CIs as error bars."""
+    models = sorted({r["model"] for r in table})
+    if not models:
+        return None
+    fig, axes = plt.subplots(len(models), 2, figsize=(10, 3.6 * len(models)), squeeze=False)
+    for i, model in enumerate(models):
+        rows = [r for r in table if r["model"] == model]
+        for j, (key, label) in enumerate(
+            (("kl", "KL from the baseline (nats/token)"), ("ppl_recovery", "perplexity recovery %"))
+        ):
+            ax = axes[i][j]
+            for kind, style in (("uniform", "o"), ("mixed", "s-")):
+                pts = sorted(
+                    (r["bits"], r[key], r.get(f"{key}_ci"), r["format"])
+                    for r in rows
+                    if r["kind"] == kind and r.get(key) is not None
+                )
+                if not pts:
+                    continue
+                xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+                err = [
+                    [y - (p[2][0] if p[2] else y) for y, p in zip(ys, pts)],
+                    [(p[2][1] if p[2] else y) - y for y, p in zip(ys, pts)],
+                ]
+                ax.errorbar(xs, ys, yerr=err, fmt=style, capsize=3, label=kind)
+                for x, y, _, name in pts:
+                    ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            ax.set_xlabel("average weight bits")
+            ax.set_ylabel(label)
+            ax.set_title(model, fontsize=9)
+            ax.legend(fontsize=7)
+    fig.suptitle("Mixed-precision frontier")
+    return _save(fig, path)

@@ -95,6 +95,31 @@ def read_generations(path: Path) -> dict[int, str]:
     return dict(zip(df["doc_id"].astype(int), df["response"].fillna("").astype(str)))
 
 
+def read_sensitivity(path: Path) -> list[dict[str, Any]]:
+    """A sensitivity cell's groups in model order: {name, layer, module, modules, params, kl,
+    ppl_ratio} (workers/stages/sensitivity.py writes one row per layer group)."""
+    import pandas as pd
+
+    df = pd.read_parquet(path, columns=["doc_id", "target", "m_kl", "m_ppl_ratio", "m_params", "extra"]).sort_values(
+        "doc_id"
+    )
+    out = []
+    for row in df.itertuples(index=False):
+        extra = json.loads(row.extra or "{}")
+        out.append(
+            {
+                "name": str(row.target),
+                "layer": int(extra.get("layer", -1)),
+                "module": str(extra.get("module", "")),
+                "modules": list(extra.get("modules") or []),
+                "params": int(row.m_params),
+                "kl": float(row.m_kl),
+                "ppl_ratio": float(row.m_ppl_ratio),
+            }
+        )
+    return out
+
+
 class ResultSink(Protocol):
     def sweep_started(self, sweep_name: str, info: dict[str, Any]) -> None: ...
     def artifact_ready(self, stage: Stage, artifact: Artifact) -> None: ...

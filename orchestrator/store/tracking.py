@@ -141,7 +141,8 @@ def attach_report(
 def report_metrics(report_json: Path) -> dict[str, float]:
     """The report's per-(model, format, task) fidelity figures and adaptive verdicts as metric keys:
     fidelity/MODEL/FORMAT/TASK/{kl,top1,outside_mass}, adaptive/MODEL/FORMAT/TASK/{verdict,documents,saved}
-    (verdict: above 1, undecided 0, below -1)."""
+    (verdict: above 1, undecided 0, below -1); frontier/MODEL/FORMAT/... and sensitivity/MODEL/FORMAT/...
+    (orchestrator/report/mixed.py `metrics`)."""
     import json
 
     try:
@@ -154,6 +155,7 @@ def report_metrics(report_json: Path) -> dict[str, float]:
         for k in ("kl", "top1", "outside_mass")
         if r.get(k) is not None
     }
+    out |= {k: float(v) for k, v in (report.get("mixed_metrics") or {}).items()}  # frontier/..., sensitivity/...
     code = {"above": 1.0, "undecided": 0.0, "below": -1.0}
     for r in report.get("adaptive") or []:
         key = f"adaptive/{r['model']}/{r['format']}/{r['task']}".replace("@", "_at_")

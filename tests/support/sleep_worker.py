@@ -14,6 +14,7 @@ import time
 
 import ray
 
+from quantgrid.failures import StageFailure
 from quantgrid.settings import Sanity, ServeSettings
 from quantgrid.types import (
     Artifact,
@@ -22,6 +23,7 @@ from quantgrid.types import (
     EngineSettings,
     PerfCell,
     FormatSpec,
+    SensitivityCell,
     ModelSpec,
     TaskResult,
     stable_hash,
@@ -149,6 +151,29 @@ class SleepWorker:
             primary_metric=cell.task.metric,
             kind="perf",
         )
+
+    def open_sensitivity(self, base: Artifact, model: ModelSpec, settings: dict) -> dict:
+        inject("open_sensitivity", model.name)
+        return {"load_seconds": 0.0, "model": model.name}
+
+    def sensitivity(self, cell: SensitivityCell) -> TaskResult:
+        inject("sensitivity", f"{cell.model.name}/{cell.format.name}")
+        return TaskResult(
+            cell_key=cell.key,
+            model=cell.model.name,
+            format=cell.format.name,
+            task=cell.task.name,
+            metrics={},
+            samples=[],
+            num_samples=0,
+            seconds=0.0,
+            provenance={"synthetic": True},
+            primary_metric=cell.task.metric,
+            kind="sensitivity",
+        )
+
+    def refuse(self, error_class: str, message: str) -> None:
+        raise StageFailure(error_class, message)
 
     def close(self) -> None:
         pass

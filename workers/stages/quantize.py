@@ -134,6 +134,10 @@ def quantize(
     actor sized for staging (no GPU), so probing it would mean loading both models there: not
     gated."""
     sanity = sanity or Sanity()
+    if fmt.mixed:  # the assignment solved by the driver -> config groups (keyed on it: fmt.mixed)
+        from workers.stages.mixed_recipe import materialize
+
+        fmt = materialize(fmt)
     if fmt.is_baseline:
         return Artifact(path=base.path, content_hash=base.content_hash, quantization_config=None, reused=True)
     if fmt.published:

@@ -54,9 +54,12 @@ class _Hooks:
     def next_documents(self, cell):
         return None
 
+    def base_artifact(self, job):
+        return "base-artifact"
+
 
 def _job(kind, baseline=False):
-    cell = SimpleNamespace(engine="engine", encoder="encoder")
+    cell = SimpleNamespace(engine="engine", encoder="encoder", settings={"documents": 2})
     stage = SimpleNamespace(model="model", format=SimpleNamespace(is_baseline=baseline))
     return SimpleNamespace(kind=kind, stage=stage, cells=[cell])
 
@@ -91,3 +94,17 @@ def test_only_the_baseline_quantize_runs_without_an_actor_and_only_engines_take_
     assert not without(_job(StageKind.QUANTIZE), hooks) and len(hooks.baseline) == 1
     assert [k for k, h in STAGES.items() if h.without_actor] == [StageKind.QUANTIZE]
     assert [k for k, h in STAGES.items() if h.engine_fallbacks] == [StageKind.EVALUATE]
+
+
+def test_a_stage_without_its_arguments_fails_on_its_actor():
+    """A mixed format whose sensitivity has no result: the driver raises Unresolved, the actor's
+    `refuse` call fails the attempt with that class and line (classified like any failure)."""
+    from orchestrator.execution.stages import Unresolved
+
+    class Missing(_Hooks):
+        def quantize_args(self, job):
+            raise Unresolved("dependency_failed", "quantize/m/mixed-5b: the sensitivity of m to w4 has no result")
+
+    actor = _Recorder()
+    phase, ref = STAGES[StageKind.QUANTIZE].begin(actor, _job(StageKind.QUANTIZE), Missing(), "model", None)
+    assert (phase, ref, actor.calls) == ("work", "ref:refuse", ["refuse"])

@@ -36,6 +36,7 @@ def test_demo_grid_shape():
         "comparisons": 4,
         "perf_cells": 0,
         "server_starts": 0,
+        "sensitivity_cells": 0,
     }
     # One engine group per (model, format) serving every task.
     assert sorted(s.format.name for s in p.evaluate_stages) == ["bf16", "bf16_rerun", "fp8", "int8", "w4a16"]

