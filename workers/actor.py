@@ -392,6 +392,7 @@ class StageWorker:
                 "text_sha256": self.sensitivity_probe.text_sha256,
                 "base_checkpoint": self.sensitivity_probe.path,
                 "method": "round-to-nearest per group (compressed-tensors fake_quantize), exact KL in float32",
+                "skipped_modifiers": self.sensitivity_probe.skipped_modifiers,
                 "git_commit": self.git_commit,
                 "hardware": hardware(),
                 "time": time.time(),

@@ -77,7 +77,9 @@ def layer_groups(model: Any, ignore: list[str]) -> list[Group]:
 def target_scheme(fmt: FormatSpec) -> tuple[Any, list[str]]:
     """The format's one quantization scheme (compressed-tensors QuantizationScheme) and its
     modifier's ignore list. One group of one scheme: a recipe whose config_groups differ per
-    module is already a mix, not a target to measure against."""
+    module is already a mix, not a target to measure against. Modifiers without a scheme
+    (SmoothQuant, AWQ's smoothing) transform the whole model and are not applied per group: the
+    figures are the scheme's alone (`skipped_modifiers` says which were left out)."""
     from compressed_tensors.quantization import QuantizationScheme
     from compressed_tensors.quantization.quant_scheme import is_preset_scheme, preset_name_to_scheme
 
@@ -223,4 +225,9 @@ class SensitivityProbe:
             "tokens,none": float(sum(len(d) - 1 for d in self.ids)),
         }
         self.text_sha256 = documents_hash(int(self.settings["documents"]))
+        self.skipped_modifiers = [
+            k
+            for k, v in find_keys(fmt.recipe, lambda k, v: isinstance(k, str) and k.endswith("Modifier"))
+            if not (isinstance(v, dict) and (v.get("scheme") or v.get("config_groups")))
+        ]
         return metrics, records

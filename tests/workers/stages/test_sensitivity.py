@@ -127,3 +127,24 @@ def test_a_preset_candidate_becomes_a_full_scheme():
     assert g["group_1"]["targets"] == ["a.q_proj"] and g["group_1"]["input_activations"]["dynamic"] is True
     assert g["group_0"]["targets"] == ["a.down_proj"] and g["group_0"]["weights"]["num_bits"] == 4
     assert "scheme" not in mod
+
+
+def test_a_model_wide_transform_is_left_out_and_said(probe):
+    """SmoothQuant rescales norms and the next Linears across the whole layer: it cannot apply to
+    one group alone, so the figures are the scheme's and the result says what was left out."""
+    sq = FormatSpec(
+        "int8",
+        "int8",
+        {
+            "quant_stage": {
+                "quant_modifiers": {
+                    "SmoothQuantModifier": {"smoothing_strength": 0.8},
+                    "GPTQModifier": {"targets": ["Linear"], "scheme": "W8A8", "ignore": ["lm_head"]},
+                }
+            }
+        },
+    )
+    m_sq, _ = probe.measure(sq)
+    assert probe.skipped_modifiers == ["SmoothQuantModifier"]
+    m_rtn, _ = probe.measure(W8A8)
+    assert probe.skipped_modifiers == [] and m_sq == m_rtn
