@@ -14,10 +14,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 ARGS = [
     "sweep=tiny",
-    "sweep.formats=[w4a16_rtn]",
+    "sweep.formats=[w4a16_rtn,int8_rtn]",
     "sweep.tasks=[nexttoken_local,ppl_local]",
     "sweep.similarity.tasks=[]",
-    "+sweep.mixed={candidates: [w4a16_rtn, bf16], budgets: [6, 10]}",
+    # the issue's example: per group W4A16, W8A8 or BF16
+    "+sweep.mixed={candidates: [w4a16_rtn, int8_rtn, bf16], budgets: [6, 10]}",
 ]
 
 
@@ -35,41 +36,61 @@ def _cli(*args):
     return out.stdout
 
 
+def _group_of(module: str) -> str:
+    """The layer group (workers/stages/sensitivity.py: vLLM's fused Linears) a Linear belongs to."""
+    parent, _, leaf = module.rpartition(".")
+    return f"{parent}." + {"q_proj": "qkv_proj", "k_proj": "qkv_proj", "v_proj": "qkv_proj"}.get(
+        leaf, {"gate_proj": "gate_up_proj", "up_proj": "gate_up_proj"}.get(leaf, leaf)
+    )
+
+
 def test_sensitivity_mixes_and_frontier_on_the_real_stack(tmp_path, tiny_llama):
     _cli("run", *ARGS, f"run_dir={tmp_path}")
     run = tmp_path / "tiny"
     with sqlite3.connect(run / "ledger.db") as db:
         cells = {(f, t): st for f, t, st in db.execute("SELECT format, task, state FROM cells")}
     assert set(cells.values()) == {"done"}
-    assert cells[("w4a16_rtn", "sensitivity")] == "done"
+    assert cells[("w4a16_rtn", "sensitivity")] == cells[("int8_rtn", "sensitivity")] == "done"
     for mix in ("mixed-6b", "mixed-10b"):
         assert cells[(mix, "nexttoken_local")] == cells[(mix, "ppl_local")] == "done"
 
     arts = {json.loads(line)["stage"]: json.loads(line) for line in (run / "artifacts.jsonl").read_text().splitlines()}
+    used = set()
     for mix, budget in (("mixed-6b", 6.0), ("mixed-10b", 10.0)):
         solved = json.loads((run / "mixed" / "tiny-llama" / f"{mix}.json").read_text())
         groups = solved["assignment"]
         assert len(groups) == 8 and {g["module"] for g in groups} == {"qkv_proj", "o_proj", "gate_up_proj", "down_proj"}
-        assert 4.125 <= solved["bits"] <= budget
-        dense = {g["name"] for g in groups if g["format"] == "bf16"}
-        assert dense and len(dense) < 8  # the budget keeps some groups in BF16, not all
-        # the checkpoint: the dense groups' Linears are in `ignore` (vLLM serves them unquantized)
+        assert 4.125 <= solved["bits"] <= budget and sum(solved["groups"].values()) == 8
+        used |= {g["format"] for g in groups}
+        # the checkpoint quantizes each group with its candidate's scheme; BF16 groups are in
+        # `ignore`, which vLLM serves dense
         qcfg = json.loads((Path(arts[f"quantize/tiny-llama/{mix}"]["path"]) / "config.json").read_text())[
             "quantization_config"
         ]
-        ignored = {n.rsplit(".", 1)[0] for n in qcfg["ignore"] if n != "lm_head"}
-        assert ignored == {g.rsplit(".", 1)[0] for g in dense}
+        bits_of = {t: c["weights"]["num_bits"] for c in qcfg["config_groups"].values() for t in c["targets"]}
+        dynamic = {t for c in qcfg["config_groups"].values() if c.get("input_activations") for t in c["targets"]}
+        for g in groups:
+            members = [m for m in set(bits_of) | set(qcfg["ignore"]) if _group_of(m) == g["name"]]
+            assert members, g
+            if g["format"] == "bf16":
+                assert all(m in qcfg["ignore"] and m not in bits_of for m in members), g
+            else:
+                want = 4 if g["format"] == "w4a16_rtn" else 8
+                assert all(bits_of.get(m) == want for m in members), g
+                assert all((m in dynamic) == (g["format"] == "int8_rtn") for m in members), g
+    assert len(used) >= 2  # the budgets mix candidates, not one uniform format
     # a larger budget can only lower the predicted KL (every 6-bit assignment fits in 10 bits)
     six = json.loads((run / "mixed" / "tiny-llama" / "mixed-6b.json").read_text())
     ten = json.loads((run / "mixed" / "tiny-llama" / "mixed-10b.json").read_text())
     assert ten["predicted_kl"] <= six["predicted_kl"]
 
     report = json.loads((run / "report" / "report.json").read_text())
-    (sens,) = report["sensitivity"]
-    assert sens["format"] == "w4a16_rtn" and len(sens["groups"]) == 8 and all(g["kl"] >= 0 for g in sens["groups"])
+    sens = {s["format"]: s for s in report["sensitivity"]}
+    assert set(sens) == {"w4a16_rtn", "int8_rtn"}
+    assert all(len(s["groups"]) == 8 and all(g["kl"] >= 0 for g in s["groups"]) for s in sens.values())
     rows = {r["format"]: r for r in report["frontier"]}
-    assert set(rows) == {"bf16", "w4a16_rtn", "mixed-6b", "mixed-10b"}
-    assert rows["bf16"]["bits"] == 16.0 and rows["w4a16_rtn"]["bits"] == 4.125
+    assert set(rows) == {"bf16", "w4a16_rtn", "int8_rtn", "mixed-6b", "mixed-10b"}
+    assert rows["bf16"]["bits"] == 16.0 and rows["w4a16_rtn"]["bits"] == 4.125 and rows["int8_rtn"]["bits"] == 8.0
     for mix in ("mixed-6b", "mixed-10b"):
         r = rows[mix]
         assert r["kind"] == "mixed" and r["reference"] == "w4a16_rtn"
