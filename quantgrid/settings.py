@@ -381,8 +381,11 @@ class Sensitivity:
 
 @dataclass(frozen=True)
 class Mixed:
-    """`sweep.mixed`: one mixed-precision format per budget (average weight bits over the
-    quantizable Linears, scales included), named `mixed-<budget>b`: each layer group gets one of
+    """`sweep.mixed`: one mixed-precision format per budget, `budgets` in average weight bits over
+    the quantizable Linears, scales included (format `mixed-<bits>b`), `budgets_gb` in checkpoint
+    gigabytes (1e9 bytes: the Linears at their candidates' bits plus the rest of the model,
+    embeddings and norms, at 16 bits; format `mixed-<gb>gb`, converted to bits once the
+    sensitivity stage has counted the model's parameters). Each layer group gets one of
     the `candidates` (formats of the sweep; the baseline keeps a group unquantized) so that the
     sum of the groups' measured sensitivities (sweep.sensitivity) is least within the budget,
     an integer program (orchestrator/planning/mixed.py, scipy.optimize.milp). The chosen
@@ -391,12 +394,13 @@ class Mixed:
 
     candidates: tuple[str, ...] = ()
     budgets: tuple[float, ...] = ()
+    budgets_gb: tuple[float, ...] = ()
 
-    KEYS = ("candidates", "budgets")
+    KEYS = ("candidates", "budgets", "budgets_gb")
 
     @property
     def enabled(self) -> bool:
-        return bool(self.budgets)
+        return bool(self.budgets or self.budgets_gb)
 
     @classmethod
     def of(cls, node: Any) -> Mixed:
@@ -407,22 +411,34 @@ class Mixed:
         for k in node:
             if k not in cls.KEYS:
                 raise ConfigError(f"sweep.mixed.{k}: unknown setting (known: {', '.join(cls.KEYS)})")
-        cands, budgets = node.get("candidates") or [], node.get("budgets") or []
+        cands = node.get("candidates") or []
         if not isinstance(cands, (list, tuple)) or len(cands) < 2 or not all(isinstance(c, str) for c in cands):
             raise ConfigError(f"sweep.mixed.candidates must list at least two formats, got {cands!r}")
         if len(set(cands)) != len(cands):
             raise ConfigError(f"sweep.mixed.candidates lists a format more than once: {list(cands)}")
-        budgets = [budgets] if isinstance(budgets, (int, float)) else budgets
-        if (
-            not isinstance(budgets, (list, tuple))
-            or not budgets
-            or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 1 <= b <= 32 for b in budgets)
+        lists = {}
+        number = lambda b: isinstance(b, (int, float)) and not isinstance(b, bool)  # noqa: E731
+        for k, what, ok in (
+            ("budgets", "average weight bits in [1, 32]", lambda b: 1 <= b <= 32),
+            ("budgets_gb", "checkpoint gigabytes > 0", lambda b: b > 0),
         ):
-            raise ConfigError(f"sweep.mixed.budgets must list average weight bits in [1, 32], got {budgets!r}")
-        if len({f"{float(b):g}" for b in budgets}) != len(budgets):
-            raise ConfigError(f"sweep.mixed.budgets lists a budget more than once: {list(budgets)}")
-        return cls(tuple(cands), tuple(float(b) for b in budgets))
+            v = node.get(k) or []
+            v = [v] if number(v) else v
+            if not isinstance(v, (list, tuple)) or not all(number(b) and ok(b) for b in v):
+                raise ConfigError(f"sweep.mixed.{k} must list {what}, got {v!r}")
+            if len({f"{float(b):g}" for b in v}) != len(v):
+                raise ConfigError(f"sweep.mixed.{k} lists a budget more than once: {list(v)}")
+            lists[k] = tuple(float(b) for b in v)
+        if not lists["budgets"] and not lists["budgets_gb"]:
+            raise ConfigError("sweep.mixed needs budgets (average weight bits) or budgets_gb (checkpoint gigabytes)")
+        return cls(tuple(cands), **lists)
 
     @staticmethod
     def format_name(budget: float) -> str:
         return f"mixed-{budget:g}b"
+
+    def formats(self) -> list[tuple[str, dict[str, float]]]:
+        """(format name, {budget_bits: b} or {budget_gb: g}) per budget, bits first."""
+        return [(self.format_name(b), {"budget_bits": b}) for b in self.budgets] + [
+            (f"mixed-{g:g}gb", {"budget_gb": g}) for g in self.budgets_gb
+        ]

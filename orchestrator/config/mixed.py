@@ -53,7 +53,7 @@ def load_mixed(
     sens = replace(sens, formats=tuple(targets))
     if not mixed.enabled:
         return sens, mixed, format_names
-    names = [Mixed.format_name(b) for b in mixed.budgets]
+    names = [n for n, _ in mixed.formats()]
     for n in names:
         if n in format_names:
             raise ConfigError(f"sweep.formats lists {n}: that name is a mixed format's (sweep.mixed)")
@@ -73,26 +73,30 @@ def load_mixed(
             )
         bits = {c: weight_bits(c, r) for c, r in recipes.items()}
         template = next(cands[c] for c in mixed.candidates if recipes[c] is not None)
-        for b, name in zip(mixed.budgets, names):
-            if b < min(bits.values()) - 1e-9:
+        for name, budget in mixed.formats():
+            b = budget.get("budget_bits")
+            size = f"{b:g}-bit" if b is not None else f"{budget.get('budget_gb', 0):g} GB"
+            if b is None:  # gigabytes: converted once the sensitivity stage counted the parameters
+                pass
+            elif b < min(bits.values()) - 1e-9:
                 cheapest = min(bits, key=bits.get)
                 raise ConfigError(
                     f"sweep.mixed.budgets: {b:g} bits is below the cheapest candidate "
                     f"({cheapest}, {bits[cheapest]:.4g} bits)"
                 )
-            if b >= max(bits.values()):
+            elif b >= max(bits.values()):
                 raise ConfigError(
                     f"sweep.mixed.budgets: {b:g} bits is at or above the most precise candidate's "
                     f"{max(bits.values()):.4g} bits: that mix is the candidate itself"
                 )
             fmts[name] = FormatSpec(
                 name=name,
-                label=f"Mixed {b:g}-bit ({'/'.join(f.label for f in cands.values())})",
+                label=f"Mixed {size} ({'/'.join(f.label for f in cands.values())})",
                 recipe=template.recipe,
                 calibration=template.calibration,
                 dtype=template.dtype,
                 mixed={
-                    "budget_bits": b,
+                    **budget,
                     "baseline": baseline,
                     "candidates": {c: recipes[c] for c in mixed.candidates},
                     "bits": bits,

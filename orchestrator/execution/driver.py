@@ -25,7 +25,7 @@ from orchestrator.planning.placement import NodeShape, nodes_from_ray
 from orchestrator.planning.plan import Plan
 from orchestrator.planning.policy import Job, PlacementPolicy
 from orchestrator.execution.stages import Unresolved
-from orchestrator.planning.mixed import modules_by_candidate, solve
+from orchestrator.planning.mixed import bits_for_gb, modules_by_candidate, size_gb, solve
 from orchestrator.store.results import ResultSink, read_generations, read_sensitivity, samples_file
 from quantgrid.failures import FailureClass
 from quantgrid.runtime import PROJECT_ROOT
@@ -256,12 +256,25 @@ class Driver:  # implements execution/hooks.py Hooks
                 )
             groups = groups or table
             kl[cand] = {g["name"]: g["kl"] for g in table}
-        solution = solve(groups or [], kl, m["bits"], float(m["budget_bits"]))
+        budget = m.get("budget_bits")
+        if budget is None:  # gigabytes -> the Linears' average bits, now that the parameters are counted
+            budget = bits_for_gb(groups or [], float(m["budget_gb"]))
+            lo, hi = min(m["bits"].values()), max(m["bits"].values())
+            if not lo <= budget < hi:
+                where, edge = ("below the smallest", lo) if budget < lo else ("at or above the largest", hi)
+                raise Unresolved(
+                    FailureClass.BAD_INPUT.value,
+                    f"{stage.name}: {m['budget_gb']:g} GB is {where} checkpoint of {stage.model.name} the "
+                    f"candidates make ({size_gb(groups or [], edge):.4g} GB)",
+                )
+        solution = solve(groups or [], kl, m["bits"], float(budget))
         out = self.run_dir / "mixed" / stage.model.name / f"{fmt.name}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         record = {
             "format": fmt.name,
-            "budget_bits": m["budget_bits"],
+            "budget_bits": budget,
+            "budget_gb": m.get("budget_gb"),
+            "size_gb": size_gb(groups or [], solution["bits"]),
             "candidate_bits": m["bits"],
             **{k: solution[k] for k in ("bits", "predicted_kl", "status", "groups")},
             "assignment": [

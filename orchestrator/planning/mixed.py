@@ -92,6 +92,25 @@ def candidate_recipe(name: str, recipe: dict | None) -> dict | None:
     return recipe
 
 
+GB = 1e9  # bytes
+
+
+def bits_for_gb(groups: list[dict[str, Any]], gb: float) -> float:
+    """The average weight bits of the Linears that a checkpoint of `gb` gigabytes allows, the
+    rest of the model (embeddings, norms, an untied lm_head: `model_params` minus the Linears')
+    stored at BASELINE_BITS."""
+    linear = float(sum(g["params"] for g in groups))
+    rest = max(float(groups[0].get("model_params") or 0) - linear, 0.0) if groups else 0.0
+    return (gb * GB * 8 - rest * BASELINE_BITS) / linear if linear else 0.0
+
+
+def size_gb(groups: list[dict[str, Any]], bits: float) -> float:
+    """The checkpoint's gigabytes at `bits` average weight bits (the inverse of bits_for_gb)."""
+    linear = float(sum(g["params"] for g in groups))
+    rest = max(float(groups[0].get("model_params") or 0) - linear, 0.0) if groups else 0.0
+    return (linear * bits + rest * BASELINE_BITS) / 8 / GB
+
+
 def solve(
     groups: list[dict[str, Any]], kl: dict[str, dict[str, float]], bits: dict[str, float], budget: float
 ) -> dict[str, Any]:

@@ -284,10 +284,11 @@ def execution_lines(sweep) -> list[str]:
             f"exact KL from {sweep.baseline} on {sens.documents} held-out documents x {sens.max_tokens} tokens"
         )
     if sweep.mixed.enabled:
-        some = next(iter(sweep.formats.values()))[sweep.mixed.format_name(sweep.mixed.budgets[0])].mixed
+        names = [n for n, _ in sweep.mixed.formats()]
+        some = next(iter(sweep.formats.values()))[names[0]].mixed
         cands = ", ".join(f"{c} {b:.3g}" for c, b in some["bits"].items())
         lines.append(
-            f"mixed: {', '.join(sweep.mixed.format_name(b) for b in sweep.mixed.budgets)}: per layer group one of "
+            f"mixed: {', '.join(names)}: per layer group one of "
             f"{cands} bits, least summed KL within each budget (scipy.optimize.milp, solved when the sensitivity is in)"
         )
     a = sweep.adaptive

@@ -22,6 +22,7 @@ import numpy as np
 from orchestrator.report.analysis import Samples, paired_task
 from orchestrator.store.results import read_sensitivity, samples_file
 
+
 def sensitivity(records: list[dict[str, Any]], run_dir: Path) -> list[dict[str, Any]]:
     """One entry per (model, target format): its groups (layer, module, KL, params)."""
     out = []
@@ -86,11 +87,11 @@ def frontier(
             row: dict[str, Any] = {"model": model.name, "format": name, "kind": "mixed" if f.mixed else "uniform"}
             row["bits"] = bits
             if f.mixed:
-                row["budget_bits"] = f.mixed["budget_bits"]
+                row |= {k: f.mixed[k] for k in ("budget_bits", "budget_gb") if k in f.mixed}
                 solved = run_dir / "mixed" / model.name / f"{name}.json"
                 if solved.is_file():
                     s = json.loads(solved.read_text())
-                    row |= {"bits": s["bits"], "predicted_kl": s["predicted_kl"], "groups": s["groups"]}
+                    row |= {k: s[k] for k in ("bits", "predicted_kl", "groups", "size_gb") if k in s}
             fr = fid.get((model.name, name))
             if fr and fr.get("kl") is not None:
                 row |= {"kl": fr["kl"], "kl_ci": fr["kl_ci"], "top1": fr["top1"]}

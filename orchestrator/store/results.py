@@ -96,8 +96,9 @@ def read_generations(path: Path) -> dict[int, str]:
 
 
 def read_sensitivity(path: Path) -> list[dict[str, Any]]:
-    """A sensitivity cell's groups in model order: {name, layer, module, modules, params, kl,
-    ppl_ratio} (workers/stages/sensitivity.py writes one row per layer group)."""
+    """A sensitivity cell's groups in model order: {name, layer, module, modules, params,
+    model_params (the whole model's, on every row), kl, ppl_ratio} (workers/stages/sensitivity.py
+    writes one row per layer group)."""
     import pandas as pd
 
     df = pd.read_parquet(path, columns=["doc_id", "target", "m_kl", "m_ppl_ratio", "m_params", "extra"]).sort_values(
@@ -113,6 +114,7 @@ def read_sensitivity(path: Path) -> list[dict[str, Any]]:
                 "module": str(extra.get("module", "")),
                 "modules": list(extra.get("modules") or []),
                 "params": int(row.m_params),
+                "model_params": int(extra.get("model_params", 0)),
                 "kl": float(row.m_kl),
                 "ppl_ratio": float(row.m_ppl_ratio),
             }

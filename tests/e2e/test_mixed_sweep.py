@@ -18,7 +18,7 @@ ARGS = [
     "sweep.tasks=[nexttoken_local,ppl_local]",
     "sweep.similarity.tasks=[]",
     # the issue's example: per group W4A16, W8A8 or BF16
-    "+sweep.mixed={candidates: [w4a16_rtn, int8_rtn, bf16], budgets: [6, 10]}",
+    "+sweep.mixed={candidates: [w4a16_rtn, int8_rtn, bf16], budgets: [6], budgets_gb: [0.0008]}",
 ]
 
 
@@ -51,13 +51,16 @@ def test_sensitivity_mixes_and_frontier_on_the_real_stack(tmp_path, tiny_llama):
         cells = {(f, t): st for f, t, st in db.execute("SELECT format, task, state FROM cells")}
     assert set(cells.values()) == {"done"}
     assert cells[("w4a16_rtn", "sensitivity")] == cells[("int8_rtn", "sensitivity")] == "done"
-    for mix in ("mixed-6b", "mixed-10b"):
+    for mix in ("mixed-6b", "mixed-0.0008gb"):
         assert cells[(mix, "nexttoken_local")] == cells[(mix, "ppl_local")] == "done"
 
     arts = {json.loads(line)["stage"]: json.loads(line) for line in (run / "artifacts.jsonl").read_text().splitlines()}
     used = set()
-    for mix, budget in (("mixed-6b", 6.0), ("mixed-10b", 10.0)):
+    for mix in ("mixed-6b", "mixed-0.0008gb"):
         solved = json.loads((run / "mixed" / "tiny-llama" / f"{mix}.json").read_text())
+        budget = solved["budget_bits"]  # 0.8 MB: the Linears' bits once the embeddings take theirs at 16
+        if mix.endswith("gb"):
+            assert solved["budget_gb"] == 0.0008 and solved["size_gb"] <= 0.0008 + 1e-12 and budget > 6
         groups = solved["assignment"]
         assert len(groups) == 8 and {g["module"] for g in groups} == {"qkv_proj", "o_proj", "gate_up_proj", "down_proj"}
         assert 4.125 <= solved["bits"] <= budget and sum(solved["groups"].values()) == 8
@@ -79,19 +82,19 @@ def test_sensitivity_mixes_and_frontier_on_the_real_stack(tmp_path, tiny_llama):
                 assert all(bits_of.get(m) == want for m in members), g
                 assert all((m in dynamic) == (g["format"] == "int8_rtn") for m in members), g
     assert len(used) >= 2  # the budgets mix candidates, not one uniform format
-    # a larger budget can only lower the predicted KL (every 6-bit assignment fits in 10 bits)
+    # a larger budget can only lower the predicted KL (every 6-bit assignment fits in the 0.8 MB one)
     six = json.loads((run / "mixed" / "tiny-llama" / "mixed-6b.json").read_text())
-    ten = json.loads((run / "mixed" / "tiny-llama" / "mixed-10b.json").read_text())
-    assert ten["predicted_kl"] <= six["predicted_kl"]
+    gb = json.loads((run / "mixed" / "tiny-llama" / "mixed-0.0008gb.json").read_text())
+    assert gb["predicted_kl"] <= six["predicted_kl"]
 
     report = json.loads((run / "report" / "report.json").read_text())
     sens = {s["format"]: s for s in report["sensitivity"]}
     assert set(sens) == {"w4a16_rtn", "int8_rtn"}
     assert all(len(s["groups"]) == 8 and all(g["kl"] >= 0 for g in s["groups"]) for s in sens.values())
     rows = {r["format"]: r for r in report["frontier"]}
-    assert set(rows) == {"bf16", "w4a16_rtn", "int8_rtn", "mixed-6b", "mixed-10b"}
+    assert set(rows) == {"bf16", "w4a16_rtn", "int8_rtn", "mixed-6b", "mixed-0.0008gb"}
     assert rows["bf16"]["bits"] == 16.0 and rows["w4a16_rtn"]["bits"] == 4.125 and rows["int8_rtn"]["bits"] == 8.0
-    for mix in ("mixed-6b", "mixed-10b"):
+    for mix in ("mixed-6b", "mixed-0.0008gb"):
         r = rows[mix]
         assert r["kind"] == "mixed" and r["reference"] == "w4a16_rtn"
         assert r["kl"] is not None and len(r["kl_vs_ref_ci"]) == 2 and r["ppl_recovery"] is not None

@@ -186,6 +186,8 @@ class SensitivityProbe:
             raise StageFailure(
                 FailureClass.BAD_INPUT.value, f"sensitivity: format {fmt.name} quantizes no Linear of this model"
             )
+        # the whole model's parameters (embeddings, norms, lm_head too): what a GB budget counts
+        model_params = sum(p.numel() for p in self.model.parameters())
         records = []
         for i, g in enumerate(groups):
             t0 = time.perf_counter()
@@ -210,6 +212,7 @@ class SensitivityProbe:
                         "layer": g.layer,
                         "module": g.module,
                         "modules": g.modules,
+                        "model_params": model_params,
                         "seconds": time.perf_counter() - t0,
                     },
                 )
@@ -222,6 +225,7 @@ class SensitivityProbe:
             "kl_max,none": float(max(kls)),
             "groups,none": float(len(records)),
             "params,none": float(sum(g.params for g in groups)),
+            "model_params,none": float(model_params),
             "tokens,none": float(sum(len(d) - 1 for d in self.ids)),
         }
         self.text_sha256 = documents_hash(int(self.settings["documents"]))

@@ -136,3 +136,26 @@ def test_a_candidate_with_a_model_wide_transform_is_refused():
                 ]
             )
         )
+
+
+def test_a_gigabyte_budget_is_the_linears_bits_with_the_rest_at_16():
+    from orchestrator.planning.mixed import bits_for_gb, size_gb
+
+    # 100M Linear weights + 30M other parameters (embeddings) kept at 16 bits = 60 MB
+    groups = [{"name": "g0", "params": 60_000_000, "model_params": 130_000_000}, {"name": "g1", "params": 40_000_000}]
+    assert bits_for_gb(groups, 0.11) == pytest.approx((0.11e9 * 8 - 30e6 * 16) / 100e6)  # 4.0 bits
+    assert size_gb(groups, 4.0) == pytest.approx(0.11)
+    assert size_gb(groups, bits_for_gb(groups, 0.2)) == pytest.approx(0.2)
+
+
+def test_gigabyte_budgets_plan_their_own_formats():
+    sweep = load_sweep(compose(["sweep=demo_mixed", "sweep.mixed.budgets=[5]", "+sweep.mixed.budgets_gb=[0.1]"]))
+    assert [f for f in sweep.format_names if f.startswith("mixed")] == ["mixed-5b", "mixed-0.1gb"]
+    gb = sweep.formats["smollm2-135m"]["mixed-0.1gb"]
+    assert gb.mixed["budget_gb"] == 0.1 and "budget_bits" not in gb.mixed and gb.label.startswith("Mixed 0.1 GB")
+    quant = {s.format.name: s for s in expand(sweep).stages if s.kind is StageKind.QUANTIZE}
+    assert quant["mixed-0.1gb"].depends_on == quant["mixed-5b"].depends_on
+    with pytest.raises(ConfigError, match="sweep.mixed.budgets_gb must list checkpoint gigabytes > 0"):
+        load_sweep(compose(["sweep=demo_mixed", "+sweep.mixed.budgets_gb=[0]"]))
+    with pytest.raises(ConfigError, match="sweep.mixed needs budgets"):
+        load_sweep(compose(["sweep=demo_mixed", "sweep.mixed.budgets=[]"]))
