@@ -8,10 +8,11 @@ moment it arrives, fenced by its attempt's token), artifacts, failures, and the 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,8 @@ from orchestrator.store.ledger import Ledger
 from orchestrator.planning.placement import NodeShape, nodes_from_ray
 from orchestrator.planning.plan import Plan
 from orchestrator.planning.policy import Job, PlacementPolicy
-from orchestrator.execution.stages import Unresolved
-from orchestrator.planning.mixed import bits_for_gb, modules_by_candidate, size_gb, solve
-from orchestrator.store.results import ResultSink, read_generations, read_sensitivity, samples_file
+from orchestrator.execution.mixed import assign
+from orchestrator.store.results import ResultSink, read_generations, samples_file
 from quantgrid.failures import FailureClass
 from quantgrid.runtime import PROJECT_ROOT
 from quantgrid.types import SCORING, Artifact, Cell, Comparison, Stage, StageKind, TaskResult, file_sha256, stable_hash
@@ -221,82 +221,20 @@ class Driver:  # implements execution/hooks.py Hooks
         return self.summary.artifacts[job.stage.depends_on[0]]
 
     def _mixed_format(self, stage: Stage):
-        """A mixed format with its assignment: the integer program (orchestrator/planning/mixed.py)
-        solved on its candidates' sensitivity results, written to mixed/MODEL/FORMAT.json (the
-        report's table and heatmap read it). Raises Unresolved when a result is missing."""
-        import json
-
-        fmt, m = stage.format, stage.format.mixed
-        cells = {(c.model.name, c.format.name): c for c in self.plan.sensitivity_cells}
-        groups: list[dict] | None = None
-        kl: dict[str, dict[str, float]] = {}
-        for cand, recipe in m["candidates"].items():
-            if recipe is None:  # the baseline: a group kept dense moves nothing
-                continue
-            cell = cells.get((stage.model.name, cand))
-            if cell is None or cell.key not in self.done:
-                raise Unresolved(
-                    FailureClass.DEPENDENCY_FAILED.value,
-                    f"{stage.name}: the sensitivity of {stage.model.name} to {cand} has no result",
-                )
-            path = samples_file(self.run_dir, cell.model.name, cell.format.name, cell.task.name, cell.key)
-            try:
-                table = read_sensitivity(path)
-            except Exception as exc:  # noqa: BLE001 - a missing or damaged file: this stage fails
-                raise Unresolved(
-                    FailureClass.DEPENDENCY_FAILED.value,
-                    f"{stage.name}: cannot read the sensitivity of {cand} ({path}): "
-                    f"{type(exc).__name__}: {one_line(exc)}",
-                ) from None
-            if groups is not None and [g["name"] for g in table] != [g["name"] for g in groups]:
-                raise Unresolved(
-                    FailureClass.BAD_INPUT.value,
-                    f"{stage.name}: the candidates quantize different modules of {stage.model.name} "
-                    "(their ignore lists differ)",
-                )
-            groups = groups or table
-            kl[cand] = {g["name"]: g["kl"] for g in table}
-        budget = m.get("budget_bits")
-        if budget is None:  # gigabytes -> the Linears' average bits, now that the parameters are counted
-            budget = bits_for_gb(groups or [], float(m["budget_gb"]))
-            lo, hi = min(m["bits"].values()), max(m["bits"].values())
-            if not lo <= budget < hi:
-                where, edge = ("below the smallest", lo) if budget < lo else ("at or above the largest", hi)
-                raise Unresolved(
-                    FailureClass.BAD_INPUT.value,
-                    f"{stage.name}: {m['budget_gb']:g} GB is {where} checkpoint of {stage.model.name} the "
-                    f"candidates make ({size_gb(groups or [], edge):.4g} GB)",
-                )
-        solution = solve(groups or [], kl, m["bits"], float(budget))
+        """A mixed format with its assignment, solved on its candidates' sensitivity results
+        (orchestrator/execution/mixed.py); raises Unresolved when a result is missing."""
+        fmt, record = assign(stage, self.plan.sensitivity_cells, self.done, self.run_dir)
         out = self.run_dir / "mixed" / stage.model.name / f"{fmt.name}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
-        record = {
-            "format": fmt.name,
-            "budget_bits": budget,
-            "budget_gb": m.get("budget_gb"),
-            "size_gb": size_gb(groups or [], solution["bits"]),
-            "candidate_bits": m["bits"],
-            **{k: solution[k] for k in ("bits", "predicted_kl", "status", "groups")},
-            "assignment": [
-                {
-                    **{k: g[k] for k in ("name", "layer", "module", "params")},
-                    "format": solution["assignment"][g["name"]],
-                }
-                | {f"kl_{c}": kl[c][g["name"]] for c in kl}
-                for g in groups or []
-            ],
-        }
-        out.write_text(json.dumps(record, indent=1))
+        out.write_text(json.dumps(record, indent=1))  # the report's frontier reads it
         self.emit(
             "mixed",
             stage=stage.name,
-            bits=solution["bits"],
-            predicted_kl=solution["predicted_kl"],
-            groups=solution["groups"],
+            bits=record["bits"],
+            predicted_kl=record["predicted_kl"],
+            groups=record["groups"],
         )
-        return replace(
-            fmt, mixed={**m, "assignment": modules_by_candidate(groups or [], solution["assignment"], m["baseline"])}
-        )
+        return fmt
 
     def engine_args(self, job: Job) -> tuple[Artifact, str | None]:
         cal = self._calibration(job)
