@@ -194,7 +194,7 @@ class SensitivityProbe:
             try:
                 with quantized(self.model, g.modules, scheme):
                     d = divergence(self.base, next_token_logprobs(self.model, self.ids), self.ids)
-            except StageFailure:
+            except (StageFailure, MemoryError):  # memory is the scheduler's to classify (oom), not bad input
                 raise
             except Exception as exc:  # noqa: BLE001 - a scheme this path cannot fake-quantize: one line
                 raise StageFailure(
