@@ -507,6 +507,12 @@ def find_keys(node: Any, match) -> list[tuple[Any, Any]]:
     return found
 
 
+def modifiers(recipe: Any) -> list[tuple[str, Any]]:
+    """(name, arguments) of every llmcompressor modifier in a recipe (`GPTQModifier: {...}`), in
+    recipe order."""
+    return find_keys(recipe, lambda k, v: isinstance(k, str) and k.endswith("Modifier"))
+
+
 def kv_cache_dtype_of(name: str, recipe: dict | None) -> str:
     """The engine's kv_cache_dtype a recipe asks for: "fp8" where it has an FP8 `kv_cache_scheme`
     (llmcompressor calibrates per-tensor k/v scales into the checkpoint), else "auto"."""

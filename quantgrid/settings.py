@@ -282,6 +282,15 @@ class NoiseFloor:
         return 3 if self.batch_size != 3 else 5
 
 
+def _check_held_out_text(section: str, out: Any) -> None:
+    """`documents` and `max_tokens` of a probe on workers/stages/sanity_text.py's documents
+    (the sanity gate's and the sensitivity stage's)."""
+    for k, low, high in (("documents", 1, Sanity.MAX_DOCUMENTS), ("max_tokens", 16, 1 << 20)):
+        v = getattr(out, k)
+        if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+            raise ConfigError(f"{section}.{k} must be an integer in [{low}, {high}], got {v!r}")
+
+
 @dataclass(frozen=True)
 class Sanity:
     """`sweep.sanity`: the post-quantize gate. Right after a checkpoint is built, the quantize
@@ -325,10 +334,7 @@ class Sanity:
             v = getattr(out, k)  # .inf turns one limit off
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > low:
                 raise ConfigError(f"sweep.sanity.{k} must be a number > {low:g}, got {v!r}")
-        for k, low, high in (("documents", 1, cls.MAX_DOCUMENTS), ("max_tokens", 16, 1 << 20)):
-            v = getattr(out, k)
-            if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
-                raise ConfigError(f"sweep.sanity.{k} must be an integer in [{low}, {high}], got {v!r}")
+        _check_held_out_text("sweep.sanity", out)
         return out
 
 
@@ -368,10 +374,7 @@ class Sensitivity:
         out = cls(
             formats=tuple(formats), **{k: node[k] for k in ("documents", "max_tokens") if node.get(k) is not None}
         )
-        for k, low, high in (("documents", 1, Sanity.MAX_DOCUMENTS), ("max_tokens", 16, 1 << 20)):
-            v = getattr(out, k)
-            if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
-                raise ConfigError(f"sweep.sensitivity.{k} must be an integer in [{low}, {high}], got {v!r}")
+        _check_held_out_text("sweep.sensitivity", out)
         return out
 
     def cell_settings(self) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 
 from orchestrator.config.loader import ConfigError
 from orchestrator.planning.mixed import candidate_recipe, weight_bits
-from quantgrid.capability import find_keys
+from quantgrid.capability import modifiers
 from quantgrid.settings import Mixed, Sensitivity
 from quantgrid.types import FormatSpec
 
@@ -60,15 +60,10 @@ def load_mixed(
     for m, fmts in formats.items():
         cands = {c: fmts[c] for c in mixed.candidates}
         recipes = {c: candidate_recipe(c, f.recipe) for c, f in cands.items()}
-        modifiers = {
-            k
-            for r in recipes.values()
-            if r
-            for k, _ in find_keys(r, lambda k, v: isinstance(k, str) and k.endswith("Modifier"))
-        }
-        if len(modifiers) > 1:
+        kinds = {k for r in recipes.values() if r for k, _ in modifiers(r)}
+        if len(kinds) > 1:
             raise ConfigError(
-                f"sweep.mixed.candidates: {' and '.join(sorted(modifiers))} in one mix; the candidates' recipes "
+                f"sweep.mixed.candidates: {' and '.join(sorted(kinds))} in one mix; the candidates' recipes "
                 "must use the same modifier (one oneshot pass quantizes every group)"
             )
         bits = {c: weight_bits(c, r) for c, r in recipes.items()}

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from quantgrid.capability import find_keys
+from quantgrid.capability import find_keys, modifiers
 from quantgrid.errors import ConfigError
 
 # compressed-tensors presets (compressed_tensors/quantization/quant_scheme.py PRESET_SCHEMES):
@@ -78,7 +78,7 @@ def candidate_recipe(name: str, recipe: dict | None) -> dict | None:
     model first (SmoothQuant, AWQ, rotations: they would apply to the unquantized groups too)."""
     if recipe is None:
         return None
-    mods = find_keys(recipe, lambda k, v: isinstance(k, str) and k.endswith("Modifier"))
+    mods = modifiers(recipe)
     names = [k for k, _ in mods]
     if names not in (["GPTQModifier"], ["QuantizationModifier"]):
         raise ConfigError(
@@ -95,19 +95,24 @@ def candidate_recipe(name: str, recipe: dict | None) -> dict | None:
 GB = 1e9  # bytes
 
 
-def bits_for_gb(groups: list[dict[str, Any]], gb: float) -> float:
-    """The average weight bits of the Linears that a checkpoint of `gb` gigabytes allows, the
-    rest of the model (embeddings, norms, an untied lm_head: `model_params` minus the Linears')
-    stored at BASELINE_BITS."""
+def _linear_and_rest(groups: list[dict[str, Any]]) -> tuple[float, float]:
+    """Parameters of the quantizable Linears, and of the rest of the model (embeddings, norms, an
+    untied lm_head: `model_params` minus the Linears')."""
     linear = float(sum(g["params"] for g in groups))
     rest = max(float(groups[0].get("model_params") or 0) - linear, 0.0) if groups else 0.0
+    return linear, rest
+
+
+def bits_for_gb(groups: list[dict[str, Any]], gb: float) -> float:
+    """The average weight bits of the Linears that a checkpoint of `gb` gigabytes allows, the
+    rest of the model stored at BASELINE_BITS."""
+    linear, rest = _linear_and_rest(groups)
     return (gb * GB * 8 - rest * BASELINE_BITS) / linear if linear else 0.0
 
 
 def size_gb(groups: list[dict[str, Any]], bits: float) -> float:
     """The checkpoint's gigabytes at `bits` average weight bits (the inverse of bits_for_gb)."""
-    linear = float(sum(g["params"] for g in groups))
-    rest = max(float(groups[0].get("model_params") or 0) - linear, 0.0) if groups else 0.0
+    linear, rest = _linear_and_rest(groups)
     return (linear * bits + rest * BASELINE_BITS) / 8 / GB
 
 

@@ -38,10 +38,10 @@ def _cli(*args):
 
 def _group_of(module: str) -> str:
     """The layer group (workers/stages/sensitivity.py: vLLM's fused Linears) a Linear belongs to."""
+    from workers.stages.sensitivity import FUSED
+
     parent, _, leaf = module.rpartition(".")
-    return f"{parent}." + {"q_proj": "qkv_proj", "k_proj": "qkv_proj", "v_proj": "qkv_proj"}.get(
-        leaf, {"gate_proj": "gate_up_proj", "up_proj": "gate_up_proj"}.get(leaf, leaf)
-    )
+    return f"{parent}.{FUSED.get(leaf, leaf)}"
 
 
 def test_sensitivity_mixes_and_frontier_on_the_real_stack(tmp_path, tiny_llama):

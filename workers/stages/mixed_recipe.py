@@ -17,14 +17,14 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from quantgrid.capability import find_keys
+from quantgrid.capability import modifiers
 from quantgrid.types import FormatSpec
 
 SCHEME_KEYS = ("scheme", "config_groups", "targets")
 
 
 def _modifier(recipe: dict) -> tuple[str, dict[str, Any]]:
-    name, args = find_keys(recipe, lambda k, v: isinstance(k, str) and k.endswith("Modifier"))[0]
+    name, args = modifiers(recipe)[0]
     return name, dict(args or {})
 
 

@@ -202,9 +202,9 @@ def architecture(path: Path) -> str:
 def recipe_summary(recipe: Any) -> str:
     """The recipe's modifiers in one compact phrase: `SmoothQuantModifier(strength 0.8) +
     GPTQModifier(W8A8, ignore lm_head)`, `GPTQModifier(W4 int group/64, ignore lm_head)`."""
-    from quantgrid.capability import find_keys
+    from quantgrid.capability import modifiers
 
-    mods = find_keys(recipe, lambda k, v: isinstance(k, str) and k.endswith("Modifier"))
+    mods = modifiers(recipe)
     return " + ".join(_modifier(k, v if isinstance(v, dict) else {}) for k, v in mods) or "no modifiers"
 
 

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from quantgrid.capability import find_keys
+from quantgrid.capability import modifiers
 from quantgrid.failures import FailureClass, StageFailure
 from quantgrid.types import FormatSpec, SampleRecord
 
@@ -74,20 +74,18 @@ def layer_groups(model: Any, ignore: list[str]) -> list[Group]:
     return list(groups.values())
 
 
-def target_scheme(fmt: FormatSpec) -> tuple[Any, list[str]]:
-    """The format's one quantization scheme (compressed-tensors QuantizationScheme) and its
-    modifier's ignore list. One group of one scheme: a recipe whose config_groups differ per
+def target_scheme(fmt: FormatSpec) -> tuple[Any, list[str], list[str]]:
+    """The format's one quantization scheme (compressed-tensors QuantizationScheme), its
+    modifier's ignore list and the modifiers left out. One group of one scheme: a recipe whose config_groups differ per
     module is already a mix, not a target to measure against. Modifiers without a scheme
     (SmoothQuant, AWQ's smoothing) transform the whole model and are not applied per group: the
-    figures are the scheme's alone (`skipped_modifiers` says which were left out)."""
+    figures are the scheme's alone (the third value, `skipped_modifiers` in the result)."""
     from compressed_tensors.quantization import QuantizationScheme
     from compressed_tensors.quantization.quant_scheme import is_preset_scheme, preset_name_to_scheme
 
-    mods = [
-        (k, v)
-        for k, v in find_keys(fmt.recipe, lambda k, v: isinstance(k, str) and k.endswith("Modifier"))
-        if isinstance(v, dict) and (v.get("scheme") or v.get("config_groups"))
-    ]
+    has_scheme = lambda v: isinstance(v, dict) and bool(v.get("scheme") or v.get("config_groups"))  # noqa: E731
+    mods = [(k, v) for k, v in modifiers(fmt.recipe) if has_scheme(v)]
+    skipped = [k for k, v in modifiers(fmt.recipe) if not has_scheme(v)]
     if len(mods) != 1:
         raise StageFailure(
             FailureClass.BAD_INPUT.value,
@@ -116,7 +114,7 @@ def target_scheme(fmt: FormatSpec) -> tuple[Any, list[str]]:
             f"sensitivity: format {fmt.name} quantizes activations with static (calibrated) scales; "
             "a group quantized alone has no calibration: measure a dynamic or weight-only format",
         )
-    return scheme, [str(i) for i in args.get("ignore") or []]
+    return scheme, [str(i) for i in args.get("ignore") or []], skipped
 
 
 @contextmanager
@@ -180,7 +178,7 @@ class SensitivityProbe:
     def measure(self, fmt: FormatSpec, progress=None) -> tuple[dict[str, float], list[SampleRecord]]:
         from workers.stages.sanity import divergence, documents_hash, next_token_logprobs
 
-        scheme, ignore = target_scheme(fmt)
+        scheme, ignore, self.skipped_modifiers = target_scheme(fmt)
         groups = layer_groups(self.model, ignore)
         if not groups:
             raise StageFailure(
@@ -229,9 +227,4 @@ class SensitivityProbe:
             "tokens,none": float(sum(len(d) - 1 for d in self.ids)),
         }
         self.text_sha256 = documents_hash(int(self.settings["documents"]))
-        self.skipped_modifiers = [
-            k
-            for k, v in find_keys(fmt.recipe, lambda k, v: isinstance(k, str) and k.endswith("Modifier"))
-            if not (isinstance(v, dict) and (v.get("scheme") or v.get("config_groups")))
-        ]
         return metrics, records

@@ -52,7 +52,7 @@ def test_groups_follow_vllm_fusion(probe):
 
 
 def test_a_group_is_quantized_inside_the_block_and_restored_after(probe):
-    scheme, _ = sv.target_scheme(W4)
+    scheme, _, _ = sv.target_scheme(W4)
     name = "model.layers.1.mlp.down_proj"
     mod = dict(probe.model.named_modules())[name]
     before = mod.weight.detach().clone()
